@@ -1,0 +1,73 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "tdn-dns",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tdnd", targets: ["tdnd"]),
+        .library(name: "TDNDNS", targets: ["TDNDNS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries from Debian (see README: `make` installs them).
+        .systemLibrary(
+            name: "CLDNS", pkgConfig: "ldns", providers: [.apt(["libldns-dev"])]),
+        .systemLibrary(
+            name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
+        .systemLibrary(
+            name: "CSQLite3Shim", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // recvmmsg/sendmmsg are not exported by Glibc's Swift overlay.
+        .target(name: "CSocketIO"),
+
+        .target(
+            name: "TDNDNS",
+            dependencies: [
+                "CLDNS", "CSocketIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]),
+        .target(
+            name: "GeoPolicy",
+            dependencies: ["CMaxMindDB", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "HealthProbe",
+            dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "LedgerSync",
+            dependencies: ["CSQLite3Shim", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "TDNDaemon",
+            dependencies: [
+                "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
+        .executableTarget(name: "tdnd", dependencies: ["TDNDaemon"]),
+
+        .target(
+            name: "TDNTestSupport",
+            dependencies: [
+                "TDNDNS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]),
+        .testTarget(
+            name: "TDNDNSTests",
+            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport"],
+            resources: [.copy("Resources")]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"]),
+    ]
+)

@@ -1,0 +1,3 @@
+#include <ldns/ldns.h>
+#include <stdio.h>
+#include <stdlib.h>

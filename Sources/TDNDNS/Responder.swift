@@ -1,0 +1,357 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a query arrived; it decides the response size limit (RFC 1035 §4.2, RFC 6891 §6.2.5).
+public enum Transport: Sendable {
+    case udp
+    case tcp
+}
+
+/// Answers one query from a snapshot. The query is read in place and the response written
+/// straight into the caller's buffer: no allocation, no locks, no shared mutable state. Each
+/// thread owns its own `Responder` (the scratch space below is per thread).
+public final class Responder: @unchecked Sendable {
+    /// The largest UDP payload we send (RFC 6891 §6.2.5; 1232 per DNS Flag Day 2020).
+    public let maxUDPPayload: Int
+    /// The lower-cased query name, and where each of its labels starts.
+    private let name: UnsafeMutablePointer<UInt8>
+    private let labelStarts: UnsafeMutablePointer<Int>
+
+    public init(maxUDPPayload: Int = 1232) {
+        self.maxUDPPayload = max(512, min(maxUDPPayload, 65535))
+        name = .allocate(capacity: 256)
+        labelStarts = .allocate(capacity: 130)
+    }
+
+    deinit {
+        name.deallocate()
+        labelStarts.deallocate()
+    }
+
+    /// Writes the response to `query` into `out` and returns its length; 0 means "drop"
+    /// (too short to carry an ID, or itself a response: RFC 1035 §4.1.1).
+    public func respond(
+        to query: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, transport: Transport,
+        snapshot: Snapshot
+    ) -> Int {
+        let n = query.count
+        guard n >= 12, out.count >= 512, let q = query.baseAddress?.assumingMemoryBound(to: UInt8.self),
+            let o = out.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        else { return 0 }
+        if q[2] & 0x80 != 0 { return 0 }
+
+        var r = Reply(out: o, capacity: out.count, query: q, transport: transport, ourPayload: UInt16(maxUDPPayload))
+        let opcode = (q[2] >> 3) & 0xF
+        // Only QUERY is implemented; NOTIFY, UPDATE and the rest get NOTIMP (RFC 1035 §4.1.1).
+        if opcode != 0 { return r.error(.notImp) }
+        if Reply.u16(q + 4) != 1 { return r.error(.formErr) }
+
+        // Question: labels are copied lower-cased for the lookup; the original bytes are echoed.
+        var position = 12
+        var length = 0
+        var labels = 0
+        while true {
+            guard position < n else { return r.error(.formErr) }
+            let labelLength = Int(q[position])
+            if labelLength == 0 { break }
+            // 0x40/0x80 label types are undefined and a pointer cannot appear in the first
+            // name of a message: both are malformed here.
+            guard labelLength <= 63, position + 1 + labelLength < n, length + 1 + labelLength < 255 else {
+                return r.error(.formErr)
+            }
+            labelStarts[labels] = length
+            labels += 1
+            name[length] = UInt8(labelLength)
+            for index in 1...labelLength {
+                let byte = q[position + index]
+                name[length + index] = byte &- 65 < 26 ? byte | 0x20 : byte
+            }
+            length += 1 + labelLength
+            position += 1 + labelLength
+        }
+        name[length] = 0
+        labelStarts[labels] = length
+        length += 1
+        position += 1
+        guard position + 4 <= n else { return r.error(.formErr) }
+        let qtype = Reply.u16(q + position)
+        let qclass = Reply.u16(q + position + 2)
+        position += 4
+        r.questionEnd = position
+
+        // NSD's rule: a query carries nothing in the answer and authority sections.
+        if Reply.u16(q + 6) != 0 || Reply.u16(q + 8) != 0 { return r.error(.formErr) }
+
+        // Additional section: find the OPT record (RFC 6891 §6.1.1) and skip anything else.
+        let additional = Int(Reply.u16(q + 10))
+        var formErr = false
+        for _ in 0..<additional {
+            let ownerStart = position
+            while true {
+                guard position < n else { return r.error(.formErr) }
+                let byte = Int(q[position])
+                if byte == 0 {
+                    position += 1
+                    break
+                }
+                if byte & 0xC0 == 0xC0 {
+                    position += 2
+                    break
+                }
+                guard byte <= 63 else { return r.error(.formErr) }
+                position += 1 + byte
+            }
+            guard position + 10 <= n else { return r.error(.formErr) }
+            let type = Reply.u16(q + position)
+            let rdataStart = position + 10
+            let rdataEnd = rdataStart + Int(Reply.u16(q + position + 8))
+            guard rdataEnd <= n else { return r.error(.formErr) }
+            if type == 41 {
+                // One OPT, owned by the root (RFC 6891 §6.1.1); more is FORMERR.
+                if r.hasEDNS || position - ownerStart != 1 { return r.error(.formErr) }
+                r.hasEDNS = true
+                r.clientPayload = Reply.u16(q + position + 2)
+                r.ednsVersion = q[position + 5]
+                r.dnssecOK = q[position + 6] & 0x80 != 0
+                var option = rdataStart
+                while option < rdataEnd {
+                    guard option + 4 <= rdataEnd else {
+                        formErr = true
+                        break
+                    }
+                    let code = Reply.u16(q + option)
+                    let optionLength = Int(Reply.u16(q + option + 2))
+                    guard option + 4 + optionLength <= rdataEnd else {
+                        formErr = true
+                        break
+                    }
+                    if code == 8 {
+                        if r.ecsStart >= 0 || !Self.validClientSubnet(q + option + 4, optionLength) {
+                            formErr = true
+                            break
+                        }
+                        r.ecsStart = option + 4
+                        r.ecsLength = optionLength
+                    }
+                    option += 4 + optionLength
+                }
+            }
+            position = rdataEnd
+        }
+        if formErr {
+            r.ecsStart = -1
+            return r.error(.formErr)
+        }
+        // RFC 6891 §6.1.3: only version 0 is implemented.
+        if r.hasEDNS && r.ednsVersion > 0 {
+            r.ecsStart = -1
+            return r.error(.badVers)
+        }
+        if qclass != 1 { return r.error(.refused) }
+        switch qtype {
+        case 41: return r.error(.formErr)  // OPT is not a question (RFC 6891 §6.1.1)
+        case 251, 252: return r.error(.refused)  // zone transfers are not offered
+        case 249, 250, 253, 254: return r.error(.notImp)
+        default: break
+        }
+
+        // Find the answer (RFC 1034 §4.3.2): the name itself, else its closest encloser.
+        let nodes = snapshot.nodes
+        var template: Int32
+        let found = snapshot.find(name, length)
+        if found >= 0 {
+            let node = nodes[Int(found)]
+            if node.referralTemplate >= 0 {
+                template = qtype == 43 && node.dsTemplate >= 0 ? node.dsTemplate : node.referralTemplate
+            } else if qtype == 255 {
+                template = node.anyTemplate
+            } else {
+                template = Self.typeTemplate(snapshot, Int(node.typesStart), Int(node.typesCount), qtype, node.defaultTemplate)
+            }
+        } else {
+            var encloser: Int32 = -1
+            var label = 1
+            while label <= labels {
+                let start = labelStarts[label]
+                encloser = snapshot.find(name + start, length - start)
+                if encloser >= 0 { break }
+                label += 1
+            }
+            guard encloser >= 0 else { return r.error(.refused) }
+            let node = nodes[Int(encloser)]
+            if node.referralTemplate >= 0 {
+                template = node.referralTemplate
+            } else if node.wildcardChild >= 0 {
+                let wildcard = nodes[Int(node.wildcardChild)]
+                if qtype == 255 {
+                    template = wildcard.synthAny
+                } else {
+                    template = Self.typeTemplate(
+                        snapshot, Int(wildcard.synthTypesStart), Int(wildcard.synthTypesCount), qtype, wildcard.synthDefault)
+                }
+            } else {
+                template = snapshot.nxdomainTemplates[Int(node.zone)]
+            }
+        }
+        return r.answer(snapshot, Int(template), queryNameLength: length)
+    }
+
+    @inline(__always)
+    private static func typeTemplate(_ snapshot: Snapshot, _ start: Int, _ count: Int, _ qtype: UInt16, _ fallback: Int32) -> Int32 {
+        var index = start
+        let end = start + count
+        while index < end {
+            if snapshot.typeKeys[index] == qtype { return snapshot.typeTemplates[index] }
+            index += 1
+        }
+        return fallback
+    }
+
+    /// RFC 7871 §6 and §7.1.2: known family, prefix within the family, exactly the octets the
+    /// prefix needs, and no address bits set beyond it.
+    @inline(__always)
+    static func validClientSubnet(_ p: UnsafePointer<UInt8>, _ length: Int) -> Bool {
+        guard length >= 4 else { return false }
+        let family = Reply.u16(p)
+        let source = Int(p[2])
+        let scope = Int(p[3])
+        let maximum = family == 1 ? 32 : family == 2 ? 128 : -1
+        guard maximum > 0, source <= maximum, scope <= maximum, length - 4 == (source + 7) / 8 else { return false }
+        if source % 8 != 0 {
+            let mask = UInt8(truncatingIfNeeded: 0xFF >> (source % 8))
+            if p[length - 1] & mask != 0 { return false }
+        }
+        return true
+    }
+}
+
+/// The response being written for one query.
+struct Reply {
+    let out: UnsafeMutablePointer<UInt8>
+    let capacity: Int
+    let query: UnsafePointer<UInt8>
+    let transport: Transport
+    let ourPayload: UInt16
+    /// End of the question in the query (and in the reply); 0 until it parsed.
+    var questionEnd = 0
+    var hasEDNS = false
+    var clientPayload: UInt16 = 0
+    var ednsVersion: UInt8 = 0
+    var dnssecOK = false
+    var ecsStart = -1
+    var ecsLength = 0
+
+    init(out: UnsafeMutablePointer<UInt8>, capacity: Int, query: UnsafePointer<UInt8>, transport: Transport, ourPayload: UInt16) {
+        self.out = out
+        self.capacity = capacity
+        self.query = query
+        self.transport = transport
+        self.ourPayload = ourPayload
+    }
+
+    @inline(__always)
+    static func u16(_ p: UnsafePointer<UInt8>) -> UInt16 { UInt16(p[0]) << 8 | UInt16(p[1]) }
+
+    @inline(__always)
+    static func put16(_ p: UnsafeMutablePointer<UInt8>, _ value: UInt16) {
+        p[0] = UInt8(truncatingIfNeeded: value >> 8)
+        p[1] = UInt8(truncatingIfNeeded: value)
+    }
+
+    /// The size limit: 512 octets over UDP, or the client's EDNS size capped by ours; 64 KiB over TCP.
+    var limit: Int {
+        if transport == .tcp { return min(capacity, 65535) }
+        let size = hasEDNS ? max(512, min(Int(clientPayload), Int(ourPayload))) : 512
+        return min(capacity, size)
+    }
+
+    var optLength: Int { hasEDNS ? 11 + (ecsStart >= 0 ? 4 + ecsLength : 0) : 0 }
+
+    /// ID, opcode, RD and CD copied (RFC 1035 §4.1.1, RFC 4035 §3.1.6); QR set; RA clear.
+    @inline(__always)
+    func header(aa: Bool, tc: Bool, rcode: UInt16, qd: UInt16, an: UInt16, ns: UInt16, ar: UInt16) {
+        out[0] = query[0]
+        out[1] = query[1]
+        out[2] = 0x80 | (query[2] & 0x79) | (aa ? 0x04 : 0) | (tc ? 0x02 : 0)
+        out[3] = (query[3] & 0x10) | UInt8(rcode & 0xF)
+        Reply.put16(out + 4, qd)
+        Reply.put16(out + 6, an)
+        Reply.put16(out + 8, ns)
+        Reply.put16(out + 10, ar + (hasEDNS ? 1 : 0))
+    }
+
+    /// The OPT record of the reply (RFC 6891 §6.1.2), echoing ECS with scope 0: a static answer
+    /// does not depend on the client's address (RFC 7871 §7.2.1).
+    @inline(__always)
+    func writeOPT(at position: Int, rcode: UInt16) -> Int {
+        guard hasEDNS else { return position }
+        let p = out + position
+        p[0] = 0
+        Reply.put16(p + 1, 41)
+        Reply.put16(p + 3, ourPayload)
+        p[5] = UInt8(truncatingIfNeeded: rcode >> 4)
+        p[6] = 0
+        p[7] = dnssecOK ? 0x80 : 0
+        p[8] = 0
+        if ecsStart >= 0 {
+            Reply.put16(p + 9, UInt16(4 + ecsLength))
+            Reply.put16(p + 11, 8)
+            Reply.put16(p + 13, UInt16(ecsLength))
+            memcpy(p + 15, query + ecsStart, ecsLength)
+            p[15 + 3] = 0
+            return position + 15 + ecsLength
+        }
+        Reply.put16(p + 9, 0)
+        return position + 11
+    }
+
+    /// An answer without records: the header, the question when it parsed, and OPT.
+    func error(_ rcode: ResponseCode) -> Int {
+        let echoQuestion = questionEnd > 0
+        let end = echoQuestion ? questionEnd : 12
+        if echoQuestion { memcpy(out + 12, query + 12, questionEnd - 12) }
+        header(aa: false, tc: false, rcode: rcode.rawValue, qd: echoQuestion ? 1 : 0, an: 0, ns: 0, ar: 0)
+        return writeOPT(at: end, rcode: rcode.rawValue)
+    }
+
+    /// Copies a template after the question, shifting its pointers when the query name is longer
+    /// than the name it was encoded for; falls back to dropping the additional section, then to
+    /// TC=1 with no records (RFC 2181 §9), when the whole does not fit.
+    func answer(_ snapshot: Snapshot, _ index: Int, queryNameLength: Int) -> Int {
+        let t = snapshot.templates[index]
+        let base = questionEnd
+        let room = limit - base - optLength
+        var bodyLength = Int(t.bodyLength)
+        var relocationCount = Int(t.relocationCount)
+        var additional = t.additionalCount
+        var truncated = false
+        if bodyLength > room {
+            if !t.isReferral && Int(t.minimalLength) <= room {
+                bodyLength = Int(t.minimalLength)
+                relocationCount = Int(t.minimalRelocationCount)
+                additional = 0
+            } else {
+                truncated = true
+            }
+        }
+        memcpy(out + 12, query + 12, base - 12)
+        let rcode = UInt16(t.rcode)
+        if truncated {
+            header(aa: t.authoritative, tc: true, rcode: rcode, qd: 1, an: 0, ns: 0, ar: 0)
+            return writeOPT(at: base, rcode: rcode)
+        }
+        header(aa: t.authoritative, tc: false, rcode: rcode, qd: 1, an: t.answerCount, ns: t.authorityCount, ar: additional)
+        let body = out + base
+        memcpy(body, snapshot.bodies.baseAddress! + Int(t.bodyStart), bodyLength)
+        let shift = UInt16(truncatingIfNeeded: queryNameLength - Int(t.baseLength))
+        if shift != 0 {
+            let relocations = snapshot.relocations.baseAddress! + Int(t.relocationStart)
+            for item in 0..<relocationCount {
+                let p = body + Int(relocations[item])
+                Reply.put16(p, Reply.u16(p) &+ shift)
+            }
+        }
+        return writeOPT(at: base + bodyLength, rcode: rcode)
+    }
+}

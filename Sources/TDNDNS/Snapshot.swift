@@ -1,0 +1,144 @@
+import Atomics
+
+/// A precompiled response fragment: the answer, authority and additional sections that follow
+/// the question. It was encoded for a question of `baseLength` octets; a query whose name is
+/// longer (a name below a wildcard, a delegation or an NXDOMAIN apex) shifts every compression
+/// pointer listed in the relocations by the difference, because the base name is a suffix of
+/// the query name and everything after the question moves by the same amount.
+struct Template {
+    var bodyStart: UInt32
+    var bodyLength: UInt16
+    /// Length without the additional section, for when the whole body does not fit.
+    var minimalLength: UInt16
+    var relocationStart: UInt32
+    var relocationCount: UInt16
+    var minimalRelocationCount: UInt16
+    var answerCount: UInt16
+    var authorityCount: UInt16
+    var additionalCount: UInt16
+    var baseLength: UInt16
+    var rcode: UInt8
+    var authoritative: Bool
+    /// A referral may not drop its glue silently (RFC 9471): TC instead.
+    var isReferral: Bool
+}
+
+/// One name that exists in a served zone (with data, or as an empty non-terminal).
+struct Node {
+    var nameStart: UInt32
+    var nameLength: UInt16
+    var hash: UInt32
+    var zone: Int32
+    var typesStart: UInt32
+    var typesCount: UInt16
+    var defaultTemplate: Int32
+    var anyTemplate: Int32
+    /// At or below a zone cut: the referral to answer with (-1 otherwise).
+    var referralTemplate: Int32
+    /// At a zone cut: the parent side's answer to a DS query.
+    var dsTemplate: Int32
+    /// The node of `*.<this name>`, or -1.
+    var wildcardChild: Int32
+    /// For a wildcard node: answers synthesised for names it covers (RFC 4592), owner = QNAME.
+    var synthTypesStart: UInt32
+    var synthTypesCount: UInt16
+    var synthDefault: Int32
+    var synthAny: Int32
+}
+
+/// Everything the query path reads, immutable and swapped whole on reload. The arrays are
+/// allocated once here and read through unchecked pointers: the builder guarantees every index.
+public final class Snapshot: AtomicReference, @unchecked Sendable {
+    let nodes: UnsafeMutableBufferPointer<Node>
+    /// Open-addressed hash table of node indices (-1 = empty); capacity is a power of two.
+    let slots: UnsafeMutableBufferPointer<Int32>
+    let names: UnsafeMutableBufferPointer<UInt8>
+    let typeKeys: UnsafeMutableBufferPointer<UInt16>
+    let typeTemplates: UnsafeMutableBufferPointer<Int32>
+    let templates: UnsafeMutableBufferPointer<Template>
+    let bodies: UnsafeMutableBufferPointer<UInt8>
+    let relocations: UnsafeMutableBufferPointer<UInt16>
+    let nxdomainTemplates: UnsafeMutableBufferPointer<Int32>
+    /// The longest template body, to size TCP response buffers.
+    public let maximumBodyLength: Int
+    /// The zones served, in load order.
+    public let zones: [Zone]
+
+    init(nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
+         templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone]) {
+        func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
+            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
+            _ = buffer.initialize(from: array)
+            return buffer
+        }
+        self.nodes = copy(nodes)
+        self.slots = copy(slots)
+        self.names = copy(names)
+        self.typeKeys = copy(typeKeys)
+        self.typeTemplates = copy(typeTemplates)
+        self.templates = copy(templates)
+        self.bodies = copy(bodies)
+        self.relocations = copy(relocations)
+        self.nxdomainTemplates = copy(nxdomainTemplates)
+        self.maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
+        self.zones = zones
+    }
+
+    deinit {
+        nodes.deallocate()
+        slots.deallocate()
+        names.deallocate()
+        typeKeys.deallocate()
+        typeTemplates.deallocate()
+        templates.deallocate()
+        bodies.deallocate()
+        relocations.deallocate()
+        nxdomainTemplates.deallocate()
+    }
+
+    /// FNV-1a over a lower-cased wire name.
+    @inline(__always)
+    static func hash(_ start: UnsafePointer<UInt8>, _ count: Int) -> UInt32 {
+        var hash: UInt32 = 2_166_136_261
+        for index in 0..<count {
+            hash = (hash ^ UInt32(start[index])) &* 16_777_619
+        }
+        return hash
+    }
+
+    /// The node for a lower-cased wire name, or -1.
+    @inline(__always)
+    func find(_ start: UnsafePointer<UInt8>, _ count: Int) -> Int32 {
+        let hash = Snapshot.hash(start, count)
+        let mask = slots.count - 1
+        var slot = Int(hash) & mask
+        while true {
+            let index = slots[slot]
+            if index < 0 { return -1 }
+            let node = nodes[Int(index)]
+            if node.hash == hash && Int(node.nameLength) == count
+                && memcmp(names.baseAddress! + Int(node.nameStart), start, count) == 0
+            {
+                return index
+            }
+            slot = (slot + 1) & mask
+        }
+    }
+}
+
+/// Holds the snapshot being served; reload publishes a new one with one atomic store.
+public final class SnapshotStore: Sendable {
+    private let current: ManagedAtomic<Snapshot>
+
+    public init(_ snapshot: Snapshot) { current = ManagedAtomic(snapshot) }
+
+    /// One acquiring load; the caller keeps the reference for a batch of queries.
+    @inline(__always)
+    public func load() -> Snapshot { current.load(ordering: .acquiring) }
+
+    public func publish(_ snapshot: Snapshot) { current.store(snapshot, ordering: .releasing) }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,318 @@
+/// Compiles checked zones into a `Snapshot`: every answer the zones can give is encoded here,
+/// once, so that the query path only looks up a name and copies bytes.
+public struct SnapshotBuilder {
+    /// Where a name leads within the served zones (the control-plane form of the lookup).
+    enum Resolution {
+        case node(DomainName)
+        case wildcard(DomainName)
+        case referral(cut: DomainName)
+        case nxdomain(zone: Int)
+        case outOfZone
+    }
+
+    private struct NodeInfo {
+        var zone: Int
+        var rrsets: [RecordType: RRset]
+        /// The topmost delegation at or above this name inside its zone.
+        var cut: DomainName?
+    }
+
+    private let zones: [Zone]
+    private var info: [DomainName: NodeInfo] = [:]
+    private var templates: [Template] = []
+    private var bodies: [UInt8] = []
+    private var relocations: [UInt16] = []
+    private var templateCache: [String: Int32] = [:]
+    /// How many CNAMEs an answer follows before it stops (RFC 1034 §3.6.2 asks for a bound).
+    static let chainLimit = 8
+
+    public static func build(_ zones: [Zone]) -> Snapshot {
+        var builder = SnapshotBuilder(zones: zones)
+        return builder.make()
+    }
+
+    private init(zones: [Zone]) {
+        self.zones = zones
+        let origins = zones.map { $0.origin.lowercased }
+        for (index, zone) in zones.enumerated() {
+            let apex = zone.origin.lowercased
+            for (owner, rrsets) in zone.rrsets {
+                // A name inside a deeper zone we also serve belongs to that zone.
+                if origins.contains(where: { $0 != apex && $0.labelCount > apex.labelCount && owner.isSubdomain(of: $0) }) {
+                    continue
+                }
+                info[owner] = NodeInfo(zone: index, rrsets: rrsets, cut: nil)
+                var ancestor = owner.parent
+                while let name = ancestor, name.isSubdomain(of: apex) {
+                    if info[name] == nil { info[name] = NodeInfo(zone: index, rrsets: [:], cut: nil) }
+                    ancestor = name.parent
+                }
+            }
+        }
+        for (name, node) in info {
+            let apex = zones[node.zone].origin.lowercased
+            var cut: DomainName? = nil
+            var walk: DomainName? = name
+            while let current = walk, current != apex {
+                if info[current]?.rrsets[.ns] != nil { cut = current }
+                walk = current.parent
+            }
+            info[name]?.cut = cut
+        }
+    }
+
+    private func zoneIndex(for name: DomainName) -> Int? {
+        zones.indices.filter { name.isSubdomain(of: zones[$0].origin) }
+            .max(by: { zones[$0].origin.labelCount < zones[$1].origin.labelCount })
+    }
+
+    func resolve(_ name: DomainName) -> Resolution {
+        let name = name.lowercased
+        guard let zone = zoneIndex(for: name) else { return .outOfZone }
+        if let node = info[name] {
+            if let cut = node.cut { return .referral(cut: cut) }
+            return .node(name)
+        }
+        var encloser = name.parent
+        while let candidate = encloser, info[candidate] == nil { encloser = candidate.parent }
+        guard let closest = encloser, let node = info[closest] else { return .nxdomain(zone: zone) }
+        if let cut = node.cut { return .referral(cut: cut) }
+        if let wildcard = try? closest.prepending(label: [UInt8(ascii: "*")]), info[wildcard] != nil {
+            return .wildcard(wildcard)
+        }
+        return .nxdomain(zone: zone)
+    }
+
+    // MARK: - Sections
+
+    private func negativeSOA(_ zone: Int) -> Placed {
+        var soa = zones[zone].soa
+        soa.ttl = zones[zone].negativeTTL
+        return Placed(owner: .name(zones[zone].origin), rrset: soa)
+    }
+
+    /// A and AAAA for the targets of NS, MX and SRV records that we hold (RFC 1034 §4.3.2 step 6).
+    private func addresses(for rrsets: [RRset], excluding: Set<DomainName> = []) -> [Placed] {
+        var seen = excluding
+        var placed: [Placed] = []
+        for rrset in rrsets {
+            for target in rrset.additionalTargets where seen.insert(target.lowercased).inserted {
+                guard let node = info[target.lowercased] else { continue }
+                for type in [RecordType.a, .aaaa] {
+                    if let set = node.rrsets[type] { placed.append(Placed(owner: .name(set.owner), rrset: set)) }
+                }
+            }
+        }
+        return placed
+    }
+
+    /// The answer for `qtype` at a name with `rrsets`, following an in-zone CNAME chain.
+    private func answer(owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], qtype: RecordType, base: DomainName, zone: Int) -> TemplateSpec {
+        var spec = TemplateSpec(base: base)
+        if let set = rrsets[qtype] {
+            spec.answer = [Placed(owner: owner, rrset: set)]
+            spec.additional = addresses(for: [set])
+            return spec
+        }
+        guard let cname = rrsets[.cname] else {
+            spec.authority = [negativeSOA(zone)]
+            return spec
+        }
+        spec.answer = [Placed(owner: owner, rrset: cname)]
+        var visited: Set<DomainName> = [ownerName.lowercased]
+        var target = cname.cnameTarget
+        for _ in 0..<Self.chainLimit {
+            guard let name = target, visited.insert(name.lowercased).inserted else { break }
+            let next: [RecordType: RRset]
+            let nextZone: Int
+            switch resolve(name) {
+            case .node(let found):
+                next = info[found]!.rrsets
+                nextZone = info[found]!.zone
+            case .wildcard(let source):
+                next = info[source]!.rrsets.mapValues { var set = $0; set.owner = name; return set }
+                nextZone = info[source]!.zone
+            case .nxdomain(let zone):
+                // RFC 6604: the RCODE describes the last name in the chain.
+                spec.rcode = .nxDomain
+                spec.authority = [negativeSOA(zone)]
+                return spec
+            case .referral, .outOfZone:
+                return spec
+            }
+            if let set = next[qtype] {
+                spec.answer.append(Placed(owner: .name(name), rrset: set))
+                spec.additional = addresses(for: [set])
+                return spec
+            }
+            guard let more = next[.cname] else {
+                spec.authority = [negativeSOA(nextZone)]
+                return spec
+            }
+            spec.answer.append(Placed(owner: .name(name), rrset: more))
+            target = more.cnameTarget
+        }
+        return spec
+    }
+
+    /// The types a CNAME chain from `rrsets` ends in (each gets its own template).
+    private func chainEndTypes(_ rrsets: [RecordType: RRset]) -> [RecordType] {
+        var target = rrsets[.cname]?.cnameTarget
+        var visited: Set<DomainName> = []
+        for _ in 0..<Self.chainLimit {
+            guard let name = target, visited.insert(name.lowercased).inserted else { return [] }
+            let next: [RecordType: RRset]
+            switch resolve(name) {
+            case .node(let found): next = info[found]!.rrsets
+            case .wildcard(let source): next = info[source]!.rrsets
+            default: return []
+            }
+            guard let cname = next[.cname] else { return Array(next.keys) }
+            target = cname.cnameTarget
+        }
+        return []
+    }
+
+    /// RFC 8482 §4.2: ANY gets one RRset (the CNAME where there is one).
+    private func anyAnswer(owner: Owner, rrsets: [RecordType: RRset], base: DomainName, zone: Int) -> TemplateSpec {
+        var spec = TemplateSpec(base: base)
+        if let set = rrsets[.cname] ?? rrsets.keys.sorted().first.flatMap({ rrsets[$0] }) {
+            spec.answer = [Placed(owner: owner, rrset: set)]
+        } else {
+            spec.authority = [negativeSOA(zone)]
+        }
+        return spec
+    }
+
+    private func referral(cut: DomainName) -> TemplateSpec {
+        let node = info[cut]!
+        let ns = node.rrsets[.ns]!
+        var spec = TemplateSpec(base: cut)
+        spec.authoritative = false
+        spec.isReferral = true
+        spec.authority = [Placed(owner: .name(ns.owner), rrset: ns)]
+        spec.additional = addresses(for: [ns])
+        return spec
+    }
+
+    // MARK: - Encoding
+
+    private mutating func add(_ spec: TemplateSpec, key: String? = nil) -> Int32 {
+        if let key, let cached = templateCache[key] { return cached }
+        var encoder = TemplateEncoder(base: spec.base)
+        spec.answer.forEach { encoder.write($0) }
+        spec.authority.forEach { encoder.write($0) }
+        let minimalLength = encoder.body.count
+        let minimalRelocations = encoder.relocations.count
+        spec.additional.forEach { encoder.write($0) }
+        let count = { (placed: [Placed]) in UInt16(placed.reduce(0) { $0 + $1.rrset.rdatas.count }) }
+        let template = Template(
+            bodyStart: UInt32(bodies.count), bodyLength: UInt16(encoder.body.count),
+            minimalLength: UInt16(minimalLength),
+            relocationStart: UInt32(relocations.count), relocationCount: UInt16(encoder.relocations.count),
+            minimalRelocationCount: UInt16(minimalRelocations),
+            answerCount: count(spec.answer), authorityCount: count(spec.authority),
+            additionalCount: count(spec.additional), baseLength: UInt16(spec.base.wire.count),
+            rcode: UInt8(spec.rcode.rawValue), authoritative: spec.authoritative, isReferral: spec.isReferral)
+        bodies += encoder.body
+        relocations += encoder.relocations
+        templates.append(template)
+        let index = Int32(templates.count - 1)
+        if let key { templateCache[key] = index }
+        return index
+    }
+
+    /// Templates for each type at a name plus its default and ANY templates.
+    private mutating func answerSet(owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], base: DomainName, zone: Int)
+        -> (types: [(UInt16, Int32)], fallback: Int32, any: Int32)
+    {
+        var types: [(UInt16, Int32)] = []
+        var wanted = Set(rrsets.keys)
+        if rrsets[.cname] != nil { wanted.formUnion(chainEndTypes(rrsets)) }
+        for type in wanted.sorted() {
+            let spec = answer(owner: owner, ownerName: ownerName, rrsets: rrsets, qtype: type, base: base, zone: zone)
+            types.append((type.rawValue, add(spec)))
+        }
+        // A type nobody holds: NODATA, or the CNAME chain ending in NODATA or NXDOMAIN.
+        let other = answer(owner: owner, ownerName: ownerName, rrsets: rrsets, qtype: RecordType(0), base: base, zone: zone)
+        let fallback = add(other)
+        let any = add(anyAnswer(owner: owner, rrsets: rrsets, base: base, zone: zone))
+        return (types, fallback, any)
+    }
+
+    private mutating func make() -> Snapshot {
+        var nodes: [Node] = []
+        var names: [UInt8] = []
+        var typeKeys: [UInt16] = []
+        var typeTemplates: [Int32] = []
+        let ordered = info.keys.sorted { $0.wire.lexicographicallyPrecedes($1.wire) }
+        var indexOf: [DomainName: Int32] = [:]
+        for name in ordered { indexOf[name] = Int32(indexOf.count) }
+
+        for name in ordered {
+            let node = info[name]!
+            let wire = name.wire
+            var entry = Node(
+                nameStart: UInt32(names.count), nameLength: UInt16(wire.count),
+                hash: wire.withUnsafeBufferPointer { Snapshot.hash($0.baseAddress!, $0.count) },
+                zone: Int32(node.zone), typesStart: UInt32(typeKeys.count), typesCount: 0,
+                defaultTemplate: -1, anyTemplate: -1, referralTemplate: -1, dsTemplate: -1, wildcardChild: -1,
+                synthTypesStart: 0, synthTypesCount: 0, synthDefault: -1, synthAny: -1)
+            names += wire
+            if let wildcard = try? name.prepending(label: [UInt8(ascii: "*")]), let child = indexOf[wildcard] {
+                entry.wildcardChild = child
+            }
+            if let cut = node.cut {
+                entry.referralTemplate = add(referral(cut: cut), key: "referral \(cut)")
+                if cut == name {
+                    // RFC 4035 §3.1.4.1: DS lives on the parent side of the cut.
+                    var parentSide = node.rrsets.filter { $0.key == .ds }
+                    if parentSide.isEmpty { parentSide = [:] }
+                    let spec = answer(owner: .queryName, ownerName: name, rrsets: parentSide, qtype: .ds, base: name, zone: node.zone)
+                    entry.dsTemplate = add(spec)
+                }
+            } else {
+                let set = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
+                entry.typesCount = UInt16(set.types.count)
+                for (type, template) in set.types {
+                    typeKeys.append(type)
+                    typeTemplates.append(template)
+                }
+                entry.defaultTemplate = set.fallback
+                entry.anyTemplate = set.any
+                if name.isWildcard, let closest = name.parent {
+                    let synth = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone)
+                    entry.synthTypesStart = UInt32(typeKeys.count)
+                    entry.synthTypesCount = UInt16(synth.types.count)
+                    for (type, template) in synth.types {
+                        typeKeys.append(type)
+                        typeTemplates.append(template)
+                    }
+                    entry.synthDefault = synth.fallback
+                    entry.synthAny = synth.any
+                }
+            }
+            nodes.append(entry)
+        }
+
+        var nxdomain: [Int32] = []
+        for (index, zone) in zones.enumerated() {
+            var spec = TemplateSpec(base: zone.origin)
+            spec.rcode = .nxDomain
+            spec.authority = [negativeSOA(index)]
+            nxdomain.append(add(spec))
+        }
+
+        var capacity = 16
+        while capacity < nodes.count * 2 { capacity *= 2 }
+        var slots = [Int32](repeating: -1, count: capacity)
+        for (index, node) in nodes.enumerated() {
+            var slot = Int(node.hash) & (capacity - 1)
+            while slots[slot] >= 0 { slot = (slot + 1) & (capacity - 1) }
+            slots[slot] = Int32(index)
+        }
+        return Snapshot(
+            nodes: nodes, slots: slots, names: names, typeKeys: typeKeys, typeTemplates: typeTemplates,
+            templates: templates, bodies: bodies, relocations: relocations, nxdomainTemplates: nxdomain, zones: zones)
+    }
+}

@@ -1,0 +1,140 @@
+import Atomics
+import NIOCore
+import NIOPosix
+
+/// The TCP front end (RFC 7766): two-octet length framing, pipelined queries answered in
+/// order, an idle timeout, a connection limit and write back-pressure, on SwiftNIO event loops.
+public final class TCPServer: Sendable {
+    public let boundAddresses: [ListenAddress]
+    private let channels: [Channel]
+
+    private init(boundAddresses: [ListenAddress], channels: [Channel]) {
+        self.boundAddresses = boundAddresses
+        self.channels = channels
+    }
+
+    public struct Settings: Sendable {
+        public var idleTimeout: TimeAmount = .seconds(10)
+        public var maxConnections = 1024
+        public var maxUDPPayload = 1232
+        public init() {}
+    }
+
+    public static func start(
+        addresses: [ListenAddress], group: EventLoopGroup, store: SnapshotStore, settings: Settings, stats: ServerStats
+    ) async throws -> TCPServer {
+        let open = ManagedAtomic<Int>(0)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(ChannelOptions.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                if open.wrappingIncrementThenLoad(ordering: .relaxed) > settings.maxConnections {
+                    open.wrappingDecrement(ordering: .relaxed)
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(readTimeout: settings.idleTimeout),
+                        ByteToMessageHandler(LengthPrefixedFrameDecoder()),
+                        TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload, stats: stats),
+                    ])
+                }
+            }
+        var channels: [Channel] = []
+        var bound: [ListenAddress] = []
+        do {
+            for address in addresses {
+                let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+                channels.append(channel)
+                bound.append(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
+        }
+        return TCPServer(boundAddresses: bound, channels: channels)
+    }
+
+    /// Stops accepting; open connections are closed with the event loops.
+    public func stop() async {
+        for channel in channels { try? await channel.close() }
+    }
+}
+
+/// Splits a TCP stream into DNS messages by their two-octet length prefix (RFC 1035 §4.2.2).
+struct LengthPrefixedFrameDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
+            buffer.readableBytes >= 2 + Int(length)
+        else { return .needMoreData }
+        buffer.moveReaderIndex(forwardBy: 2)
+        context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: Int(length))!))
+        return .continue
+    }
+}
+
+final class TCPQueryHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let store: SnapshotStore
+    private let responder: Responder
+    private let stats: ServerStats
+
+    init(store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) {
+        self.store = store
+        self.responder = Responder(maxUDPPayload: maxUDPPayload)
+        self.stats = stats
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let query = Self.unwrapInboundIn(data)
+        let snapshot = store.load()
+        // Room for the largest template after the largest question, plus OPT with ECS.
+        let capacity = min(65535, max(512, 12 + 260 + snapshot.maximumBodyLength + 64))
+        var reply = context.channel.allocator.buffer(capacity: capacity + 2)
+        reply.writeInteger(UInt16(0))
+        let written = query.withUnsafeReadableBytes { input in
+            reply.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { output in
+                responder.respond(
+                    to: input, into: UnsafeMutableRawBufferPointer(rebasing: output.prefix(capacity)), transport: .tcp,
+                    snapshot: snapshot)
+            }
+        }
+        guard written > 0 else {
+            stats.dropped.wrappingIncrement(ordering: .relaxed)
+            return
+        }
+        stats.tcpQueries.wrappingIncrement(ordering: .relaxed)
+        reply.setInteger(UInt16(written), at: reply.readerIndex)
+        context.write(Self.wrapOutboundOut(reply), promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    /// A client that sends queries but does not read answers is not read from until it does.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        _ = context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable)
+        if context.channel.isWritable { context.read() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

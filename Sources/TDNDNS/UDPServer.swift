@@ -1,0 +1,162 @@
+import Atomics
+import CSocketIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A system call that failed while setting up a listener.
+public struct SocketError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ what: String, _ address: ListenAddress) {
+        description = "\(address): \(what): \(String(cString: strerror(errno)))"
+    }
+}
+
+/// The UDP front end: for every address, one SO_REUSEPORT socket per thread, each read by its
+/// own thread with recvmmsg and answered with sendmmsg in batches. The kernel spreads datagrams
+/// over the sockets, so threads share nothing but the snapshot store.
+public final class UDPServer: @unchecked Sendable {
+    public private(set) var boundAddresses: [ListenAddress] = []
+    private var workers: [UDPWorker] = []
+    private var threads: [pthread_t] = []
+    private let running = ManagedAtomic<Bool>(true)
+
+    /// Binds the sockets (port 0 picks one free port per address, shared by its threads).
+    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) throws {
+        for requested in addresses {
+            var address = requested
+            for _ in 0..<max(1, threads) {
+                let fd = try Self.bind(&address)
+                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
+            }
+            boundAddresses.append(address)
+        }
+    }
+
+    static func bind(_ address: inout ListenAddress) throws -> Int32 {
+        guard var storage = address.socketAddress() else { throw SocketError("bad address", address) }
+        let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("socket", address) }
+        guard tdn_configure_udp_socket(fd, address.isIPv6 ? 1 : 0, 250) == 0 else {
+            close(fd)
+            throw SocketError("setsockopt", address)
+        }
+        let length = socklen_t(address.isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw SocketError("bind", address)
+        }
+        if address.port == 0 {
+            var bound = sockaddr_storage()
+            var boundLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &bound) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &boundLength) }
+            }
+            let port = withUnsafeBytes(of: bound) { raw in UInt16(raw[2]) << 8 | UInt16(raw[3]) }
+            address.port = Int(port)
+        }
+        return fd
+    }
+
+    /// Starts one thread per socket.
+    public func start() {
+        for worker in workers {
+            var thread = pthread_t()
+            let context = Unmanaged.passRetained(worker).toOpaque()
+            pthread_create(&thread, nil, udpWorkerMain, context)
+            threads.append(thread)
+        }
+    }
+
+    /// Stops the threads (each notices within its 250 ms receive timeout) and closes the sockets.
+    public func stop() {
+        running.store(false, ordering: .relaxed)
+        for thread in threads { pthread_join(thread, nil) }
+        threads.removeAll()
+        for worker in workers { close(worker.fd) }
+        workers.removeAll()
+    }
+}
+
+private func udpWorkerMain(_ context: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let worker = Unmanaged<UDPWorker>.fromOpaque(context!).takeRetainedValue()
+    worker.run()
+    return nil
+}
+
+/// Counters shared by the front ends (relaxed atomics, updated once per batch).
+public final class ServerStats: Sendable {
+    public let udpQueries = ManagedAtomic<Int>(0)
+    public let tcpQueries = ManagedAtomic<Int>(0)
+    public let dropped = ManagedAtomic<Int>(0)
+    public init() {}
+}
+
+final class UDPWorker: @unchecked Sendable {
+    static let batch = 32
+    static let receiveSize = 4096
+
+    let fd: Int32
+    let store: SnapshotStore
+    let running: ManagedAtomic<Bool>
+    let responder: Responder
+    let stats: ServerStats
+    let slots: UnsafeMutablePointer<tdn_datagram>
+    let memory: UnsafeMutableRawPointer
+    let replySize: Int
+
+    init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int, stats: ServerStats) {
+        self.fd = fd
+        self.store = store
+        self.running = running
+        self.stats = stats
+        responder = Responder(maxUDPPayload: maxUDPPayload)
+        replySize = responder.maxUDPPayload
+        slots = .allocate(capacity: Self.batch)
+        memory = .allocate(byteCount: Self.batch * (Self.receiveSize + replySize), alignment: 64)
+        for index in 0..<Self.batch {
+            var slot = tdn_datagram()
+            slot.buffer = memory + index * (Self.receiveSize + replySize)
+            slot.capacity = Self.receiveSize
+            slot.reply = slot.buffer + Self.receiveSize
+            (slots + index).initialize(to: slot)
+        }
+    }
+
+    deinit {
+        slots.deallocate()
+        memory.deallocate()
+    }
+
+    func run() {
+        while running.load(ordering: .relaxed) {
+            let received = Int(tdn_recv_batch(fd, slots, UInt32(Self.batch)))
+            if received <= 0 { continue }  // timeout (EAGAIN) or EINTR: check `running` again
+            // One snapshot load per batch: a reload is seen by the next batch.
+            let snapshot = store.load()
+            var dropped = 0
+            for index in 0..<received {
+                let slot = slots + index
+                let length = slot.pointee.length
+                if length == 0 {
+                    slot.pointee.reply_length = 0
+                    dropped += 1
+                    continue
+                }
+                let written = responder.respond(
+                    to: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: length),
+                    into: UnsafeMutableRawBufferPointer(start: slot.pointee.reply, count: replySize),
+                    transport: .udp, snapshot: snapshot)
+                slot.pointee.reply_length = written
+                if written == 0 { dropped += 1 }
+            }
+            tdn_send_batch(fd, slots, UInt32(received))
+            stats.udpQueries.wrappingIncrement(by: received - dropped, ordering: .relaxed)
+            if dropped > 0 { stats.dropped.wrappingIncrement(by: dropped, ordering: .relaxed) }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import TDNDNS
+import Yams
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's configuration: one YAML file (README "Configuration"), then command-line
+/// overrides. Relative paths in the file are relative to the file's directory.
+public struct DaemonConfig: Sendable {
+    public var file: String?
+    public var zones = "zones"
+    public var listen: [ListenAddress] = [ListenAddress("127.0.0.1:5353")!, ListenAddress("[::1]:5353")!]
+    public var status: ListenAddress? = ListenAddress("127.0.0.1:9153")
+    /// 0: one per core.
+    public var threads = 0
+    public var udpPayloadSize = 1232
+    public var tcpIdleTimeout = 10
+    public var tcpMaxConnections = 1024
+    /// Seconds between checks of the zone files for changes; 0 turns the watcher off.
+    public var watchInterval = 2
+
+    public init() {}
+
+    /// Where a bare `tdnd serve` looks for its configuration: `./tdnd.yaml`, then the demo
+    /// configuration of the source tree it was built from.
+    public static func defaultFile() -> String? {
+        if access("tdnd.yaml", R_OK) == 0 { return "tdnd.yaml" }
+        let source = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/")
+        let candidate = source + "/tdnd.yaml"
+        return access(candidate, R_OK) == 0 ? candidate : nil
+    }
+
+    /// Reads `path`, reporting every problem as `file:line: message`.
+    public static func load(path: String) throws(ConfigErrors) -> DaemonConfig {
+        guard let bytes = readFile(path) else {
+            throw ConfigErrors([ConfigError(file: path, line: 0, message: "cannot read the configuration file")])
+        }
+        var config = DaemonConfig()
+        config.file = path
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: String(decoding: bytes, as: UTF8.self))
+        } catch let error as YamlError {
+            throw ConfigErrors([ConfigError(file: path, line: yamlLine(error), message: "YAML: \(error)")])
+        } catch {
+            throw ConfigErrors([ConfigError(file: path, line: 0, message: "YAML: \(error)")])
+        }
+        guard let root else { return config }
+        guard let mapping = root.mapping else {
+            throw ConfigErrors([ConfigError(file: path, line: root.mark?.line ?? 0, message: "expected a mapping of settings")])
+        }
+        var errors: [ConfigError] = []
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        func relative(_ value: String) -> String {
+            value.hasPrefix("/") || directory.isEmpty ? value : directory + "/" + value
+        }
+        for (keyNode, value) in mapping {
+            let key = keyNode.string ?? ""
+            let line = keyNode.mark?.line ?? 0
+            func fail(_ message: String) { errors.append(ConfigError(file: path, line: line, message: "\(key): \(message)")) }
+            func integer(_ range: ClosedRange<Int>) -> Int? {
+                guard let number = value.int, range.contains(number) else {
+                    fail("expected a whole number from \(range.lowerBound) to \(range.upperBound)")
+                    return nil
+                }
+                return number
+            }
+            switch key {
+            case "zones":
+                if let text = value.string, !text.isEmpty { config.zones = relative(text) } else { fail("expected a directory") }
+            case "listen":
+                let items = value.sequence.map { Array($0) } ?? [value]
+                var addresses: [ListenAddress] = []
+                for item in items {
+                    if let text = item.string, let address = ListenAddress(text) {
+                        addresses.append(address)
+                    } else {
+                        errors.append(ConfigError(file: path, line: item.mark?.line ?? line,
+                            message: "listen: '\(item.string ?? "?")' is not HOST:PORT (IPv6 as [::1]:5353)"))
+                    }
+                }
+                if addresses.isEmpty { fail("at least one address is needed") }
+                config.listen = addresses
+            case "status":
+                if value.string == "off" || value.null != nil {
+                    config.status = nil
+                } else if let text = value.string, let address = ListenAddress(text) {
+                    config.status = address
+                } else {
+                    fail("expected HOST:PORT or off")
+                }
+            case "threads":
+                if let number = integer(0...256) { config.threads = number }
+            case "udp-payload-size":
+                if let number = integer(512...4096) { config.udpPayloadSize = number }
+            case "tcp-idle-timeout":
+                if let number = integer(1...3600) { config.tcpIdleTimeout = number }
+            case "tcp-max-connections":
+                if let number = integer(1...1_000_000) { config.tcpMaxConnections = number }
+            case "watch-interval":
+                if let number = integer(0...3600) { config.watchInterval = number }
+            default:
+                fail("unknown setting")
+            }
+        }
+        if !errors.isEmpty { throw ConfigErrors(errors) }
+        return config
+    }
+
+    private static func yamlLine(_ error: YamlError) -> Int {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return mark.line
+        default:
+            return 0
+        }
+    }
+}
+
+func readFile(_ path: String) -> [UInt8]? {
+    guard let file = fopen(path, "rb") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, 65536, file) }
+        if count <= 0 { break }
+        bytes += chunk[0..<count]
+    }
+    return bytes
+}

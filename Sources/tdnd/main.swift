@@ -1,0 +1,3 @@
+import TDNDaemon
+
+await TDNCommand.runMain()
