@@ -66,7 +66,7 @@ let package = Package(
             ]),
         .testTarget(
             name: "TDNDNSTests",
-            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport"],
+            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
             resources: [.copy("Resources")]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"]),
     ]
