@@ -216,7 +216,10 @@ public struct ZoneFileReader {
         previousOwner = OpaquePointer(prev)
         guard status == LDNS_STATUS_OK, let rr else {
             let reason = ldns_get_errorstr_by_id(status).map { String(cString: $0) } ?? "cannot parse the record"
-            return .failure(reason.prefix(1).lowercased() + reason.dropFirst())
+            // Quote the record: ldns says what it expected, the operator needs to see where.
+            let quoted = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ")
+            let shown = quoted.count > 80 ? quoted.prefix(77) + "..." : Substring(quoted)
+            return .failure(reason.prefix(1).lowercased() + reason.dropFirst() + ": " + shown)
         }
         defer { ldns_rr_free(rr) }
         let recordClass = ldns_rr_get_class(rr)
