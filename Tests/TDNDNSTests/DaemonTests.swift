@@ -1,0 +1,105 @@
+import Foundation
+import TDNDNS
+import TDNTestSupport
+import Testing
+
+/// The real `tdnd` binary: `check`, and `serve` with signals, driven as an operator would.
+@Suite("tdnd binary", .serialized)
+struct DaemonTests {
+    static let goodZone = """
+        $TTL 60
+        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
+          IN NS ns1
+        ns1 IN A 192.0.2.53
+        www IN A 192.0.2.1
+        """
+
+    @Test func checkAcceptsTheBundledDemo() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let result = try run(tdndPath, ["check", "--config", root.appendingPathComponent("tdnd.yaml").path])
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.output.contains("ok: zone tdn.example. serial"))
+    }
+
+    @Test func checkReportsEveryErrorWithFileAndLine() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        writeFile(directory + "/a.example.zone", Self.goodZone + "\nbad IN A 1.2.3\n")
+        writeFile(directory + "/b.example.zone", Self.goodZone + "\nwww IN CNAME ns1\n")
+        let result = try run(tdndPath, ["check", "--zones", directory])
+        #expect(result.status == 1)
+        let lines = result.error.split(separator: "\n").map(String.init)
+        #expect(lines.contains("\(directory)/a.example.zone:6: syntax error, could not parse the RR's rdata: bad IN A 1.2.3"))
+        #expect(lines.contains("\(directory)/b.example.zone:6: CNAME and other data at www.b.example."))
+    }
+
+    @Test func checkReportsConfigErrors() throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [\"127.0.0.1:53x\"]\nthreads: many\ncolour: blue\n")
+        let result = try run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
+        #expect(result.status == 1)
+        let lines = result.error.split(separator: "\n").map(String.init)
+        #expect(lines.contains("\(directory)/tdnd.yaml:2: listen: '127.0.0.1:53x' is not HOST:PORT (IPv6 as [::1]:5353)"))
+        #expect(lines.contains("\(directory)/tdnd.yaml:3: threads: expected a whole number from 0 to 256"))
+        #expect(lines.contains("\(directory)/tdnd.yaml:4: colour: unknown setting"))
+        writeFile(directory + "/tdnd.yaml", "zones: [unclosed\n")
+        let broken = try run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
+        #expect(broken.status == 1 && broken.error.hasPrefix("\(directory)/tdnd.yaml:2: YAML:"))
+    }
+
+    @Test func serveReloadsOnSIGHUPAndOnChangeAndStopsOnSIGTERM() async throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        writeFile(directory + "/d.example.zone", Self.goodZone)
+        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\n")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tdndPath)
+        process.arguments = ["serve", "--config", directory + "/tdnd.yaml"]
+        FileManager.default.createFile(atPath: directory + "/log", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: directory + "/log")
+        process.environment = ["SWIFT_BACKTRACE": "enable=no"]
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        func log() -> String { String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self) }
+        func waitFor(_ text: String) -> Bool {
+            for _ in 0..<100 where !log().contains(text) { usleep(50_000) }
+            return log().contains(text)
+        }
+        #expect(waitFor("(UDP and TCP)"))
+        let port = try #require(log().firstMatch(of: /127\.0\.0\.1:(\d+)/).flatMap { Int($0.1) })
+        let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
+        func www() throws -> [String] {
+            try client.query(Message.query(Fixtures.name("www.d.example."), .a)).answers.map(\.rdataText)
+        }
+        #expect(try www() == ["192.0.2.1"])
+
+        // A broken file and SIGHUP: logged with file:line, old data keeps serving.
+        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.1.1"))
+        kill(process.processIdentifier, SIGHUP)
+        #expect(waitFor("d.example.zone:5: "))
+        #expect(try www() == ["192.0.2.1"])
+
+        // A fixed file is noticed by the watcher without a signal.
+        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.2"))
+        var answer: [String] = []
+        for _ in 0..<60 {
+            answer = try www()
+            if answer == ["192.0.2.2"] { break }
+            usleep(100_000)
+        }
+        #expect(answer == ["192.0.2.2"])
+
+        // SIGHUP reloads unconditionally.
+        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.3"))
+        kill(process.processIdentifier, SIGHUP)
+        for _ in 0..<40 where try www() != ["192.0.2.3"] { usleep(50_000) }
+        #expect(try www() == ["192.0.2.3"])
+
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<60 where process.isRunning { usleep(50_000) }
+        #expect(!process.isRunning, "SIGTERM stops tdnd within 3 s")
+        #expect(process.terminationStatus == 0)
+        #expect(log().contains("stopped"))
+    }
+}
