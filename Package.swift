@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(
             name: "TDNDNSTests",
             dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
-            resources: [.copy("Resources")]),
+            exclude: ["Resources"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"]),
     ]
 )

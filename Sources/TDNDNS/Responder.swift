@@ -42,10 +42,10 @@ public final class Responder: @unchecked Sendable {
         if q[2] & 0x80 != 0 { return 0 }
 
         var r = Reply(out: o, capacity: out.count, query: q, transport: transport, ourPayload: UInt16(maxUDPPayload))
-        let opcode = (q[2] >> 3) & 0xF
-        // Only QUERY is implemented; NOTIFY, UPDATE and the rest get NOTIMP (RFC 1035 §4.1.1).
-        if opcode != 0 { return r.error(.notImp) }
-        if Reply.u16(q + 4) != 1 { return r.error(.formErr) }
+        // Only QUERY is implemented; NOTIFY, UPDATE and the rest get NOTIMP (RFC 1035 §4.1.1),
+        // echoing the question and OPT when the message parses.
+        let isQuery = (q[2] >> 3) & 0xF == 0
+        if Reply.u16(q + 4) != 1 { return r.error(isQuery ? .formErr : .notImp) }
 
         // Question: labels are copied lower-cased for the lookup; the original bytes are echoed.
         var position = 12
@@ -80,13 +80,15 @@ public final class Responder: @unchecked Sendable {
         position += 4
         r.questionEnd = position
 
-        // NSD's rule: a query carries nothing in the answer and authority sections.
-        if Reply.u16(q + 6) != 0 || Reply.u16(q + 8) != 0 { return r.error(.formErr) }
+        // NSD's rule: a query carries nothing in the answer and authority sections (NOTIFY
+        // and UPDATE do; their records are skipped on the way to the OPT).
+        let skipped = Int(Reply.u16(q + 6)) + Int(Reply.u16(q + 8))
+        if isQuery && skipped != 0 { return r.error(.formErr) }
 
         // Additional section: find the OPT record (RFC 6891 §6.1.1) and skip anything else.
-        let additional = Int(Reply.u16(q + 10))
+        let records = skipped + Int(Reply.u16(q + 10))
         var formErr = false
-        for _ in 0..<additional {
+        for record in 0..<records {
             let ownerStart = position
             while true {
                 guard position < n else { return r.error(.formErr) }
@@ -107,7 +109,7 @@ public final class Responder: @unchecked Sendable {
             let rdataStart = position + 10
             let rdataEnd = rdataStart + Int(Reply.u16(q + position + 8))
             guard rdataEnd <= n else { return r.error(.formErr) }
-            if type == 41 {
+            if type == 41 && record >= skipped {
                 // One OPT, owned by the root (RFC 6891 §6.1.1); more is FORMERR.
                 if r.hasEDNS || position - ownerStart != 1 { return r.error(.formErr) }
                 r.hasEDNS = true
@@ -148,6 +150,7 @@ public final class Responder: @unchecked Sendable {
             r.ecsStart = -1
             return r.error(.badVers)
         }
+        if !isQuery { return r.error(.notImp) }
         if qclass != 1 { return r.error(.refused) }
         switch qtype {
         case 41: return r.error(.formErr)  // OPT is not a question (RFC 6891 §6.1.1)
