@@ -121,7 +121,8 @@ struct TemplateEncoder {
 
 extension RRset {
     /// The domain names in the RDATA that additional-section processing follows
-    /// (RFC 1034 §3.6.2 for NS and MX, RFC 2782 for SRV).
+    /// (RFC 1034 §3.6.2 for NS and MX, RFC 2782 for SRV, RFC 9460 §4.1 for SVCB and HTTPS,
+    /// whose TargetName "." means the owner itself and needs nothing more).
     var additionalTargets: [DomainName] {
         rdatas.compactMap { rdata -> DomainName? in
             var reader = WireReader(rdata)
@@ -133,6 +134,10 @@ extension RRset {
             case .srv:
                 _ = try? reader.take(6, "rdata")
                 return try? reader.name("rdata")
+            case .svcb, .https:
+                _ = try? reader.take(2, "rdata")
+                let target = try? reader.name("rdata")
+                return target == .root ? nil : target
             default: return nil
             }
         }

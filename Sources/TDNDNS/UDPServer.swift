@@ -22,14 +22,22 @@ public final class UDPServer: @unchecked Sendable {
     private var threads: [pthread_t] = []
     private let running = ManagedAtomic<Bool>(true)
 
-    /// Binds the sockets (port 0 picks one free port per address, shared by its threads).
+    /// Binds the sockets. Port 0 picks a free port once; every address asking for port 0 and
+    /// every thread then uses that same port.
     public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) throws {
+        var picked: Int? = nil
         for requested in addresses {
             var address = requested
+            if address.port == 0, let picked { address.port = picked }
             for _ in 0..<max(1, threads) {
-                let fd = try Self.bind(&address)
+                let fd: Int32
+                do { fd = try Self.bind(&address) } catch {
+                    for worker in workers { close(worker.fd) }
+                    throw error
+                }
                 workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
             }
+            if requested.port == 0 { picked = address.port }
             boundAddresses.append(address)
         }
     }

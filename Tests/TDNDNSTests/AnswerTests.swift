@@ -119,6 +119,10 @@ let answerCases: [AnswerCase] = [
     AnswerCase(
         name: "_sip._tcp.example.test.", type: .srv, answer: ["_sip._tcp.example.test. 300 SRV 0 5 5060 mail.example.test."],
         additional: ["mail.example.test. 300 A 192.0.2.25", "mail.example.test. 300 AAAA 2001:db8::25"]),
+    // RFC 9460 §4.1: the TargetName's addresses go in the additional section.
+    AnswerCase(
+        name: "svc.example.test.", type: .https, answer: ["svc.example.test. 300 HTTPS \\# 28 0001046d61696c076578616d706c6504746573740000010003026832"],
+        additional: ["mail.example.test. 300 A 192.0.2.25", "mail.example.test. 300 AAAA 2001:db8::25"]),
     AnswerCase(name: "unknown.example.test.", type: RecordType(65534), answer: ["unknown.example.test. 300 TYPE65534 \\# 3 010203"]),
     // Unknown QTYPEs get NODATA.
     AnswerCase(name: "unknown.example.test.", type: RecordType(999), authority: [negativeSOA]),

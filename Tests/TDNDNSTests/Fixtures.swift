@@ -36,6 +36,7 @@ enum Fixtures {
             ns.sub        IN A   192.0.2.54
             _sip._tcp     IN SRV 0 5 5060 mail
             MixedCase     IN A   192.0.2.9
+            svc           IN HTTPS 1 mail alpn=h2
             unknown       IN TYPE65534 \# 3 010203
             semicolon     IN TXT "a;b" "quote\"d"
             $INCLUDE example.test.inc
