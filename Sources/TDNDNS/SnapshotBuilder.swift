@@ -266,28 +266,28 @@ public struct SnapshotBuilder {
                 entry.referralTemplate = add(referral(cut: cut), key: "referral \(cut)")
                 if cut == name {
                     // RFC 4035 §3.1.4.1: DS lives on the parent side of the cut.
-                    var parentSide = node.rrsets.filter { $0.key == .ds }
-                    if parentSide.isEmpty { parentSide = [:] }
+                    let parentSide = node.rrsets.filter { $0.key == .ds }
                     let spec = answer(owner: .queryName, ownerName: name, rrsets: parentSide, qtype: .ds, base: name, zone: node.zone)
                     entry.dsTemplate = add(spec)
                 }
             } else {
-                let set = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
-                entry.typesCount = UInt16(set.types.count)
-                for (type, template) in set.types {
-                    typeKeys.append(type)
-                    typeTemplates.append(template)
+                /// Appends a name's per-type templates to the flat tables; returns where they start.
+                func append(_ types: [(UInt16, Int32)]) -> UInt32 {
+                    let start = UInt32(typeKeys.count)
+                    typeKeys += types.map(\.0)
+                    typeTemplates += types.map(\.1)
+                    return start
                 }
+                let set = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
+                entry.typesStart = append(set.types)
+                entry.typesCount = UInt16(set.types.count)
                 entry.defaultTemplate = set.fallback
                 entry.anyTemplate = set.any
                 if name.isWildcard, let closest = name.parent {
+                    // The same data again, encoded for names the wildcard covers (base: its parent).
                     let synth = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone)
-                    entry.synthTypesStart = UInt32(typeKeys.count)
+                    entry.synthTypesStart = append(synth.types)
                     entry.synthTypesCount = UInt16(synth.types.count)
-                    for (type, template) in synth.types {
-                        typeKeys.append(type)
-                        typeTemplates.append(template)
-                    }
                     entry.synthDefault = synth.fallback
                     entry.synthAny = synth.any
                 }

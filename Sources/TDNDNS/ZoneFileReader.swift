@@ -253,7 +253,8 @@ public struct ZoneFileReader {
 
 private let zeroTTLSentinel: UInt32 = 2_147_483_646
 
-func readWholeFile(_ path: String) -> [UInt8]? {
+/// The whole content of a file, or nil when it cannot be read.
+public func readWholeFile(_ path: String) -> [UInt8]? {
     guard let file = fopen(path, "rb") else { return nil }
     defer { fclose(file) }
     var bytes: [UInt8] = []

@@ -33,7 +33,7 @@ public struct DaemonConfig: Sendable {
 
     /// Reads `path`, reporting every problem as `file:line: message`.
     public static func load(path: String) throws(ConfigErrors) -> DaemonConfig {
-        guard let bytes = readFile(path) else {
+        guard let bytes = readWholeFile(path) else {
             throw ConfigErrors([ConfigError(file: path, line: 0, message: "cannot read the configuration file")])
         }
         var config = DaemonConfig()
@@ -116,17 +116,4 @@ public struct DaemonConfig: Sendable {
             return 0
         }
     }
-}
-
-func readFile(_ path: String) -> [UInt8]? {
-    guard let file = fopen(path, "rb") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, 65536, file) }
-        if count <= 0 { break }
-        bytes += chunk[0..<count]
-    }
-    return bytes
 }
