@@ -56,7 +56,7 @@ struct DaemonTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tdndPath)
         process.arguments = ["serve", "--config", directory + "/tdnd.yaml"]
-        FileManager.default.createFile(atPath: directory + "/log", contents: nil)
+        _ = FileManager.default.createFile(atPath: directory + "/log", contents: nil)
         process.standardError = FileHandle(forWritingAtPath: directory + "/log")
         process.environment = ["SWIFT_BACKTRACE": "enable=no"]
         try process.run()

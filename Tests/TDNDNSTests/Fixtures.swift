@@ -68,8 +68,8 @@ func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 30
     process.environment = environment
     let directory = makeTemporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
-    FileManager.default.createFile(atPath: directory + "/out", contents: nil)
-    FileManager.default.createFile(atPath: directory + "/err", contents: nil)
+    _ = FileManager.default.createFile(atPath: directory + "/out", contents: nil)
+    _ = FileManager.default.createFile(atPath: directory + "/err", contents: nil)
     process.standardOutput = FileHandle(forWritingAtPath: directory + "/out")
     process.standardError = FileHandle(forWritingAtPath: directory + "/err")
     try process.run()
