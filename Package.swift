@@ -38,7 +38,11 @@ let package = Package(
             ]),
         .target(
             name: "GeoPolicy",
-            dependencies: ["CMaxMindDB", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                "CMaxMindDB",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
         .target(
             name: "HealthProbe",
             dependencies: [.product(name: "Logging", package: "swift-log")]),
@@ -68,6 +72,6 @@ let package = Package(
             name: "TDNDNSTests",
             dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
             exclude: ["Resources"]),
-        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"], exclude: ["Resources"]),
     ]
 )

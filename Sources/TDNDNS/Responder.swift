@@ -31,9 +31,12 @@ public final class Responder: @unchecked Sendable {
 
     /// Writes the response to `query` into `out` and returns its length; 0 means "drop"
     /// (too short to carry an ID, or itself a response: RFC 1035 §4.1.1).
+    ///
+    /// `peer` is the sender's `sockaddr` (IPv4 or IPv6), used to locate clients that send no
+    /// ECS option; nil when unknown.
     public func respond(
         to query: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, transport: Transport,
-        snapshot: Snapshot
+        snapshot: Snapshot, peer: UnsafeRawPointer? = nil
     ) -> Int {
         let n = query.count
         guard n >= 12, out.count >= 512, let q = query.baseAddress?.assumingMemoryBound(to: UInt8.self),
@@ -165,6 +168,9 @@ public final class Responder: @unchecked Sendable {
         let found = snapshot.find(name, length)
         if found >= 0 {
             let node = nodes[Int(found)]
+            if node.steering >= 0 {
+                return steer(&r, snapshot, Int(node.steering), qtype: qtype, queryNameLength: length, peer: peer)
+            }
             if node.referralTemplate >= 0 {
                 template = qtype == 43 && node.dsTemplate >= 0 ? node.dsTemplate : node.referralTemplate
             } else if qtype == 255 {
@@ -198,6 +204,73 @@ public final class Responder: @unchecked Sendable {
             }
         }
         return r.answer(snapshot, Int(template), queryNameLength: length)
+    }
+
+    /// A model hostname: locate the client (ECS address, else the sender), read its class's
+    /// answer, and say in the ECS scope how far around the client that answer holds.
+    private func steer(_ r: inout Reply, _ snapshot: Snapshot, _ index: Int, qtype: UInt16, queryNameLength: Int, peer: UnsafeRawPointer?) -> Int {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        var isIPv6 = false
+        var known = true
+        if r.ecsStart >= 0 {
+            let p = r.query + r.ecsStart
+            isIPv6 = Reply.u16(p) == 2
+            // The address octets present; the rest are zero (RFC 7871 §6).
+            var bytes: (UInt64, UInt64) = (0, 0)
+            let count = min(r.ecsLength - 4, isIPv6 ? 16 : 4)
+            withUnsafeMutableBytes(of: &bytes) { raw in
+                for i in 0..<count { raw[i] = p[4 + i] }
+            }
+            (high, low) = (UInt64(bigEndian: bytes.0), UInt64(bigEndian: bytes.1))
+            if !isIPv6 { high &= 0xFFFF_FFFF_0000_0000 }
+        } else if let peer {
+            let family = peer.load(as: sa_family_t.self)
+            if family == sa_family_t(AF_INET) {
+                (high, low) = Responder.addressBits(peer.assumingMemoryBound(to: UInt8.self) + 4, 4)
+            } else if family == sa_family_t(AF_INET6) {
+                (high, low) = Responder.addressBits(peer.assumingMemoryBound(to: UInt8.self) + 8, 16)
+                isIPv6 = true
+            } else {
+                known = false
+            }
+        } else {
+            known = false
+        }
+        var classID: Int32 = 0
+        var scope = 0
+        if known { (classID, scope) = Responder.classify(snapshot, high: high, low: low, isIPv6: isIPv6) }
+        let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + Int(classID)])
+        let kind = qtype == 1 || qtype == 255 ? 0 : qtype == 28 ? 1 : 2
+        // Types other than A/AAAA do not depend on the client: scope 0. So does a source
+        // prefix of 0 (RFC 7871 §7.1.2: the client asked not to be located).
+        if kind != 2 && r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0 { r.scope = UInt8(scope) }
+        let template = snapshot.steeredTemplates[Int(snapshot.steeredTemplateStarts[index]) + 3 * answer + kind]
+        return r.answer(snapshot, Int(template), queryNameLength: queryNameLength)
+    }
+
+    /// Address bytes as the two big-endian halves the tries read (IPv4 in the top 32 bits).
+    @inline(__always)
+    static func addressBits(_ p: UnsafePointer<UInt8>, _ count: Int) -> (UInt64, UInt64) {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for i in 0..<min(count, 8) { high = high << 8 | UInt64(p[i]) }
+        if count == 4 { return (high << 32, 0) }
+        for i in 8..<16 { low = low << 8 | UInt64(p[i]) }
+        return (high, low)
+    }
+
+    /// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses are IPv4 clients.
+    @inline(__always)
+    static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
+        if isIPv6 {
+            if (high == 0 && low >> 32 == 0xFFFF) || (high == 0x0064_FF9B_0000_0000 && low >> 32 == 0) {
+                let (classID, depth) = Snapshot.classify(snapshot.trie4, high: low << 32, low: 0, bits: 32)
+                return (classID, depth == 0 ? 0 : 96 + depth)
+            }
+            return Snapshot.classify(snapshot.trie6, high: high, low: low, bits: 128)
+        }
+        return Snapshot.classify(snapshot.trie4, high: high, low: 0, bits: 32)
     }
 
     @inline(__always)
@@ -244,6 +317,8 @@ struct Reply {
     var dnssecOK = false
     var ecsStart = -1
     var ecsLength = 0
+    /// The ECS scope prefix of the reply (RFC 7871 §7.2.1).
+    var scope: UInt8 = 0
 
     init(out: UnsafeMutablePointer<UInt8>, capacity: Int, query: UnsafePointer<UInt8>, transport: Transport, ourPayload: UInt16) {
         self.out = out
@@ -284,8 +359,8 @@ struct Reply {
         Reply.put16(out + 10, ar + (hasEDNS ? 1 : 0))
     }
 
-    /// The OPT record of the reply (RFC 6891 §6.1.2), echoing ECS with scope 0: a static answer
-    /// does not depend on the client's address (RFC 7871 §7.2.1).
+    /// The OPT record of the reply (RFC 6891 §6.1.2), echoing ECS with our scope: 0 for a
+    /// static answer, which does not depend on the client's address (RFC 7871 §7.2.1).
     @inline(__always)
     func writeOPT(at position: Int, rcode: UInt16) -> Int {
         guard hasEDNS else { return position }
@@ -302,7 +377,7 @@ struct Reply {
             Reply.put16(p + 11, 8)
             Reply.put16(p + 13, UInt16(ecsLength))
             memcpy(p + 15, query + ecsStart, ecsLength)
-            p[15 + 3] = 0
+            p[15 + 3] = scope
             return position + 15 + ecsLength
         }
         Reply.put16(p + 9, 0)

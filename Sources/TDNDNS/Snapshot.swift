@@ -44,6 +44,8 @@ struct Node {
     var synthTypesCount: UInt16
     var synthDefault: Int32
     var synthAny: Int32
+    /// A steered (model) name: index into `steeredRows`, or -1.
+    var steering: Int32 = -1
 }
 
 /// Everything the query path reads, immutable and swapped whole on reload. The arrays are
@@ -59,13 +61,25 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     let bodies: UnsafeMutableBufferPointer<UInt8>
     let relocations: UnsafeMutableBufferPointer<UInt16>
     let nxdomainTemplates: UnsafeMutableBufferPointer<Int32>
+    /// Prefix tries (see `PrefixTrieBuilder`) mapping client addresses to classes.
+    let trie4: UnsafeMutableBufferPointer<Int32>
+    let trie6: UnsafeMutableBufferPointer<Int32>
+    /// Per steered name: where its row of answers by class starts in `classAnswers`.
+    let steeredRows: UnsafeMutableBufferPointer<Int32>
+    let classAnswers: UnsafeMutableBufferPointer<Int32>
+    /// Three templates per (zone, answer): A, AAAA and any other type. A steered name's answer
+    /// `a` is at `steeredTemplates[steeredTemplateStarts[name] + 3 * a + kind]`.
+    let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
+    let steeredTemplates: UnsafeMutableBufferPointer<Int32>
     /// The longest template body, to size TCP response buffers.
     public let maximumBodyLength: Int
     /// The zones served, in load order.
     public let zones: [Zone]
 
     init(nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
-         templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone]) {
+         templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
+         trie4: [Int32] = [-1, -1], trie6: [Int32] = [-1, -1], steeredRows: [Int32] = [], classAnswers: [Int32] = [],
+         steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = []) {
         func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
             let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
             _ = buffer.initialize(from: array)
@@ -80,6 +94,12 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         self.bodies = copy(bodies)
         self.relocations = copy(relocations)
         self.nxdomainTemplates = copy(nxdomainTemplates)
+        self.trie4 = copy(trie4)
+        self.trie6 = copy(trie6)
+        self.steeredRows = copy(steeredRows)
+        self.classAnswers = copy(classAnswers)
+        self.steeredTemplateStarts = copy(steeredTemplateStarts)
+        self.steeredTemplates = copy(steeredTemplates)
         self.maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
         self.zones = zones
     }
@@ -94,6 +114,36 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         bodies.deallocate()
         relocations.deallocate()
         nxdomainTemplates.deallocate()
+        trie4.deallocate()
+        trie6.deallocate()
+        steeredRows.deallocate()
+        classAnswers.deallocate()
+        steeredTemplateStarts.deallocate()
+        steeredTemplates.deallocate()
+    }
+
+    /// The class of a client address and the prefix length over which it holds.
+    @inline(__always)
+    static func classify(_ trie: UnsafeMutableBufferPointer<Int32>, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int) {
+        // One class for the whole space: the answer holds for every address (scope 0).
+        if trie[0] < 0 && trie[0] == trie[1] { return (-trie[0] - 1, 0) }
+        var node = 0
+        var depth = 0
+        while depth < bits {
+            let child = trie[2 * node + PrefixTrieBuilder.bit(high, low, depth)]
+            depth += 1
+            if child < 0 { return (-child - 1, depth) }
+            node = Int(child)
+        }
+        return (0, bits)
+    }
+
+    /// The class and scope of an address (4 or 16 octets; IPv4-mapped and NAT64 addresses are
+    /// looked up as IPv4, with the scope counted in IPv6 bits). For tools and tests.
+    public func classify(_ address: [UInt8]) -> (classID: Int, scope: Int) {
+        let (high, low) = address.withUnsafeBufferPointer { Responder.addressBits($0.baseAddress!, address.count) }
+        let result = Responder.classify(self, high: high, low: low, isIPv6: address.count == 16)
+        return (Int(result.0), result.1)
     }
 
     /// FNV-1a over a lower-cased wire name.

@@ -10,7 +10,7 @@ public struct SnapshotBuilder {
         case outOfZone
     }
 
-    private struct NodeInfo {
+    struct NodeInfo {
         var zone: Int
         var rrsets: [RecordType: RRset]
         /// The topmost delegation at or above this name inside its zone.
@@ -18,7 +18,9 @@ public struct SnapshotBuilder {
     }
 
     private let zones: [Zone]
-    private var info: [DomainName: NodeInfo] = [:]
+    private let steering: SteeringTable
+    private var steeredNames: [DomainName: Int] = [:]
+    var info: [DomainName: NodeInfo] = [:]
     private var templates: [Template] = []
     private var bodies: [UInt8] = []
     private var relocations: [UInt16] = []
@@ -26,13 +28,37 @@ public struct SnapshotBuilder {
     /// How many CNAMEs an answer follows before it stops (RFC 1034 §3.6.2 asks for a bound).
     static let chainLimit = 8
 
-    public static func build(_ zones: [Zone]) -> Snapshot {
-        var builder = SnapshotBuilder(zones: zones)
+    /// Compiles the zones and, when given, the steered names (model hostnames).
+    public static func build(_ zones: [Zone], steering: SteeringTable = SteeringTable()) -> Snapshot {
+        var builder = SnapshotBuilder(zones: zones, steering: steering)
         return builder.make()
     }
 
-    private init(zones: [Zone]) {
+    /// Why steered names cannot be served from these zones (outside every zone, beside zone
+    /// data, or below a delegation); empty when all can.
+    public static func conflicts(_ zones: [Zone], steering: SteeringTable) -> [String] {
+        let builder = SnapshotBuilder(zones: zones, steering: SteeringTable())
+        var problems: [String] = []
+        for (name, _) in steering.names {
+            guard builder.zoneIndex(for: name) != nil else {
+                problems.append("\(name) is in no zone we serve")
+                continue
+            }
+            switch builder.resolve(name) {
+            case .node(let found) where !(builder.info[found]?.rrsets.isEmpty ?? true):
+                problems.append("\(name) also has records in \(builder.zones[builder.info[found]!.zone].file)")
+            case .referral(let cut):
+                problems.append("\(name) is below the delegation \(cut)")
+            default:
+                break
+            }
+        }
+        return problems
+    }
+
+    private init(zones: [Zone], steering: SteeringTable) {
         self.zones = zones
+        self.steering = steering
         let origins = zones.map { $0.origin.lowercased }
         for (index, zone) in zones.enumerated() {
             let apex = zone.origin.lowercased
@@ -49,6 +75,18 @@ public struct SnapshotBuilder {
                 }
             }
         }
+        // Steered names become empty nodes of their zone (unless they clash with zone data).
+        for (index, steered) in steering.names.enumerated() {
+            let name = steered.name.lowercased
+            guard let zone = zoneIndex(for: name), info[name]?.rrsets.isEmpty ?? true else { continue }
+            steeredNames[name] = index
+            if info[name] == nil { info[name] = NodeInfo(zone: zone, rrsets: [:], cut: nil) }
+            var ancestor = name.parent
+            while let parent = ancestor, parent.isSubdomain(of: zones[zone].origin) {
+                if info[parent] == nil { info[parent] = NodeInfo(zone: zone, rrsets: [:], cut: nil) }
+                ancestor = parent.parent
+            }
+        }
         for (name, node) in info {
             let apex = zones[node.zone].origin.lowercased
             var cut: DomainName? = nil
@@ -61,7 +99,7 @@ public struct SnapshotBuilder {
         }
     }
 
-    private func zoneIndex(for name: DomainName) -> Int? {
+    func zoneIndex(for name: DomainName) -> Int? {
         zones.indices.filter { name.isSubdomain(of: zones[$0].origin) }
             .max(by: { zones[$0].origin.labelCount < zones[$1].origin.labelCount })
     }
@@ -240,6 +278,38 @@ public struct SnapshotBuilder {
         return (types, fallback, any)
     }
 
+    /// The three templates (A, AAAA, other) of every steered answer, for one zone, encoded for
+    /// the zone apex as base: the apex is a suffix of every name in the zone, so the query path
+    /// shifts them to fit whichever steered name was asked.
+    private mutating func steeredTemplates(zone: Int) -> [Int32] {
+        let apex = zones[zone].origin
+        var out: [Int32] = []
+        for answer in steering.answers {
+            for type in [RecordType.a, .aaaa] {
+                var spec = TemplateSpec(base: apex)
+                let addresses = type == .a ? answer.ipv4 : answer.ipv6
+                switch answer.kind {
+                case .serverFailure:
+                    spec.rcode = .servFail
+                    spec.authoritative = false
+                case .denied:
+                    var soa = negativeSOA(zone)
+                    soa.rrset.ttl = min(soa.rrset.ttl, answer.ttl)
+                    spec.authority = [soa]
+                case .addresses where addresses.isEmpty:
+                    spec.authority = [negativeSOA(zone)]
+                case .addresses:
+                    spec.answer = [Placed(owner: .queryName, rrset: RRset(owner: apex, type: type, ttl: answer.ttl, rdatas: addresses))]
+                }
+                out.append(add(spec))
+            }
+            var other = TemplateSpec(base: apex)
+            other.authority = [negativeSOA(zone)]
+            out.append(add(other, key: "steered-other \(zone)"))
+        }
+        return out
+    }
+
     private mutating func make() -> Snapshot {
         var nodes: [Node] = []
         var names: [UInt8] = []
@@ -261,6 +331,9 @@ public struct SnapshotBuilder {
             names += wire
             if let wildcard = try? name.prepending(label: [UInt8(ascii: "*")]), let child = indexOf[wildcard] {
                 entry.wildcardChild = child
+            }
+            if let index = steeredNames[name], node.cut == nil {
+                entry.steering = Int32(index)
             }
             if let cut = node.cut {
                 entry.referralTemplate = add(referral(cut: cut), key: "referral \(cut)")
@@ -303,6 +376,31 @@ public struct SnapshotBuilder {
             nxdomain.append(add(spec))
         }
 
+        // Steering: class tries and, per steered name, its answers by class and its templates.
+        var trie4 = PrefixTrieBuilder()
+        for (address, length, classID) in steering.v4 { trie4.insert(high: UInt64(address) << 32, low: 0, length: Int(length), classID: classID) }
+        var trie6 = PrefixTrieBuilder()
+        for (high, low, length, classID) in steering.v6 { trie6.insert(high: high, low: low, length: Int(length), classID: classID) }
+        var steeredRows: [Int32] = []
+        var classAnswers: [Int32] = []
+        var templateStarts: [Int32] = []
+        var steeredTemplateList: [Int32] = []
+        var zoneTemplateStart: [Int: Int32] = [:]
+        for (name, row) in steering.names {
+            steeredRows.append(Int32(classAnswers.count))
+            // Classes without an entry (a short row) answer as class 0, the unknown location.
+            classAnswers += (0..<max(1, steering.classCount)).map { $0 < row.count ? row[$0] : (row.first ?? 0) }
+            guard let zone = zoneIndex(for: name.lowercased) else {
+                templateStarts.append(0)
+                continue
+            }
+            if zoneTemplateStart[zone] == nil {
+                zoneTemplateStart[zone] = Int32(steeredTemplateList.count)
+                steeredTemplateList += steeredTemplates(zone: zone)
+            }
+            templateStarts.append(zoneTemplateStart[zone]!)
+        }
+
         var capacity = 16
         while capacity < nodes.count * 2 { capacity *= 2 }
         var slots = [Int32](repeating: -1, count: capacity)
@@ -313,6 +411,8 @@ public struct SnapshotBuilder {
         }
         return Snapshot(
             nodes: nodes, slots: slots, names: names, typeKeys: typeKeys, typeTemplates: typeTemplates,
-            templates: templates, bodies: bodies, relocations: relocations, nxdomainTemplates: nxdomain, zones: zones)
+            templates: templates, bodies: bodies, relocations: relocations, nxdomainTemplates: nxdomain, zones: zones,
+            trie4: trie4.merged(), trie6: trie6.merged(), steeredRows: steeredRows, classAnswers: classAnswers,
+            steeredTemplateStarts: templateStarts, steeredTemplates: steeredTemplateList)
     }
 }

@@ -2,6 +2,10 @@ import Atomics
 import NIOCore
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The TCP front end (RFC 7766): two-octet length framing, pipelined queries answered in
 /// order, an idle timeout, a connection limit and write back-pressure, on SwiftNIO event loops.
 public final class TCPServer: Sendable {
@@ -85,11 +89,24 @@ final class TCPQueryHandler: ChannelInboundHandler {
     private let store: SnapshotStore
     private let responder: Responder
     private let stats: ServerStats
+    /// The client's address, read once per connection, for steered answers without ECS.
+    private var peer = sockaddr_storage()
+    private var hasPeer = false
 
     init(store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) {
         self.store = store
         self.responder = Responder(maxUDPPayload: maxUDPPayload)
         self.stats = stats
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let remote = context.channel.remoteAddress {
+            remote.withSockAddr { address, length in
+                withUnsafeMutableBytes(of: &peer) { $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: min(length, $0.count))) }
+            }
+            hasPeer = true
+        }
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -99,11 +116,13 @@ final class TCPQueryHandler: ChannelInboundHandler {
         let capacity = min(65535, max(512, 12 + 260 + snapshot.maximumBodyLength + 64))
         var reply = context.channel.allocator.buffer(capacity: capacity + 2)
         reply.writeInteger(UInt16(0))
-        let written = query.withUnsafeReadableBytes { input in
-            reply.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { output in
-                responder.respond(
-                    to: input, into: UnsafeMutableRawBufferPointer(rebasing: output.prefix(capacity)), transport: .tcp,
-                    snapshot: snapshot)
+        let written = withUnsafeBytes(of: &peer) { peerBytes in
+            query.withUnsafeReadableBytes { input in
+                reply.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { output in
+                    responder.respond(
+                        to: input, into: UnsafeMutableRawBufferPointer(rebasing: output.prefix(capacity)), transport: .tcp,
+                        snapshot: snapshot, peer: hasPeer ? peerBytes.baseAddress : nil)
+                }
             }
         }
         guard written > 0 else {

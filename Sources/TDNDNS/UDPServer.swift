@@ -158,7 +158,7 @@ final class UDPWorker: @unchecked Sendable {
                 let written = responder.respond(
                     to: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: length),
                     into: UnsafeMutableRawBufferPointer(start: slot.pointee.reply, count: replySize),
-                    transport: .udp, snapshot: snapshot)
+                    transport: .udp, snapshot: snapshot, peer: UnsafeRawPointer(slot.pointer(to: \.peer)!))
                 slot.pointee.reply_length = written
                 if written == 0 { dropped += 1 }
             }

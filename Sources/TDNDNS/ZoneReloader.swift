@@ -12,12 +12,19 @@ public final class ZoneReloader: @unchecked Sendable {
     public let directory: String
     public let store: SnapshotStore
     private let logger: Logger
+    private let load: @Sendable () -> Result<ZoneSet, ConfigErrors>
     // Touched only by the reload path, which the caller serialises (one ReloadService).
     private var fingerprint: ZoneSet.Fingerprint
     private var failedFingerprint: ZoneSet.Fingerprint? = nil
 
-    public init(directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger) {
+    /// `load` compiles everything the snapshot is made of (by default the zones of `directory`);
+    /// its fingerprint says which files to watch besides the directory's `*.zone` files.
+    public init(
+        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger,
+        load: (@Sendable () -> Result<ZoneSet, ConfigErrors>)? = nil
+    ) {
         self.directory = directory
+        self.load = load ?? { ZoneSet.load(directory: directory) }
         self.store = store
         self.logger = logger
         self.fingerprint = initial.fingerprint
@@ -32,17 +39,17 @@ public final class ZoneReloader: @unchecked Sendable {
 
     /// Reloads unconditionally (SIGHUP).
     public func reload() -> Outcome {
-        switch ZoneSet.load(directory: directory) {
+        switch load() {
         case .success(let set):
             store.publish(set.snapshot)
             fingerprint = set.fingerprint
             failedFingerprint = nil
             let zones = set.snapshot.zones.map { "\($0.origin) serial \($0.serial)" }.joined(separator: ", ")
-            logger.info("reloaded zones: \(zones)")
+            logger.info("reloaded: \(zones)\(set.summary.isEmpty ? "" : "; " + set.summary)")
             return .reloaded(zones: set.snapshot.zones.count)
         case .failure(let errors):
             for error in errors.errors { logger.error("\(error)") }
-            logger.error("reload failed with \(errors.errors.count) error(s); still serving the previous zones")
+            logger.error("reload failed with \(errors.errors.count) error(s); still serving the previous configuration")
             failedFingerprint = ZoneSet.Fingerprint(directory: directory, extraFiles: Array(fingerprint.entries.keys))
             return .failed(errors: errors.errors.map(\.description))
         }

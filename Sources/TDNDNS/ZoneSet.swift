@@ -7,6 +7,14 @@ import Glibc
 public struct ZoneSet: Sendable {
     public let snapshot: Snapshot
     public let fingerprint: Fingerprint
+    /// What else went into the snapshot, for the reload log line.
+    public let summary: String
+
+    public init(snapshot: Snapshot, fingerprint: Fingerprint, summary: String = "") {
+        self.snapshot = snapshot
+        self.fingerprint = fingerprint
+        self.summary = summary
+    }
 
     /// Loads, checks and compiles every zone of `directory`; any error fails the whole set.
     public static func load(directory: String) -> Result<ZoneSet, ConfigErrors> {

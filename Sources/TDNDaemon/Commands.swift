@@ -12,7 +12,7 @@ public struct TDNCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tdnd",
         abstract: "TDN DNS: authoritative DNS for a Token Delivery Network.",
-        subcommands: [Serve.self, Check.self],
+        subcommands: [Serve.self, Check.self, Explain.self],
         defaultSubcommand: Serve.self)
 
     public init() {}
@@ -40,6 +40,12 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Directory of *.zone files (overrides `zones`).")
     var zones: String?
 
+    @Option(help: "The steering policy file (overrides `policy`).")
+    var policy: String?
+
+    @Option(help: "The MaxMind-format geo database (overrides `geoip`).")
+    var geoip: String?
+
     @Option(help: "Address to serve DNS on, HOST:PORT or [IPv6]:PORT; repeatable (overrides `listen`).")
     var listen: [String] = []
 
@@ -61,6 +67,8 @@ struct CommonOptions: ParsableArguments {
         var errors: [ConfigError] = []
         func fail(_ message: String) { errors.append(ConfigError(file: "command line", line: 0, message: message)) }
         if let zones { config.zones = zones }
+        if let policy { config.policy = policy }
+        if let geoip { config.geoip = geoip }
         if !listen.isEmpty {
             config.listen = []
             for text in listen {
@@ -111,14 +119,18 @@ struct Check: AsyncParsableCommand {
             report(error)
             throw ExitCode(1)
         }
-        switch ZoneSet.load(directory: config.zones) {
+        switch ConfigurationLoader(config: config).loadAll() {
         case .failure(let errors):
             report(errors)
             throw ExitCode(1)
-        case .success(let set):
-            for zone in set.snapshot.zones {
+        case .success(let loaded):
+            for zone in loaded.set.snapshot.zones {
                 print("ok: zone \(zone.origin) serial \(zone.serial) from \(zone.file)")
             }
+            if let policy = loaded.policy {
+                print("ok: policy \(policy.file): \(policy.sites.count) sites, \(policy.models.count) models, \(policy.tenants.count) tenants; \(loaded.set.summary)")
+            }
+            if let geo = loaded.geo { print("ok: geo database \(geo.path) (\(geo.databaseType), IPv\(geo.ipVersion))") }
             print("ok: configuration \(config.file ?? "(built-in defaults)")")
         }
     }

@@ -10,6 +10,10 @@ import Glibc
 public struct DaemonConfig: Sendable {
     public var file: String?
     public var zones = "zones"
+    /// The steering policy (YAML); none: no model hostnames are steered.
+    public var policy: String?
+    /// The MaxMind-format geo database; none: clients are located by operator networks only.
+    public var geoip: String?
     public var listen: [ListenAddress] = [ListenAddress("127.0.0.1:5353")!, ListenAddress("[::1]:5353")!]
     public var status: ListenAddress? = ListenAddress("127.0.0.1:9153")
     /// 0: one per core.
@@ -69,6 +73,10 @@ public struct DaemonConfig: Sendable {
             switch key {
             case "zones":
                 if let text = value.string, !text.isEmpty { config.zones = relative(text) } else { fail("expected a directory") }
+            case "policy":
+                if let text = value.string, !text.isEmpty { config.policy = relative(text) } else { fail("expected a file") }
+            case "geoip":
+                if let text = value.string, !text.isEmpty { config.geoip = relative(text) } else { fail("expected a file") }
             case "listen":
                 let items = value.sequence.map { Array($0) } ?? [value]
                 var addresses: [ListenAddress] = []

@@ -17,8 +17,9 @@ struct Serve: AsyncParsableCommand {
             report(error)
             throw ExitCode(1)
         }
+        let loader = ConfigurationLoader(config: config)
         let zones: ZoneSet
-        switch ZoneSet.load(directory: config.zones) {
+        switch loader.load() {
         case .failure(let errors):
             report(errors)
             throw ExitCode(1)
@@ -40,8 +41,9 @@ struct Serve: AsyncParsableCommand {
         let names = zones.snapshot.zones.map { "\($0.origin) (serial \($0.serial))" }.joined(separator: ", ")
         let addresses = server.addresses.map(\.description).joined(separator: " ")
         logger.info("serving \(names) on \(addresses) (UDP and TCP)")
+        if !zones.summary.isEmpty { logger.info("steering: \(zones.summary)") }
 
-        let reloader = ZoneReloader(directory: config.zones, initial: zones, store: store, logger: logger)
+        let reloader = ZoneReloader(directory: config.zones, initial: zones, store: store, logger: logger, load: loader.load)
         let group = ServiceGroup(
             configuration: .init(
                 services: [

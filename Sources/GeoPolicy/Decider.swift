@@ -1,0 +1,201 @@
+/// Where a client is, as far as we know.
+public struct Location: Hashable, Sendable, CustomStringConvertible {
+    public var country: String?
+    public var continent: String?
+    public var coordinates: Coordinates?
+    /// The operator network that located the client, if any.
+    public var network: String?
+
+    public static let unknown = Location()
+
+    public init(country: String? = nil, continent: String? = nil, coordinates: Coordinates? = nil, network: String? = nil) {
+        self.country = country
+        self.continent = continent
+        self.coordinates = coordinates
+        self.network = network
+    }
+
+    public var description: String {
+        guard let country else { return "unknown location" }
+        var parts = [country]
+        if let continent { parts.append(continent) }
+        if let coordinates { parts.append("\(formatNumber((coordinates.latitude * 100).rounded() / 100)),\(formatNumber((coordinates.longitude * 100).rounded() / 100))") }
+        if let network { parts.append("network \(network)") }
+        return parts.joined(separator: " ")
+    }
+}
+
+/// A site's live state, as the probes report it (until they exist, every site is healthy).
+public struct SiteHealth: Hashable, Sendable {
+    /// Down or drained sites get no clients.
+    public var up = true
+    /// A full site is used only when no eligible site has room.
+    public var saturated = false
+    /// The models the site has loaded; nil when unknown (then every model counts as loaded).
+    public var models: Set<String>? = nil
+    public init(up: Bool = true, saturated: Bool = false, models: Set<String>? = nil) {
+        self.up = up
+        self.saturated = saturated
+        self.models = models
+    }
+}
+
+/// The health of every site by id; a site not listed is healthy.
+public struct HealthView: Hashable, Sendable {
+    public var sites: [String: SiteHealth] = [:]
+    public init(sites: [String: SiteHealth] = [:]) { self.sites = sites }
+    public subscript(site: String) -> SiteHealth { sites[site] ?? SiteHealth() }
+}
+
+/// One site's fate in a decision, for `tdnd explain`.
+public struct SiteTrace: Hashable, Sendable {
+    public var site: String
+    public var kept: Bool
+    public var reason: String
+    public var rttMilliseconds: Double?
+    public var score: Double?
+}
+
+/// The answer for one (model, tenant, location).
+public struct Decision: Hashable, Sendable {
+    /// The chosen sites, best first.
+    public var sites: [String] = []
+    public var ipv4: [[UInt8]] = []
+    public var ipv6: [[UInt8]] = []
+    public var ttl: UInt32 = 0
+    /// No site may serve this client: `denial` says how to answer.
+    public var denied = false
+    public var denial: Denial.Mode = .empty
+    public var allowedJurisdictions: [String]? = nil
+    public var trace: [SiteTrace] = []
+}
+
+/// Chooses sites. Sovereignty is applied first and nothing after it can widen the set: health,
+/// capacity and fallbacks only reorder or remove (fails closed).
+public struct Decider: Sendable {
+    public let policy: Policy
+
+    public init(policy: Policy) { self.policy = policy }
+
+    /// Whether a site can host a model at all (tier, size, site list).
+    static func serves(_ site: Site, _ model: Model) -> Bool {
+        model.tiers.contains(site.tier) && site.maxModelSize >= model.size && (model.sites?.contains(site.id) ?? true)
+    }
+
+    /// The jurisdictions a client may be served from; nil means unconstrained.
+    public func allowedJurisdictions(model: Model, tenant: Tenant?, location: Location) -> Set<String>? {
+        var allowed: Set<String>? = nil
+        func restrict(_ names: [String]) { allowed = allowed.map { $0.intersection(names) } ?? Set(names) }
+        if let servedIn = model.servedIn { restrict(servedIn) }
+        if let servedIn = tenant?.servedIn { restrict(servedIn) }
+        if let country = location.country {
+            for rule in policy.rules where policy.jurisdictions[rule.clientsIn]?.contains(country) == true { restrict(rule.servedIn) }
+        } else {
+            // We cannot tell which rules apply: only what the operator allows for the unknown.
+            restrict(policy.unknownLocationServedIn)
+        }
+        return allowed
+    }
+
+    /// Estimated round trip: the latency map first (network, then country), else distance.
+    public func rtt(from location: Location, to site: Site) -> Double? {
+        if let network = location.network, let entry = policy.latency.first(where: { $0.from == network && $0.site == site.id }) {
+            return entry.rttMilliseconds
+        }
+        if let country = location.country, let entry = policy.latency.first(where: { $0.from == country && $0.site == site.id }) {
+            return entry.rttMilliseconds
+        }
+        guard let coordinates = location.coordinates else { return nil }
+        // Light in fibre covers ~100 km of great-circle distance per millisecond of RTT, plus
+        // a little for the last mile.
+        return 2 + coordinates.distance(to: site.coordinates) / 100
+    }
+
+    public func decide(model: Model, tenant: Tenant?, location: Location, health: HealthView = HealthView()) -> Decision {
+        var decision = Decision(ttl: model.ttl)
+        let allowed = allowedJurisdictions(model: model, tenant: tenant, location: location)
+        decision.allowedJurisdictions = allowed.map { $0.sorted() }
+        struct Candidate {
+            var site: Site
+            var rtt: Double?
+            var score: Double
+            var saturated: Bool
+        }
+        var candidates: [Candidate] = []
+        for site in policy.sites {
+            func exclude(_ reason: String) { decision.trace.append(SiteTrace(site: site.id, kept: false, reason: reason)) }
+            if !model.tiers.contains(site.tier) { exclude("tier \(site.tier.rawValue) does not serve \(model.name)"); continue }
+            if site.maxModelSize < model.size { exclude("serves up to \(formatNumber(site.maxModelSize))B, \(model.name) is \(formatNumber(model.size))B"); continue }
+            if let list = model.sites, !list.contains(site.id) { exclude("not in \(model.name)'s site list"); continue }
+            if let allowed, !allowed.contains(site.jurisdiction) {
+                exclude("jurisdiction \(site.jurisdiction) not allowed for this client (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                continue
+            }
+            let state = health[site.id]
+            if !state.up { exclude("down"); continue }
+            if let loaded = state.models, !loaded.contains(model.name) { exclude("\(model.name) not loaded"); continue }
+            let rtt = rtt(from: location, to: site)
+            let score = (rtt ?? 250) + (policy.tierPenaltyMilliseconds[site.tier] ?? 0)
+            candidates.append(Candidate(site: site, rtt: rtt, score: score, saturated: state.saturated))
+        }
+        candidates.sort { ($0.saturated ? 1 : 0, $0.score, $0.site.cost, $0.site.id) < ($1.saturated ? 1 : 0, $1.score, $1.site.cost, $1.site.id) }
+        // Near-equal sites share clients by weight: a weighted rendezvous hash on the location
+        // reorders the front group, so different places prefer different members.
+        if let best = candidates.first, !best.saturated {
+            let group = candidates.prefix { !$0.saturated && $0.score - best.score <= policy.nearEqualMilliseconds }
+            if group.count > 1 {
+                let key = location.description + "/" + model.name
+                let ordered = group.sorted { rendezvous(key, $0.site) > rendezvous(key, $1.site) }
+                candidates.replaceSubrange(0..<group.count, with: ordered)
+            }
+        }
+        for candidate in candidates {
+            decision.trace.append(SiteTrace(
+                site: candidate.site.id, kept: true, reason: candidate.saturated ? "saturated: used only after sites with room" : "eligible",
+                rttMilliseconds: candidate.rtt, score: candidate.score))
+        }
+        for candidate in candidates {
+            var used = false
+            for address in candidate.site.ipv4 where decision.ipv4.count < model.answers {
+                decision.ipv4.append(address)
+                used = true
+            }
+            for address in candidate.site.ipv6 where decision.ipv6.count < model.answers {
+                decision.ipv6.append(address)
+                used = true
+            }
+            if used { decision.sites.append(candidate.site.id) }
+            if decision.ipv4.count >= model.answers && decision.ipv6.count >= model.answers { break }
+        }
+        if decision.sites.isEmpty {
+            decision.denied = true
+            decision.denial = policy.denial.mode
+            decision.ttl = policy.denial.ttl
+            if policy.denial.mode == .endpoint, let country = location.country,
+                let endpoint = policy.jurisdictions(of: country).lazy.compactMap({ self.policy.denial.endpoints[$0] }).first
+            {
+                decision.ipv4 = endpoint.ipv4
+                decision.ipv6 = endpoint.ipv6
+            }
+        }
+        return decision
+    }
+
+    private func rendezvous(_ key: String, _ site: Site) -> Double {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (key + "|" + site.id).utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        hash ^= hash >> 33
+        hash = hash &* 0xff51_afd7_ed55_8ccd
+        hash ^= hash >> 33
+        let unit = (Double(hash >> 11) + 1) / Double(1 << 53)
+        // Weighted rendezvous: -weight / ln(u) picks each member in proportion to its weight.
+        return -Double(site.weight) / logarithm(unit)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+@inline(__always) func logarithm(_ x: Double) -> Double { Glibc.log(x) }
+#endif

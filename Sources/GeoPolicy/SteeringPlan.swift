@@ -1,0 +1,130 @@
+/// What one steered name answers for a class of clients.
+public struct SteeringAnswer: Hashable, Sendable {
+    public var ipv4: [[UInt8]]
+    public var ipv6: [[UInt8]]
+    public var ttl: UInt32
+    public var denied: Bool
+    public var denial: Denial.Mode
+}
+
+/// The control plane's whole steering output, ready for the DNS snapshot: the address space cut
+/// into disjoint prefixes, each with a location class, and for every model hostname the answer
+/// of each class. Computed when the policy, the geo database or health changes; never per query.
+public struct SteeringPlan: Sendable {
+    /// Location classes; class 0 is "unknown location".
+    public var locations: [Location] = [.unknown]
+    /// IPv4 prefixes (network, length, class), database networks first, then operator networks
+    /// from the shortest to the longest, so that a later, more specific entry wins.
+    public var v4: [(UInt32, UInt8, Int32)] = []
+    public var v6: [(UInt64, UInt64, UInt8, Int32)] = []
+    /// Steered hostnames as labels below the zone: `[model]` or `[model, tenant]`.
+    public var names: [(labels: [String], answerOfClass: [Int32])] = []
+    public var answers: [SteeringAnswer] = []
+    public var zone: String
+
+    public init(zone: String) { self.zone = zone }
+}
+
+/// Builds the plan: locations from the MMDB (coordinates rounded to 0.5° so that a City database
+/// gives a bounded number of classes) and from the operator networks, then one decision per
+/// (name, class).
+public enum SteeringPlanner {
+    public static func plan(policy: Policy, geo: GeoDatabase?, health: HealthView = HealthView()) -> SteeringPlan {
+        var plan = SteeringPlan(zone: policy.zone)
+        var classOf: [Location: Int32] = [.unknown: 0]
+        func locate(_ location: Location?) -> Int32 {
+            guard var location, location.country != nil else { return 0 }
+            if let point = location.coordinates {
+                location.coordinates = Coordinates(latitude: (point.latitude * 2).rounded() / 2, longitude: (point.longitude * 2).rounded() / 2)
+            }
+            if let known = classOf[location] { return known }
+            let id = Int32(plan.locations.count)
+            plan.locations.append(location)
+            classOf[location] = id
+            return id
+        }
+        geo?.networks(locate, v4: &plan.v4, v6: &plan.v6)
+        for network in policy.networks.sorted(by: { $0.prefix.length < $1.prefix.length }) {
+            let id = locate(Locator.location(of: network, geo: geo))
+            let bytes = network.prefix.address
+            if network.prefix.isIPv4 {
+                plan.v4.append((bytes.reduce(0) { $0 << 8 | UInt32($1) }, UInt8(network.prefix.length), id))
+            } else {
+                let high = bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                let low = bytes[8..<16].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                plan.v6.append((high, low, UInt8(network.prefix.length), id))
+            }
+        }
+        let decider = Decider(policy: policy)
+        var answerIndex: [SteeringAnswer: Int32] = [:]
+        func add(_ labels: [String], _ model: Model, _ tenant: Tenant?) {
+            var row: [Int32] = []
+            row.reserveCapacity(plan.locations.count)
+            for location in plan.locations {
+                let decision = decider.decide(model: model, tenant: tenant, location: location, health: health)
+                let answer = SteeringAnswer(ipv4: decision.ipv4, ipv6: decision.ipv6, ttl: decision.ttl, denied: decision.denied, denial: decision.denial)
+                if let known = answerIndex[answer] {
+                    row.append(known)
+                } else {
+                    let id = Int32(plan.answers.count)
+                    plan.answers.append(answer)
+                    answerIndex[answer] = id
+                    row.append(id)
+                }
+            }
+            plan.names.append((labels, row))
+        }
+        for model in policy.models {
+            add([model.name], model, nil)
+            for tenant in policy.tenants where tenant.models?.contains(model.name) ?? true {
+                add([model.name, tenant.name], model, tenant)
+            }
+        }
+        return plan
+    }
+}
+
+/// Finds where a client is: operator networks first (longest prefix wins), then the MMDB.
+public struct Locator: Sendable {
+    public let policy: Policy
+    public let geo: GeoDatabase?
+
+    public init(policy: Policy, geo: GeoDatabase?) {
+        self.policy = policy
+        self.geo = geo
+    }
+
+    /// How a client was located, for `tdnd explain`.
+    public struct Result: Sendable {
+        public var location: Location
+        /// "operator network NAME (PREFIX)", "geo database network PREFIX" or "not located".
+        public var source: String
+        public var prefix: IPPrefix?
+    }
+
+    /// Locates an address (4 or 16 octets; IPv4-mapped and NAT64 addresses as their IPv4).
+    public func locate(_ address: [UInt8]) -> Result {
+        let address = IPv4InIPv6.embedded(address) ?? address
+        if let network = policy.networks.filter({ $0.prefix.contains(address) }).max(by: { $0.prefix.length < $1.prefix.length }) {
+            return Result(location: Locator.location(of: network, geo: geo), source: "operator network \(network.name) (\(network.prefix))", prefix: network.prefix)
+        }
+        if let geo {
+            let (location, length) = geo.lookup(address)
+            let prefix = IPPrefix(address: address, length: length)
+            if let location { return Result(location: location, source: "geo database network \(prefix)", prefix: prefix) }
+            return Result(location: .unknown, source: "not in the geo database (network \(prefix))", prefix: prefix)
+        }
+        return Result(location: .unknown, source: "not located (no operator network matches and no geo database)", prefix: nil)
+    }
+
+    /// An operator network's location: its own fields, with what it leaves out filled from the
+    /// geo database's record for the network's first address.
+    static func location(of network: OperatorNetwork, geo: GeoDatabase?) -> Location {
+        var location = Location(country: network.country, continent: network.continent, coordinates: network.coordinates, network: network.name)
+        if location.continent == nil || location.coordinates == nil, let found = geo?.lookup(network.prefix.address).location, found.country == network.country {
+            location.continent = location.continent ?? found.continent
+            location.coordinates = location.coordinates ?? found.coordinates
+        }
+        return location
+    }
+}

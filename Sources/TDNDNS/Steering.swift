@@ -1,0 +1,97 @@
+/// Model hostnames answered per client: the control plane's output in the form the query path
+/// needs. `TDNDNS` knows nothing of geography: it gets prefixes with class numbers, and for each
+/// steered name the answer of each class.
+public struct SteeringTable: Sendable {
+    /// One answer a steered name can give.
+    public struct Answer: Hashable, Sendable {
+        public enum Kind: Hashable, Sendable {
+            /// A and AAAA records with these addresses (an empty family answers NODATA).
+            case addresses
+            /// NODATA for A and AAAA, with `ttl` as the SOA's negative TTL, so that a denial is
+            /// cached briefly by resolvers that cache it for every client.
+            case denied
+            /// SERVFAIL.
+            case serverFailure
+        }
+        public var kind: Kind
+        public var ipv4: [[UInt8]]
+        public var ipv6: [[UInt8]]
+        public var ttl: UInt32
+
+        public init(kind: Kind, ipv4: [[UInt8]] = [], ipv6: [[UInt8]] = [], ttl: UInt32) {
+            self.kind = kind
+            self.ipv4 = ipv4
+            self.ipv6 = ipv6
+            self.ttl = ttl
+        }
+    }
+
+    /// IPv4 networks (address, prefix length, class); a later entry overrides an earlier one
+    /// where they overlap. Addresses in no entry are class 0.
+    public var v4: [(UInt32, UInt8, Int32)] = []
+    /// IPv6 networks (high and low 64 bits, prefix length, class).
+    public var v6: [(UInt64, UInt64, UInt8, Int32)] = []
+    public var classCount = 1
+    /// Each steered name with the index into `answers` of every class.
+    public var names: [(name: DomainName, answerOfClass: [Int32])] = []
+    public var answers: [Answer] = []
+
+    public init() {}
+}
+
+/// A binary trie over address bits whose leaves are classes. Siblings with the same class are
+/// merged, so the depth of the leaf an address reaches is the widest prefix around it over which
+/// the class, and so the answer, is the same: the ECS scope (RFC 7871 §7.2.1).
+struct PrefixTrieBuilder {
+    /// Children of node i at 2i and 2i+1: a node index, or -(class + 1) for a leaf.
+    private(set) var children: [Int32] = [-1, -1]
+
+    /// Sets every address under the prefix to `classID` (top `length` bits of `high`,`low`).
+    mutating func insert(high: UInt64, low: UInt64, length: Int, classID: Int32) {
+        let leaf = -(classID + 1)
+        if length == 0 {
+            children = [leaf, leaf]
+            return
+        }
+        var node = 0
+        for depth in 0..<length {
+            let slot = 2 * node + PrefixTrieBuilder.bit(high, low, depth)
+            if depth == length - 1 {
+                children[slot] = leaf
+                return
+            }
+            if children[slot] < 0 {
+                // Split the leaf: both halves keep its class until the insert goes on below.
+                let inherited = children[slot]
+                let index = Int32(children.count / 2)
+                children += [inherited, inherited]
+                children[slot] = index
+            }
+            node = Int(children[slot])
+        }
+    }
+
+    @inline(__always)
+    static func bit(_ high: UInt64, _ low: UInt64, _ depth: Int) -> Int {
+        depth < 64 ? Int((high >> UInt64(63 - depth)) & 1) : Int((low >> UInt64(127 - depth)) & 1)
+    }
+
+    /// A compact copy with equal-leaf siblings merged bottom-up and dropped subtrees gone. A
+    /// whole space of one class comes back as a root whose two children are that leaf.
+    func merged() -> [Int32] {
+        var out: [Int32] = [0, 0]
+        // Returns the compacted value of a slot (leaf, or index into `out`).
+        func compact(_ value: Int32) -> Int32 {
+            if value < 0 { return value }
+            let left = compact(children[2 * Int(value)])
+            let right = compact(children[2 * Int(value) + 1])
+            if left < 0 && left == right { return left }
+            let index = Int32(out.count / 2)
+            out += [left, right]
+            return index
+        }
+        out[0] = compact(children[0])
+        out[1] = compact(children[1])
+        return out
+    }
+}

@@ -1,0 +1,87 @@
+import GeoPolicy
+import TDNDNS
+
+/// Everything a snapshot is compiled from: zones, then the steering policy and geo database
+/// when configured. Used alike by `serve`, `check`, `explain` and every reload, so a file that
+/// `check` accepts is exactly one that `serve` can load.
+struct ConfigurationLoader: Sendable {
+    let config: DaemonConfig
+
+    /// The parts of one load, for tools that want more than the snapshot.
+    struct Loaded {
+        var set: ZoneSet
+        var policy: Policy?
+        var geo: GeoDatabase?
+        var plan: SteeringPlan?
+    }
+
+    func load() -> Result<ZoneSet, ConfigErrors> { loadAll().map(\.set) }
+
+    func loadAll() -> Result<Loaded, ConfigErrors> {
+        var errors: [ConfigError] = []
+        func add(_ failure: PolicyErrors) {
+            errors += failure.errors.map { ConfigError(file: $0.file, line: $0.line, message: $0.message) }
+        }
+        var zones: [Zone] = []
+        switch ZoneCompiler.load(directory: config.zones) {
+        case .success(let loaded): zones = loaded
+        case .failure(let failure): errors += failure.errors
+        }
+        var policy: Policy? = nil
+        if let path = config.policy {
+            switch PolicyLoader.load(path: path) {
+            case .success(let loaded): policy = loaded
+            case .failure(let failure): add(failure)
+            }
+        }
+        var geo: GeoDatabase? = nil
+        if let path = config.geoip {
+            do { geo = try GeoDatabase(path: path) } catch { add(error) }
+        }
+        guard errors.isEmpty else { return .failure(ConfigErrors(errors)) }
+
+        var watched = zones.flatMap(\.files)
+        var steering = SteeringTable()
+        var plan: SteeringPlan? = nil
+        var summary = ""
+        if let policy {
+            watched.append(policy.file)
+            if let geo { watched.append(geo.path) }
+            guard zones.contains(where: { $0.origin.description.lowercased() == policy.zone.lowercased() }) else {
+                return .failure(ConfigErrors([ConfigError(file: policy.file, line: 1, message: "zone: \(policy.zone) is not served (no \(policy.zone.dropLast()).zone in \(config.zones))")]))
+            }
+            let made = SteeringPlanner.plan(policy: policy, geo: geo)
+            steering = Self.table(made)
+            let conflicts = SnapshotBuilder.conflicts(zones, steering: steering)
+            guard conflicts.isEmpty else {
+                return .failure(ConfigErrors(conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
+            }
+            plan = made
+            summary = "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
+        }
+        let set = ZoneSet(
+            snapshot: SnapshotBuilder.build(zones, steering: steering),
+            fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
+        return .success(Loaded(set: set, policy: policy, geo: geo, plan: plan))
+    }
+
+    /// The plan in the form TDNDNS takes.
+    static func table(_ plan: SteeringPlan) -> SteeringTable {
+        var table = SteeringTable()
+        table.v4 = plan.v4
+        table.v6 = plan.v6
+        table.classCount = plan.locations.count
+        for (labels, row) in plan.names {
+            guard let name = try? DomainName(labels.joined(separator: ".") + "." + plan.zone) else { continue }
+            table.names.append((name, row))
+        }
+        table.answers = plan.answers.map { answer in
+            switch (answer.denied, answer.denial) {
+            case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)
+            case (true, .empty): return SteeringTable.Answer(kind: .denied, ttl: answer.ttl)
+            default: return SteeringTable.Answer(kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl)
+            }
+        }
+        return table
+    }
+}
