@@ -8,6 +8,16 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
 
     public static let unknown = Location()
 
+    /// Coordinates rounded to 0.5° (about 50 km): a City database then yields a bounded number
+    /// of distinct locations, and the planner and `explain` decide on exactly the same input.
+    public var quantized: Location {
+        var copy = self
+        if let point = coordinates {
+            copy.coordinates = Coordinates(latitude: (point.latitude * 2).rounded() / 2, longitude: (point.longitude * 2).rounded() / 2)
+        }
+        return copy
+    }
+
     public init(country: String? = nil, continent: String? = nil, coordinates: Coordinates? = nil, network: String? = nil) {
         self.country = country
         self.continent = continent

@@ -32,18 +32,20 @@ public enum SteeringPlanner {
     public static func plan(policy: Policy, geo: GeoDatabase?, health: HealthView = HealthView()) -> SteeringPlan {
         var plan = SteeringPlan(zone: policy.zone)
         var classOf: [Location: Int32] = [.unknown: 0]
-        func locate(_ location: Location?) -> Int32 {
-            guard var location, location.country != nil else { return 0 }
-            if let point = location.coordinates {
-                location.coordinates = Coordinates(latitude: (point.latitude * 2).rounded() / 2, longitude: (point.longitude * 2).rounded() / 2)
-            }
+        func locate(_ found: Location?) -> Int32 {
+            guard let found, found.country != nil else { return 0 }
+            let location = found.quantized
             if let known = classOf[location] { return known }
             let id = Int32(plan.locations.count)
             plan.locations.append(location)
             classOf[location] = id
             return id
         }
-        geo?.networks(locate, v4: &plan.v4, v6: &plan.v6)
+        var v4: [(UInt32, UInt8, Int32)] = []
+        var v6: [(UInt64, UInt64, UInt8, Int32)] = []
+        geo?.networks(locate, v4: &v4, v6: &v6)
+        plan.v4 = v4
+        plan.v6 = v6
         for network in policy.networks.sorted(by: { $0.prefix.length < $1.prefix.length }) {
             let id = locate(Locator.location(of: network, geo: geo))
             let bytes = network.prefix.address
@@ -106,12 +108,12 @@ public struct Locator: Sendable {
     public func locate(_ address: [UInt8]) -> Result {
         let address = IPv4InIPv6.embedded(address) ?? address
         if let network = policy.networks.filter({ $0.prefix.contains(address) }).max(by: { $0.prefix.length < $1.prefix.length }) {
-            return Result(location: Locator.location(of: network, geo: geo), source: "operator network \(network.name) (\(network.prefix))", prefix: network.prefix)
+            return Result(location: Locator.location(of: network, geo: geo).quantized, source: "operator network \(network.name) (\(network.prefix))", prefix: network.prefix)
         }
         if let geo {
             let (location, length) = geo.lookup(address)
             let prefix = IPPrefix(address: address, length: length)
-            if let location { return Result(location: location, source: "geo database network \(prefix)", prefix: prefix) }
+            if let location { return Result(location: location.quantized, source: "geo database network \(prefix)", prefix: prefix) }
             return Result(location: .unknown, source: "not in the geo database (network \(prefix))", prefix: prefix)
         }
         return Result(location: .unknown, source: "not located (no operator network matches and no geo database)", prefix: nil)
