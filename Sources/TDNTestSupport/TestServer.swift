@@ -28,15 +28,23 @@ public final class TestServer: @unchecked Sendable {
         public let description: String
     }
 
-    /// `zones` maps file names (`example.zone`) to their text.
+    /// `zones` maps file names (`example.zone`) to their text. `load`, when given, compiles the
+    /// snapshot from the directory instead of the zones alone (e.g. with a steering policy).
     public static func start(
         zones: [String: String], threads: Int = 2, maxUDPPayload: Int = 1232,
+        load: (@Sendable (String) -> Result<ZoneSet, ConfigErrors>)? = nil,
         configure: (inout ServerSettings) -> Void = { _ in }
     ) async throws -> TestServer {
         let directory = makeTemporaryDirectory()
         for (name, text) in zones { writeFile(directory + "/" + name, text) }
+        let loader: @Sendable () -> Result<ZoneSet, ConfigErrors>
+        if let load {
+            loader = { load(directory) }
+        } else {
+            loader = { ZoneSet.load(directory: directory) }
+        }
         let set: ZoneSet
-        switch ZoneSet.load(directory: directory) {
+        switch loader() {
         case .success(let loaded): set = loaded
         case .failure(let errors): throw StartError(description: errors.description)
         }
@@ -47,7 +55,7 @@ public final class TestServer: @unchecked Sendable {
         let server = try await DNSServer.start(settings: settings, store: store)
         var logger = Logger(label: "tdn.test")
         logger.logLevel = .critical
-        let reloader = ZoneReloader(directory: directory, initial: set, store: store, logger: logger)
+        let reloader = ZoneReloader(directory: directory, initial: set, store: store, logger: logger, load: loader)
         return TestServer(directory: directory, server: server, reloader: reloader)
     }
 

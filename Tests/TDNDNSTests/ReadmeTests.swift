@@ -38,9 +38,9 @@ struct ReadmeTests {
         for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
             zones[name] = try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
         }
-        let server = try await TestServer.start(zones: zones, threads: 1) {
+        let server = try await TestServer.start(zones: zones, threads: 1, configure: {
             $0.listen = [ListenAddress(host: "127.0.0.1", port: 0), ListenAddress(host: "::1", port: 0)]
-        }
+        })
         defer { Task { await server.stop() } }
         let examples = try Self.examples()
         #expect(examples.count >= 5)

@@ -69,7 +69,7 @@ struct TCPTests {
     }
 
     @Test func idleConnectionsAreClosed() async throws {
-        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1) { $0.tcp.idleTimeout = .milliseconds(300) }
+        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: { $0.tcp.idleTimeout = .milliseconds(300) })
         defer { Task { await server.stop() } }
         var client = server.client
         client.timeoutMilliseconds = 3000
@@ -82,7 +82,7 @@ struct TCPTests {
     }
 
     @Test func connectionLimit() async throws {
-        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1) { $0.tcp.maxConnections = 2 }
+        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: { $0.tcp.maxConnections = 2 })
         defer { Task { await server.stop() } }
         let client = server.client
         let first = try client.openTCP()
