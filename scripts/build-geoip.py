@@ -66,7 +66,9 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     table = countries(args.countries)
-    writer = mmdb_writer.Writer(database_type="TDN-Country", description="tdnd country database with centroids")
+    # City layout (location.latitude/longitude), with country centroids for coordinates; gdnsd
+    # and others look for "City" in the type before they use coordinates.
+    writer = mmdb_writer.Writer(database_type="TDN-City-Country-Centroids", description="tdnd database: countries with centroid coordinates")
     inserted = skipped = 0
     if args.tor:
         for version, name in ((4, "geoip"), (6, "geoip6")):
