@@ -3,6 +3,8 @@ import TDNDNS
 import TDNTestSupport
 import Testing
 
+@testable import TDNDaemon
+
 /// The `$ dig …` examples of README.md, run against the bundled zones; each must print exactly
 /// the lines the README shows under it.
 @Suite("README examples")
@@ -32,13 +34,10 @@ struct ReadmeTests {
         return examples
     }
 
+    /// The bundled demo (tdnd.yaml: zones, policy and the geo database `make geoip` builds).
     @Test func digExamplesGiveTheAnswersShown() async throws {
-        var zones: [String: String] = [:]
-        let directory = Self.root.appendingPathComponent("zones")
-        for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
-            zones[name] = try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8)
-        }
-        let server = try await TestServer.start(zones: zones, threads: 1, configure: {
+        let config = try DaemonConfig.load(path: Self.root.appendingPathComponent("tdnd.yaml").path)
+        let server = try await TestServer.start(zones: [:], threads: 1, load: { _ in ConfigurationLoader(config: config).load() }, configure: {
             $0.listen = [ListenAddress(host: "127.0.0.1", port: 0), ListenAddress(host: "::1", port: 0)]
         })
         defer { Task { await server.stop() } }
