@@ -6,9 +6,11 @@ import TDNDNS
 /// `check` accepts is exactly one that `serve` can load.
 struct ConfigurationLoader: Sendable {
     let config: DaemonConfig
+    /// Told of every successful load (for the status server).
+    var state: ServingState? = nil
 
     /// The parts of one load, for tools that want more than the snapshot.
-    struct Loaded {
+    struct Loaded: Sendable {
         var set: ZoneSet
         var policy: Policy?
         var geo: GeoDatabase?
@@ -62,7 +64,9 @@ struct ConfigurationLoader: Sendable {
         let set = ZoneSet(
             snapshot: SnapshotBuilder.build(zones, steering: steering),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
-        return .success(Loaded(set: set, policy: policy, geo: geo, plan: plan))
+        let loaded = Loaded(set: set, policy: policy, geo: geo, plan: plan)
+        state?.set(loaded)
+        return .success(loaded)
     }
 
     /// The plan in the form TDNDNS takes.

@@ -19,31 +19,6 @@ struct Explain: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
 
-    struct Report: Codable {
-        struct SiteLine: Codable {
-            var site: String
-            var kept: Bool
-            var reason: String
-            var rttMs: Double?
-            var score: Double?
-        }
-        var hostname: String
-        var model: String
-        var tenant: String?
-        var client: String
-        var locatedBy: String
-        var location: String
-        var allowedJurisdictions: [String]?
-        var sites: [SiteLine]
-        var answerSites: [String]
-        var ipv4: [String]
-        var ipv6: [String]
-        var denied: Bool
-        var denial: String?
-        var ttl: UInt32
-        var ecsScope: Int
-    }
-
     func run() async throws {
         let config: DaemonConfig
         do { config = try options.resolve() } catch {
@@ -61,56 +36,106 @@ struct Explain: AsyncParsableCommand {
             throw ExitCode(1)
         case .success(let value): loaded = value
         }
-        let policy = loaded.policy!
-        guard let prefix = IPPrefix(client) else { throw ValidationError("--client: '\(client)' is not an address or address/length") }
+        let result: ExplainReport
+        do { result = try ExplainReport.make(loaded: loaded, hostname: hostname, client: client) } catch {
+            throw ValidationError(error.description)
+        }
+        if json {
+            print(String(decoding: try result.json(), as: UTF8.self))
+            return
+        }
+        print(result.text)
+    }
+}
+
+/// The decision for one hostname and client, with its reasons: `tdnd explain` and the status
+/// server's `/explain` give the same report.
+struct ExplainReport: Codable, Sendable {
+    struct SiteLine: Codable, Sendable {
+        var site: String
+        var kept: Bool
+        var reason: String
+        var rttMs: Double?
+        var score: Double?
+    }
+    var hostname: String
+    var model: String
+    var tenant: String?
+    var client: String
+    var locatedBy: String
+    var location: String
+    var allowedJurisdictions: [String]?
+    var sites: [SiteLine]
+    var answerSites: [String]
+    var ipv4: [String]
+    var ipv6: [String]
+    var denied: Bool
+    var denial: String?
+    var ttl: UInt32
+    var ecsScope: Int
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Runs the production decision: the same locator, decider and compiled table as the server.
+    static func make(loaded: ConfigurationLoader.Loaded, hostname: String, client: String) throws(Failure) -> ExplainReport {
+        guard let policy = loaded.policy else { throw Failure(description: "no policy configured") }
+        guard let prefix = IPPrefix(client) else { throw Failure(description: "client: '\(client)' is not an address or address/length") }
         let zone = policy.zone.lowercased()
         var name = hostname.lowercased()
         if !name.hasSuffix(".") { name += "." }
-        guard name.hasSuffix("." + zone) else { throw ValidationError("\(hostname) is not under the policy's zone \(policy.zone)") }
+        guard name.hasSuffix("." + zone) else { throw Failure(description: "\(hostname) is not under the policy's zone \(policy.zone)") }
         let labels = name.dropLast(zone.count + 1).split(separator: ".").map(String.init)
         guard let model = policy.models.first(where: { $0.name == labels.first }), labels.count <= 2 else {
-            throw ValidationError("\(hostname) is not a model hostname (models: \(policy.models.map(\.name).joined(separator: ", ")))")
+            throw Failure(description: "\(hostname) is not a model hostname (models: \(policy.models.map(\.name).joined(separator: ", ")))")
         }
         var tenant: Tenant? = nil
         if labels.count == 2 {
             guard let found = policy.tenants.first(where: { $0.name == labels[1] }), found.models?.contains(model.name) ?? true else {
-                throw ValidationError("\(labels[1]) is not a tenant of \(model.name)")
+                throw Failure(description: "\(labels[1]) is not a tenant of \(model.name)")
             }
             tenant = found
         }
         let located = Locator(policy: policy, geo: loaded.geo).locate(prefix.address)
         let decision = Decider(policy: policy).decide(model: model, tenant: tenant, location: located.location)
         // The scope comes from the compiled table the server answers from.
-        var scope = loaded.set.snapshot.classify(prefix.address).scope
-        if prefix.length == 0 { scope = 0 }
-        let result = Report(
+        let scope = prefix.length == 0 ? 0 : loaded.set.snapshot.classify(prefix.address).scope
+        return ExplainReport(
             hostname: name, model: model.name, tenant: tenant?.name, client: prefix.description, locatedBy: located.source,
             location: located.location.description, allowedJurisdictions: decision.allowedJurisdictions,
-            sites: decision.trace.map { Report.SiteLine(site: $0.site, kept: $0.kept, reason: $0.reason, rttMs: $0.rttMilliseconds.map(round1), score: $0.score.map(round1)) },
+            sites: decision.trace.map { SiteLine(site: $0.site, kept: $0.kept, reason: $0.reason, rttMs: $0.rttMilliseconds.map(round1), score: $0.score.map(round1)) },
             answerSites: decision.sites, ipv4: decision.ipv4.map(IPPrefix.format), ipv6: decision.ipv6.map(IPPrefix.format),
             denied: decision.denied, denial: decision.denied ? decision.denial.rawValue : nil, ttl: decision.ttl, ecsScope: scope)
-        if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(result), as: UTF8.self))
-            return
+    }
+
+    func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try encoder.encode(self)
+    }
+
+    var text: String {
+        func pad(_ text: String) -> String { text.padding(toLength: 10, withPad: " ", startingAt: 0) }
+        var lines = [
+            "\(hostname)  model \(model)\(tenant.map { ", tenant \($0)" } ?? "")  client \(client)",
+            "located: \(location) — \(locatedBy)",
+            "allowed jurisdictions: \(allowedJurisdictions?.joined(separator: ", ") ?? "any")",
+            "sites, best first:",
+        ]
+        for line in sites where line.kept {
+            lines.append("  \(pad(line.site)) rtt \(pad(line.rttMs.map { "\($0) ms" } ?? "unknown")) score \(line.score ?? 0)  \(line.reason)")
         }
-        print("\(result.hostname)  model \(result.model)\(result.tenant.map { ", tenant \($0)" } ?? "")  client \(result.client)")
-        print("located: \(result.location) — \(result.locatedBy)")
-        print("allowed jurisdictions: \(result.allowedJurisdictions?.joined(separator: ", ") ?? "any")")
-        print("sites, best first:")
-        for line in result.sites.filter(\.kept) {
-            let rtt = line.rttMs.map { "\($0) ms" } ?? "unknown"
-            print("  \(line.site.padding(toLength: 10, withPad: " ", startingAt: 0)) rtt \(rtt.padding(toLength: 10, withPad: " ", startingAt: 0)) score \(line.score ?? 0)  \(line.reason)")
-        }
-        print("excluded:")
-        for line in result.sites.filter({ !$0.kept }) { print("  \(line.site.padding(toLength: 10, withPad: " ", startingAt: 0)) \(line.reason)") }
-        if result.denied {
-            print("answer: denied (\(result.denial ?? "")): \(result.ipv4 + result.ipv6 == [] ? "no addresses" : (result.ipv4 + result.ipv6).joined(separator: " "))")
+        lines.append("excluded:")
+        for line in sites where !line.kept { lines.append("  \(pad(line.site)) \(line.reason)") }
+        if denied {
+            let addresses = ipv4 + ipv6
+            lines.append("answer: denied (\(denial ?? "")): \(addresses.isEmpty ? "no addresses" : addresses.joined(separator: " "))")
         } else {
-            print("answer: \(result.answerSites.joined(separator: ", ")) → A \(result.ipv4.joined(separator: " ")) AAAA \(result.ipv6.joined(separator: " "))")
+            lines.append("answer: \(answerSites.joined(separator: ", ")) → A \(ipv4.joined(separator: " ")) AAAA \(ipv6.joined(separator: " "))")
         }
-        print("ttl: \(result.ttl)  ecs scope: /\(result.ecsScope)")
+        lines.append("ttl: \(ttl)  ecs scope: /\(ecsScope)")
+        return lines.joined(separator: "\n")
     }
 }
 

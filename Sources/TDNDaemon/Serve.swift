@@ -17,7 +17,8 @@ struct Serve: AsyncParsableCommand {
             report(error)
             throw ExitCode(1)
         }
-        let loader = ConfigurationLoader(config: config)
+        let state = ServingState()
+        let loader = ConfigurationLoader(config: config, state: state)
         let zones: ZoneSet
         switch loader.load() {
         case .failure(let errors):
@@ -44,12 +45,16 @@ struct Serve: AsyncParsableCommand {
         if !zones.summary.isEmpty { logger.info("steering: \(zones.summary)") }
 
         let reloader = ZoneReloader(directory: config.zones, initial: zones, store: store, logger: logger, load: loader.load)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: DNSService(server: server, logger: logger)),
+            .init(service: ReloadService(reloader: reloader, interval: config.watchInterval)),
+        ]
+        if let status = config.status {
+            services.append(.init(service: StatusServer.make(address: status, state: state, logger: options.makeLogger("tdn.status"))))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: DNSService(server: server, logger: logger)),
-                    .init(service: ReloadService(reloader: reloader, interval: config.watchInterval)),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()

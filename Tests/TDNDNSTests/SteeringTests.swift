@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import TDNDNS
 import TDNTestSupport
 import Testing
@@ -186,6 +189,43 @@ struct SteeringTests {
         #expect(report?["answerSites"] as? [String] == ["fra"])
         #expect(report?["allowedJurisdictions"] as? [String] == ["eu"])
         #expect((report?["locatedBy"] as? String)?.hasPrefix("geo database network 5.9.0.0/16") == true)
+    }
+
+    @Test func explainOverTheStatusPort() async throws {
+        let directory = makeTemporaryDirectory()
+        writeFile(directory + "/t.example.zone", Self.zone)
+        writeFile(directory + "/policy.yaml", Self.policy)
+        writeFile(directory + "/tdnd.yaml", "zones: .\npolicy: policy.yaml\ngeoip: \(Self.database)\nlisten: [127.0.0.1:0]\nstatus: 127.0.0.1:0\nthreads: 1\n")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tdndPath)
+        process.arguments = ["serve", "--config", directory + "/tdnd.yaml"]
+        _ = FileManager.default.createFile(atPath: directory + "/log", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: directory + "/log")
+        process.environment = ["SWIFT_BACKTRACE": "enable=no"]
+        try process.run()
+        defer { process.terminate() }
+        var port: Int? = nil
+        for _ in 0..<100 where port == nil {
+            usleep(50_000)
+            let log = String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self)
+            port = log.firstMatch(of: /status server on 127\.0\.0\.1:(\d+)/).flatMap { Int($0.1) }
+        }
+        let status = try #require(port, "the status server reports its port")
+        func get(_ path: String) async throws -> (Int, Data) {
+            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(status)\(path)")!)
+            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+        }
+        let (healthCode, health) = try await get("/healthz")
+        #expect(healthCode == 200 && String(decoding: health, as: UTF8.self) == "ok\n")
+        let (code, body) = try await get("/explain?host=small.t.example&client=5.9.1.0/24")
+        #expect(code == 200)
+        let report = try JSONSerialization.jsonObject(with: body) as? [String: Any]
+        #expect(report?["answerSites"] as? [String] == ["fra"])
+        #expect(report?["ecsScope"] as? Int == 17)
+        let (badCode, bad) = try await get("/explain?host=nothing.t.example&client=5.9.1.0/24")
+        #expect(badCode == 400 && String(decoding: bad, as: UTF8.self).hasPrefix("nothing.t.example is not a model hostname"))
+        let (missingCode, _) = try await get("/explain?host=small.t.example")
+        #expect(missingCode == 400)
     }
 
     @Test func modelNameBesideZoneDataIsRejected() throws {
