@@ -64,6 +64,12 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// Prefix tries (see `PrefixTrieBuilder`) mapping client addresses to classes.
     let trie4: UnsafeMutableBufferPointer<Int32>
     let trie6: UnsafeMutableBufferPointer<Int32>
+    /// The first 16 bits of each trie in one step: the node reached at depth 16, or the leaf met
+    /// before it with its depth. Saves the walk's 16 most repeated steps.
+    let jump4: UnsafeMutableBufferPointer<Int32>
+    let jump4Depth: UnsafeMutableBufferPointer<UInt8>
+    let jump6: UnsafeMutableBufferPointer<Int32>
+    let jump6Depth: UnsafeMutableBufferPointer<UInt8>
     /// Per steered name: where its row of answers by class starts in `classAnswers`.
     let steeredRows: UnsafeMutableBufferPointer<Int32>
     let classAnswers: UnsafeMutableBufferPointer<Int32>
@@ -96,6 +102,8 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         self.nxdomainTemplates = copy(nxdomainTemplates)
         self.trie4 = copy(trie4)
         self.trie6 = copy(trie6)
+        (jump4, jump4Depth) = Snapshot.jumpTable(self.trie4)
+        (jump6, jump6Depth) = Snapshot.jumpTable(self.trie6)
         self.steeredRows = copy(steeredRows)
         self.classAnswers = copy(classAnswers)
         self.steeredTemplateStarts = copy(steeredTemplateStarts)
@@ -116,19 +124,52 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         nxdomainTemplates.deallocate()
         trie4.deallocate()
         trie6.deallocate()
+        jump4.deallocate()
+        jump4Depth.deallocate()
+        jump6.deallocate()
+        jump6Depth.deallocate()
         steeredRows.deallocate()
         classAnswers.deallocate()
         steeredTemplateStarts.deallocate()
         steeredTemplates.deallocate()
     }
 
+    static func jumpTable(_ trie: UnsafeMutableBufferPointer<Int32>) -> (UnsafeMutableBufferPointer<Int32>, UnsafeMutableBufferPointer<UInt8>) {
+        let entries = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 1 << 16)
+        let depths = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 1 << 16)
+        for prefix in 0..<(1 << 16) {
+            var node = 0
+            var depth = 0
+            var entry: Int32 = 0
+            while depth < 16 {
+                let child = trie[2 * node + ((prefix >> (15 - depth)) & 1)]
+                depth += 1
+                if child < 0 {
+                    entry = child
+                    break
+                }
+                node = Int(child)
+                entry = child
+            }
+            entries[prefix] = entry
+            depths[prefix] = UInt8(depth)
+        }
+        return (entries, depths)
+    }
+
     /// The class of a client address and the prefix length over which it holds.
     @inline(__always)
-    static func classify(_ trie: UnsafeMutableBufferPointer<Int32>, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int) {
+    static func classify(
+        _ trie: UnsafeMutableBufferPointer<Int32>, _ jump: UnsafeMutableBufferPointer<Int32>, _ jumpDepth: UnsafeMutableBufferPointer<UInt8>,
+        high: UInt64, low: UInt64, bits: Int
+    ) -> (Int32, Int) {
         // One class for the whole space: the answer holds for every address (scope 0).
         if trie[0] < 0 && trie[0] == trie[1] { return (-trie[0] - 1, 0) }
-        var node = 0
-        var depth = 0
+        let top = Int(high >> 48)
+        let entry = jump[top]
+        if entry < 0 { return (-entry - 1, Int(jumpDepth[top])) }
+        var node = Int(entry)
+        var depth = 16
         while depth < bits {
             let child = trie[2 * node + PrefixTrieBuilder.bit(high, low, depth)]
             depth += 1

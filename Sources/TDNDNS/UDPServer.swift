@@ -43,6 +43,10 @@ public final class UDPServer: @unchecked Sendable {
     }
 
     static func bind(_ address: inout ListenAddress) throws -> Int32 {
+        // bind() to port 0 on a socket that already has SO_REUSEPORT may return a port another
+        // SO_REUSEPORT socket of the same user holds (Linux counts them as compatible), and the
+        // two would then share datagrams. A plain socket picks a port nobody holds.
+        if address.port == 0 { address.port = try pickFreePort(address) }
         guard var storage = address.socketAddress() else { throw SocketError("bad address", address) }
         let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError("socket", address) }
@@ -58,16 +62,26 @@ public final class UDPServer: @unchecked Sendable {
             close(fd)
             throw SocketError("bind", address)
         }
-        if address.port == 0 {
-            var bound = sockaddr_storage()
-            var boundLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            _ = withUnsafeMutablePointer(to: &bound) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &boundLength) }
-            }
-            let port = withUnsafeBytes(of: bound) { raw in UInt16(raw[2]) << 8 | UInt16(raw[3]) }
-            address.port = Int(port)
-        }
         return fd
+    }
+
+    /// A UDP port free on `address`, found with a throwaway socket without SO_REUSEPORT.
+    static func pickFreePort(_ address: ListenAddress) throws -> Int {
+        guard var storage = address.socketAddress() else { throw SocketError("bad address", address) }
+        let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("socket", address) }
+        defer { close(fd) }
+        let length = socklen_t(address.isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)
+        let result = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) }
+        }
+        guard result == 0 else { throw SocketError("bind", address) }
+        var bound = sockaddr_storage()
+        var boundLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = withUnsafeMutablePointer(to: &bound) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &boundLength) }
+        }
+        return withUnsafeBytes(of: bound) { raw in Int(UInt16(raw[2]) << 8 | UInt16(raw[3])) }
     }
 
     /// Starts one thread per socket.
