@@ -265,12 +265,12 @@ public final class Responder: @unchecked Sendable {
     static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
         if isIPv6 {
             if (high == 0 && low >> 32 == 0xFFFF) || (high == 0x0064_FF9B_0000_0000 && low >> 32 == 0) {
-                let (classID, depth) = Snapshot.classify(snapshot.trie4, snapshot.jump4, snapshot.jump4Depth, high: low << 32, low: 0, bits: 32)
+                let (classID, depth) = Snapshot.classify(snapshot.trie4, high: low << 32, low: 0, bits: 32)
                 return (classID, depth == 0 ? 0 : 96 + depth)
             }
-            return Snapshot.classify(snapshot.trie6, snapshot.jump6, snapshot.jump6Depth, high: high, low: low, bits: 128)
+            return Snapshot.classify(snapshot.trie6, high: high, low: low, bits: 128)
         }
-        return Snapshot.classify(snapshot.trie4, snapshot.jump4, snapshot.jump4Depth, high: high, low: 0, bits: 32)
+        return Snapshot.classify(snapshot.trie4, high: high, low: 0, bits: 32)
     }
 
     @inline(__always)

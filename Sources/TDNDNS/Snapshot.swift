@@ -61,15 +61,9 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     let bodies: UnsafeMutableBufferPointer<UInt8>
     let relocations: UnsafeMutableBufferPointer<UInt16>
     let nxdomainTemplates: UnsafeMutableBufferPointer<Int32>
-    /// Prefix tries (see `PrefixTrieBuilder`) mapping client addresses to classes.
-    let trie4: UnsafeMutableBufferPointer<Int32>
-    let trie6: UnsafeMutableBufferPointer<Int32>
-    /// The first 16 bits of each trie in one step: the node reached at depth 16, or the leaf met
-    /// before it with its depth. Saves the walk's 16 most repeated steps.
-    let jump4: UnsafeMutableBufferPointer<Int32>
-    let jump4Depth: UnsafeMutableBufferPointer<UInt8>
-    let jump6: UnsafeMutableBufferPointer<Int32>
-    let jump6Depth: UnsafeMutableBufferPointer<UInt8>
+    /// Prefix tries mapping client addresses to answer classes, as `StrideTrie` nodes.
+    let trie4: UnsafeMutableBufferPointer<UInt32>
+    let trie6: UnsafeMutableBufferPointer<UInt32>
     /// Per steered name: where its row of answers by class starts in `classAnswers`.
     let steeredRows: UnsafeMutableBufferPointer<Int32>
     let classAnswers: UnsafeMutableBufferPointer<Int32>
@@ -100,10 +94,8 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         self.bodies = copy(bodies)
         self.relocations = copy(relocations)
         self.nxdomainTemplates = copy(nxdomainTemplates)
-        self.trie4 = copy(trie4)
-        self.trie6 = copy(trie6)
-        (jump4, jump4Depth) = Snapshot.jumpTable(self.trie4)
-        (jump6, jump6Depth) = Snapshot.jumpTable(self.trie6)
+        self.trie4 = StrideTrie.build(from: trie4)
+        self.trie6 = StrideTrie.build(from: trie6)
         self.steeredRows = copy(steeredRows)
         self.classAnswers = copy(classAnswers)
         self.steeredTemplateStarts = copy(steeredTemplateStarts)
@@ -124,63 +116,37 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         nxdomainTemplates.deallocate()
         trie4.deallocate()
         trie6.deallocate()
-        jump4.deallocate()
-        jump4Depth.deallocate()
-        jump6.deallocate()
-        jump6Depth.deallocate()
         steeredRows.deallocate()
         classAnswers.deallocate()
         steeredTemplateStarts.deallocate()
         steeredTemplates.deallocate()
     }
 
-    static func jumpTable(_ trie: UnsafeMutableBufferPointer<Int32>) -> (UnsafeMutableBufferPointer<Int32>, UnsafeMutableBufferPointer<UInt8>) {
-        let entries = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 1 << 16)
-        let depths = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 1 << 16)
-        for prefix in 0..<(1 << 16) {
-            var node = 0
-            var depth = 0
-            var entry: Int32 = 0
-            while depth < 16 {
-                let child = trie[2 * node + ((prefix >> (15 - depth)) & 1)]
-                depth += 1
-                if child < 0 {
-                    entry = child
-                    break
-                }
-                node = Int(child)
-                entry = child
-            }
-            entries[prefix] = entry
-            depths[prefix] = UInt8(depth)
-        }
-        return (entries, depths)
-    }
-
-    /// The class of a client address and the prefix length over which it holds.
+    /// The class of a client address and the prefix length over which it holds (the exact depth
+    /// of the binary leaf, kept in the entry).
     @inline(__always)
-    static func classify(
-        _ trie: UnsafeMutableBufferPointer<Int32>, _ jump: UnsafeMutableBufferPointer<Int32>, _ jumpDepth: UnsafeMutableBufferPointer<UInt8>,
-        high: UInt64, low: UInt64, bits: Int
-    ) -> (Int32, Int) {
-        // One class for the whole space: the answer holds for every address (scope 0).
-        if trie[0] < 0 && trie[0] == trie[1] { return (-trie[0] - 1, 0) }
-        let top = Int(high >> 48)
-        let entry = jump[top]
-        if entry < 0 { return (-entry - 1, Int(jumpDepth[top])) }
-        var node = Int(entry)
-        var depth = 16
+    static func classify(_ trie: UnsafeMutableBufferPointer<UInt32>, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int) {
+        var node = 0
+        var depth = 0
         while depth < bits {
-            let child = trie[2 * node + PrefixTrieBuilder.bit(high, low, depth)]
-            depth += 1
-            if child < 0 { return (-child - 1, depth) }
-            node = Int(child)
+            let nibble = depth < 64 ? Int((high >> UInt64(60 - depth)) & 0xF) : Int((low >> UInt64(124 - depth)) & 0xF)
+            let entry = trie[16 * node + nibble]
+            if entry & StrideTrie.leafFlag != 0 {
+                let leafDepth = Int((entry >> 24) & 0x7F)
+                // A whole space of one class: the answer holds for every address (scope 0).
+                if node == 0 && leafDepth == 1 && trie[0] == trie[15] && (trie[0] >> 24) & 0x7F == 1 {
+                    return (Int32(entry & 0xFF_FFFF), 0)
+                }
+                return (Int32(entry & 0xFF_FFFF), leafDepth)
+            }
+            node = Int(entry)
+            depth += 4
         }
         return (0, bits)
     }
 
-    /// The class and scope of an address (4 or 16 octets; IPv4-mapped and NAT64 addresses are
-    /// looked up as IPv4, with the scope counted in IPv6 bits). For tools and tests.
+    /// The answer class and scope of an address (4 or 16 octets; IPv4-mapped and NAT64
+    /// addresses are looked up as IPv4, with the scope counted in IPv6 bits). For tools and tests.
     public func classify(_ address: [UInt8]) -> (classID: Int, scope: Int) {
         let (high, low) = address.withUnsafeBufferPointer { Responder.addressBits($0.baseAddress!, address.count) }
         let result = Responder.classify(self, high: high, low: low, isIPv6: address.count == 16)

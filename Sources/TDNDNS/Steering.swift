@@ -95,3 +95,54 @@ struct PrefixTrieBuilder {
         return out
     }
 }
+
+/// The query path's form of a merged prefix trie: nodes of 16 entries (4 address bits per step),
+/// one 64-byte cache line each. A walk is a chain of dependent loads, each new line a likely
+/// miss; four bits per line instead of one make that chain a quarter as long. An entry is a
+/// child node index, or a leaf: bit 31 set, the leaf's exact depth in bits 24–30 (the scope),
+/// its class in bits 0–23.
+enum StrideTrie {
+    static let leafFlag: UInt32 = 0x8000_0000
+
+    static func leaf(_ value: Int32, depth: Int) -> UInt32 {
+        leafFlag | UInt32(depth) << 24 | UInt32(-value - 1)
+    }
+
+    /// Converts the binary trie of `PrefixTrieBuilder.merged()`; node 0 is the root.
+    static func build(from binary: [Int32]) -> UnsafeMutableBufferPointer<UInt32> {
+        var nodes: [UInt32] = []
+        // Fills the stride node at `index` for the binary subtree whose two children are
+        // `binary[2 * node]` and `binary[2 * node + 1]`, at `depth`.
+        func fill(_ index: Int, _ node: Int, _ depth: Int) {
+            for nibble in 0..<16 {
+                var current = node
+                var step = 0
+                var entry: UInt32 = 0
+                while true {
+                    let child = binary[2 * current + ((nibble >> (3 - step)) & 1)]
+                    step += 1
+                    if child < 0 {
+                        entry = leaf(child, depth: depth + step)
+                        break
+                    }
+                    if step == 4 || depth + step == 128 {
+                        let next = nodes.count / 16
+                        nodes += [UInt32](repeating: 0, count: 16)
+                        fill(next, Int(child), depth + step)
+                        entry = UInt32(next)
+                        break
+                    }
+                    current = Int(child)
+                }
+                nodes[16 * index + nibble] = entry
+            }
+        }
+        nodes = [UInt32](repeating: 0, count: 16)
+        fill(0, 0, 0)
+        let buffer = UnsafeMutableBufferPointer<UInt32>(
+            start: UnsafeMutableRawPointer.allocate(byteCount: nodes.count * 4, alignment: 64).bindMemory(to: UInt32.self, capacity: nodes.count),
+            count: nodes.count)
+        _ = buffer.initialize(from: nodes)
+        return buffer
+    }
+}

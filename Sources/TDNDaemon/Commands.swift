@@ -93,6 +93,14 @@ struct CommonOptions: ParsableArguments {
         return config
     }
 
+    /// `resolve()`, or every error on stderr and exit status 1.
+    func resolveOrExit() throws -> DaemonConfig {
+        do { return try resolve() } catch {
+            report(error)
+            throw ExitCode(1)
+        }
+    }
+
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
@@ -114,11 +122,7 @@ struct Check: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        let config: DaemonConfig
-        do { config = try options.resolve() } catch {
-            report(error)
-            throw ExitCode(1)
-        }
+        let config = try options.resolveOrExit()
         switch ConfigurationLoader(config: config).loadAll() {
         case .failure(let errors):
             report(errors)

@@ -20,11 +20,7 @@ struct Explain: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        let config: DaemonConfig
-        do { config = try options.resolve() } catch {
-            report(error)
-            throw ExitCode(1)
-        }
+        let config = try options.resolveOrExit()
         guard config.policy != nil else {
             report(ConfigErrors([ConfigError(file: config.file ?? "configuration", line: 0, message: "no policy configured (policy: or --policy)")]))
             throw ExitCode(1)

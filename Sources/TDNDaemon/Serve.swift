@@ -12,11 +12,7 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let logger = options.makeLogger("tdn.dns")
-        let config: DaemonConfig
-        do { config = try options.resolve() } catch {
-            report(error)
-            throw ExitCode(1)
-        }
+        let config = try options.resolveOrExit()
         let state = ServingState()
         let loader = ConfigurationLoader(config: config, state: state)
         let zones: ZoneSet

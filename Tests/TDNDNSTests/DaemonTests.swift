@@ -53,21 +53,11 @@ struct DaemonTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         writeFile(directory + "/d.example.zone", Self.goodZone)
         writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\n")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tdndPath)
-        process.arguments = ["serve", "--config", directory + "/tdnd.yaml"]
-        _ = FileManager.default.createFile(atPath: directory + "/log", contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: directory + "/log")
-        process.environment = ["SWIFT_BACKTRACE": "enable=no"]
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-        func log() -> String { String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self) }
-        func waitFor(_ text: String) -> Bool {
-            for _ in 0..<100 where !log().contains(text) { usleep(50_000) }
-            return log().contains(text)
-        }
-        #expect(waitFor("(UDP and TCP)"))
-        let port = try #require(log().firstMatch(of: /127\.0\.0\.1:(\d+)/).flatMap { Int($0.1) })
+        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
+        let process = daemon.process
+        func log() -> String { daemon.log }
+        func waitFor(_ text: String) -> Bool { daemon.waitFor(text) }
+        let port = try #require(daemon.port(after: "on 127.0.0.1:"))
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
         func www() throws -> [String] {
             try client.query(Message.query(Fixtures.name("www.d.example."), .a)).answers.map(\.rdataText)

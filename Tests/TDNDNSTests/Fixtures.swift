@@ -97,3 +97,40 @@ extension ResourceRecord {
     /// `owner TTL TYPE rdata`, for comparing sections.
     var line: String { "\(name) \(ttl) \(type) \(rdataText)" }
 }
+
+/// A `tdnd serve --config FILE` process with its stderr in a file, as an operator would run it.
+final class DaemonProcess {
+    let process = Process()
+    let logPath: String
+
+    init(config: String) throws {
+        logPath = config + ".log"
+        process.executableURL = URL(fileURLWithPath: tdndPath)
+        process.arguments = ["serve", "--config", config]
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.environment = ["SWIFT_BACKTRACE": "enable=no"]
+        try process.run()
+    }
+
+    deinit { if process.isRunning { process.terminate() } }
+
+    var log: String { String(decoding: FileManager.default.contents(atPath: logPath) ?? Data(), as: UTF8.self) }
+
+    /// Waits up to 5 s for `text` in the log.
+    func waitFor(_ text: String) -> Bool {
+        for _ in 0..<100 where !log.contains(text) { usleep(50_000) }
+        return log.contains(text)
+    }
+
+    /// The port logged after `prefix` (e.g. "status server on 127.0.0.1:"), waiting up to 5 s.
+    func port(after prefix: String) -> Int? {
+        for _ in 0..<100 {
+            if let range = log.range(of: prefix) {
+                return Int(log[range.upperBound...].prefix(while: \.isNumber))
+            }
+            usleep(50_000)
+        }
+        return nil
+    }
+}
