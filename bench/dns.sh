@@ -18,15 +18,7 @@ QUERIES=${QUERIES:-bench/queries.txt}
 scripts/install-deps.sh dnsperf knot libldns-dev libmaxminddb-dev libsqlite3-dev pkg-config
 swift build -c release --product tdnd >/dev/null
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 knot_port=$(free_port)
 tdnd_port=$(free_port)
 cp zones/* "$work/"
@@ -58,7 +50,9 @@ CONF
 knotd -c "$work/knot.conf" >"$work/knot.log" 2>&1 &
 knot_pid=$!
 pids+=("$knot_pid")
-SWIFT_BACKTRACE=enable=no .build/release/tdnd serve --zones "$work" --listen "127.0.0.1:$tdnd_port" \
+# An empty configuration: the same zones as Knot and nothing else (no steering policy).
+: > "$work/tdnd.yaml"
+SWIFT_BACKTRACE=enable=no .build/release/tdnd serve --config "$work/tdnd.yaml" --zones "$work" --listen "127.0.0.1:$tdnd_port" \
     --threads "$THREADS" --status off --log-level warning >"$work/tdnd.log" 2>&1 &
 tdnd_pid=$!
 pids+=("$tdnd_pid")
@@ -78,8 +72,6 @@ while read -r name type; do
 done < "$QUERIES"
 echo "answers compared with Knot: $(wc -l < "$QUERIES") queries, $differences differ"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
 run() { # name port pid
     local before after out completed qps
     before=$(cpu_ticks "$3")

@@ -23,15 +23,7 @@ scripts/install-deps.sh dnsperf gdnsd pdns-server pdns-backend-geoip python3-yam
 [ -f "$MMDB" ] || python3 scripts/build-geoip.py --tor /usr/share/tor --out "$MMDB"
 swift build -c release --product tdnd >/dev/null
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.5
-    [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 tdnd_port=$(free_port); gdnsd_port=$(free_port); pdns_port=$(free_port)
 mmdb=$(readlink -f "$MMDB")
 /usr/bin/python3 bench/make-queries.py --steered "$work/steered.bin" --static "$work/static.bin" --count 50000
@@ -102,8 +94,6 @@ for name in tdnd gdnsd pdns; do
     echo "$name: $(dig +short +subnet=5.9.1.0/24 -p "${!port_var}" @127.0.0.1 llama-13b.tdn.example A | tr '\n' ' ') (5.9.1.0/24)  $(dig +short +subnet=8.8.8.0/24 -p "${!port_var}" @127.0.0.1 llama-13b.tdn.example A | tr '\n' ' ') (8.8.8.0/24)"
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-ticks_per_second=$(getconf CLK_TCK)
 run() { # label port pid file
     local before after out completed qps cpu
     before=$(cpu_ticks "$3")
