@@ -34,9 +34,14 @@ public final class Responder: @unchecked Sendable {
     ///
     /// `peer` is the sender's `sockaddr` (IPv4 or IPv6), used to locate clients that send no
     /// ECS option; nil when unknown.
+    ///
+    /// Batching: with `deferred`, a query for a steered name writes nothing; its client address
+    /// goes to `deferred` and the result is `Responder.deferredResult`. The caller locates such
+    /// queries together (`locate(_:count:snapshot:into:)`) and calls again with `location`.
     public func respond(
         to query: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, transport: Transport,
-        snapshot: Snapshot, peer: UnsafeRawPointer? = nil
+        snapshot: Snapshot, peer: UnsafeRawPointer? = nil,
+        deferred: UnsafeMutablePointer<SteeringLookup>? = nil, location: SteeringLocation? = nil
     ) -> Int {
         let n = query.count
         guard n >= 12, out.count >= 512, let q = query.baseAddress?.assumingMemoryBound(to: UInt8.self),
@@ -169,7 +174,7 @@ public final class Responder: @unchecked Sendable {
         if found >= 0 {
             let node = nodes[Int(found)]
             if node.steering >= 0 {
-                return steer(&r, snapshot, Int(node.steering), qtype: qtype, queryNameLength: length, peer: peer)
+                return steer(&r, snapshot, Int(node.steering), qtype: qtype, queryNameLength: length, peer: peer, deferred: deferred, location: location)
             }
             if node.referralTemplate >= 0 {
                 template = qtype == 43 && node.dsTemplate >= 0 ? node.dsTemplate : node.referralTemplate
@@ -208,7 +213,10 @@ public final class Responder: @unchecked Sendable {
 
     /// A model hostname: locate the client (ECS address, else the sender), read its class's
     /// answer, and say in the ECS scope how far around the client that answer holds.
-    private func steer(_ r: inout Reply, _ snapshot: Snapshot, _ index: Int, qtype: UInt16, queryNameLength: Int, peer: UnsafeRawPointer?) -> Int {
+    private func steer(
+        _ r: inout Reply, _ snapshot: Snapshot, _ index: Int, qtype: UInt16, queryNameLength: Int, peer: UnsafeRawPointer?,
+        deferred: UnsafeMutablePointer<SteeringLookup>?, location: SteeringLocation?
+    ) -> Int {
         var high: UInt64 = 0
         var low: UInt64 = 0
         var isIPv6 = false
@@ -239,7 +247,14 @@ public final class Responder: @unchecked Sendable {
         }
         var classID: Int32 = 0
         var scope = 0
-        if known { (classID, scope) = Responder.classify(snapshot, high: high, low: low, isIPv6: isIPv6) }
+        if let location {
+            (classID, scope) = (location.classID, location.scope)
+        } else if known, let deferred {
+            deferred.pointee = SteeringLookup(high: high, low: low, isIPv6: isIPv6)
+            return Responder.deferredResult
+        } else if known {
+            (classID, scope) = Responder.classify(snapshot, high: high, low: low, isIPv6: isIPv6)
+        }
         let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + Int(classID)])
         let kind = qtype == 1 || qtype == 255 ? 0 : qtype == 28 ? 1 : 2
         // Types other than A/AAAA do not depend on the client: scope 0. So does a source
@@ -247,6 +262,48 @@ public final class Responder: @unchecked Sendable {
         if kind != 2 && r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0 { r.scope = UInt8(scope) }
         let template = snapshot.steeredTemplates[Int(snapshot.steeredTemplateStarts[index]) + 3 * answer + kind]
         return r.answer(snapshot, Int(template), queryNameLength: queryNameLength)
+    }
+
+    /// What `respond` returns for a query it deferred.
+    public static let deferredResult = -1
+
+    /// Locates deferred queries together: their trie walks advance in lockstep, so the loads of
+    /// different walks are independent and their cache misses overlap instead of queueing.
+    public static func locate(
+        _ lookups: UnsafeMutablePointer<SteeringLookup>, count: Int, snapshot: Snapshot, into results: UnsafeMutablePointer<SteeringLocation>
+    ) {
+        var pending = 0
+        for index in 0..<count {
+            var lookup = lookups[index]
+            // IPv4-mapped and NAT64 addresses walk the IPv4 trie; their scope counts 96 more.
+            if lookup.isIPv6 && Responder.embedsIPv4(lookup.high, lookup.low) {
+                lookup = SteeringLookup(high: lookup.low << 32, low: 0, isIPv6: false)
+                lookup.scopeOffset = 96
+            }
+            lookup.node = 0
+            lookup.depth = 0
+            lookups[index] = lookup
+            results[index] = SteeringLocation(classID: 0, scope: -1)
+            pending += 1
+        }
+        while pending > 0 {
+            for index in 0..<count where results[index].scope < 0 {
+                let lookup = lookups[index]
+                let trie = lookup.isIPv6 ? snapshot.trie6 : snapshot.trie4
+                if let (classID, depth) = Snapshot.step(trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.isIPv6 ? 128 : 32) {
+                    results[index] = SteeringLocation(classID: classID, scope: depth == 0 ? 0 : depth + lookup.scopeOffset)
+                    pending -= 1
+                } else {
+                    lookups[index].node = Int(trie[16 * lookup.node + Snapshot.nibble(lookup.high, lookup.low, lookup.depth)])
+                    lookups[index].depth += 4
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func embedsIPv4(_ high: UInt64, _ low: UInt64) -> Bool {
+        (high == 0 && low >> 32 == 0xFFFF) || (high == 0x0064_FF9B_0000_0000 && low >> 32 == 0)
     }
 
     /// Address bytes as the two big-endian halves the tries read (IPv4 in the top 32 bits).
@@ -264,7 +321,7 @@ public final class Responder: @unchecked Sendable {
     @inline(__always)
     static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
         if isIPv6 {
-            if (high == 0 && low >> 32 == 0xFFFF) || (high == 0x0064_FF9B_0000_0000 && low >> 32 == 0) {
+            if embedsIPv4(high, low) {
                 let (classID, depth) = Snapshot.classify(snapshot.trie4, high: low << 32, low: 0, bits: 32)
                 return (classID, depth == 0 ? 0 : 96 + depth)
             }
@@ -299,6 +356,36 @@ public final class Responder: @unchecked Sendable {
             if p[length - 1] & mask != 0 { return false }
         }
         return true
+    }
+}
+
+/// A client address waiting to be located (see `Responder.locate`).
+public struct SteeringLookup: Sendable {
+    var high: UInt64
+    var low: UInt64
+    var isIPv6: Bool
+    var scopeOffset = 0
+    var node = 0
+    var depth = 0
+
+    init(high: UInt64, low: UInt64, isIPv6: Bool) {
+        self.high = high
+        self.low = low
+        self.isIPv6 = isIPv6
+    }
+
+    public init() { self.init(high: 0, low: 0, isIPv6: false) }
+}
+
+/// A located client: its answer class and the ECS scope over which that holds.
+public struct SteeringLocation: Sendable {
+    var classID: Int32
+    var scope: Int
+
+    public init() { self.init(classID: 0, scope: 0) }
+    init(classID: Int32, scope: Int) {
+        self.classID = classID
+        self.scope = scope
     }
 }
 

@@ -122,27 +122,38 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         steeredTemplates.deallocate()
     }
 
+    /// The four address bits a stride node at `depth` is indexed by.
+    @inline(__always)
+    static func nibble(_ high: UInt64, _ low: UInt64, _ depth: Int) -> Int {
+        depth < 64 ? Int((high >> UInt64(60 - depth)) & 0xF) : Int((low >> UInt64(124 - depth)) & 0xF)
+    }
+
+    /// One step of a walk: the (class, scope) when the entry is a leaf, nil to go on to
+    /// `trie[16 * node + nibble]`, which is then the next node.
+    @inline(__always)
+    static func step(_ trie: UnsafeMutableBufferPointer<UInt32>, node: Int, depth: Int, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int)? {
+        guard depth < bits else { return (0, bits) }
+        let entry = trie[16 * node + nibble(high, low, depth)]
+        guard entry & StrideTrie.leafFlag != 0 else { return nil }
+        let leafDepth = Int((entry >> 24) & 0x7F)
+        // A whole space of one class: the answer holds for every address (scope 0).
+        if node == 0 && leafDepth == 1 && trie[0] == trie[15] && (trie[0] >> 24) & 0x7F == 1 {
+            return (Int32(entry & 0xFF_FFFF), 0)
+        }
+        return (Int32(entry & 0xFF_FFFF), leafDepth)
+    }
+
     /// The class of a client address and the prefix length over which it holds (the exact depth
     /// of the binary leaf, kept in the entry).
     @inline(__always)
     static func classify(_ trie: UnsafeMutableBufferPointer<UInt32>, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int) {
         var node = 0
         var depth = 0
-        while depth < bits {
-            let nibble = depth < 64 ? Int((high >> UInt64(60 - depth)) & 0xF) : Int((low >> UInt64(124 - depth)) & 0xF)
-            let entry = trie[16 * node + nibble]
-            if entry & StrideTrie.leafFlag != 0 {
-                let leafDepth = Int((entry >> 24) & 0x7F)
-                // A whole space of one class: the answer holds for every address (scope 0).
-                if node == 0 && leafDepth == 1 && trie[0] == trie[15] && (trie[0] >> 24) & 0x7F == 1 {
-                    return (Int32(entry & 0xFF_FFFF), 0)
-                }
-                return (Int32(entry & 0xFF_FFFF), leafDepth)
-            }
-            node = Int(entry)
+        while true {
+            if let found = step(trie, node: node, depth: depth, high: high, low: low, bits: bits) { return found }
+            node = Int(trie[16 * node + nibble(high, low, depth)])
             depth += 4
         }
-        return (0, bits)
     }
 
     /// The answer class and scope of an address (4 or 16 octets; IPv4-mapped and NAT64

@@ -129,6 +129,10 @@ final class UDPWorker: @unchecked Sendable {
     let stats: ServerStats
     let slots: UnsafeMutablePointer<tdn_datagram>
     let memory: UnsafeMutableRawPointer
+    /// Steered queries of a batch, located together (`Responder.locate`).
+    let lookups: UnsafeMutablePointer<SteeringLookup>
+    let locations: UnsafeMutablePointer<SteeringLocation>
+    let deferredSlots: UnsafeMutablePointer<Int>
     let replySize: Int
 
     init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int, stats: ServerStats) {
@@ -139,6 +143,12 @@ final class UDPWorker: @unchecked Sendable {
         responder = Responder(maxUDPPayload: maxUDPPayload)
         replySize = responder.maxUDPPayload
         slots = .allocate(capacity: Self.batch)
+        lookups = .allocate(capacity: Self.batch)
+        lookups.initialize(repeating: SteeringLookup(), count: Self.batch)
+        locations = .allocate(capacity: Self.batch)
+        locations.initialize(repeating: SteeringLocation(), count: Self.batch)
+        deferredSlots = .allocate(capacity: Self.batch)
+        deferredSlots.initialize(repeating: 0, count: Self.batch)
         memory = .allocate(byteCount: Self.batch * (Self.receiveSize + replySize), alignment: 64)
         for index in 0..<Self.batch {
             var slot = tdn_datagram()
@@ -150,6 +160,9 @@ final class UDPWorker: @unchecked Sendable {
     }
 
     deinit {
+        lookups.deallocate()
+        locations.deallocate()
+        deferredSlots.deallocate()
         slots.deallocate()
         memory.deallocate()
     }
@@ -161,6 +174,7 @@ final class UDPWorker: @unchecked Sendable {
             // One snapshot load per batch: a reload is seen by the next batch.
             let snapshot = store.load()
             var dropped = 0
+            var deferred = 0
             for index in 0..<received {
                 let slot = slots + index
                 let length = slot.pointee.length
@@ -172,9 +186,27 @@ final class UDPWorker: @unchecked Sendable {
                 let written = responder.respond(
                     to: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: length),
                     into: UnsafeMutableRawBufferPointer(start: slot.pointee.reply, count: replySize),
-                    transport: .udp, snapshot: snapshot, peer: UnsafeRawPointer(slot.pointer(to: \.peer)!))
+                    transport: .udp, snapshot: snapshot, peer: UnsafeRawPointer(slot.pointer(to: \.peer)!),
+                    deferred: lookups + deferred)
+                if written == Responder.deferredResult {
+                    deferredSlots[deferred] = index
+                    deferred += 1
+                    continue
+                }
                 slot.pointee.reply_length = written
                 if written == 0 { dropped += 1 }
+            }
+            if deferred > 0 {
+                // Steered queries: all their lookups at once, then their answers.
+                Responder.locate(lookups, count: deferred, snapshot: snapshot, into: locations)
+                for item in 0..<deferred {
+                    let slot = slots + deferredSlots[item]
+                    slot.pointee.reply_length = responder.respond(
+                        to: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: slot.pointee.length),
+                        into: UnsafeMutableRawBufferPointer(start: slot.pointee.reply, count: replySize),
+                        transport: .udp, snapshot: snapshot, peer: UnsafeRawPointer(slot.pointer(to: \.peer)!),
+                        location: locations[item])
+                }
             }
             tdn_send_batch(fd, slots, UInt32(received))
             stats.udpQueries.wrappingIncrement(by: received - dropped, ordering: .relaxed)
