@@ -74,6 +74,6 @@ let package = Package(
             name: "TDNDNSTests",
             dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
             exclude: ["Resources"]),
-        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy"], exclude: ["Resources"]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),
     ]
 )

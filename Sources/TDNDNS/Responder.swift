@@ -221,7 +221,9 @@ public final class Responder: @unchecked Sendable {
         var low: UInt64 = 0
         var isIPv6 = false
         var known = true
-        if r.ecsStart >= 0 {
+        // RFC 7871 §7.1.2: a source prefix of 0 means "do not locate me by subnet": use the
+        // sender's address, as without ECS (the scope below stays 0).
+        if r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0 {
             let p = r.query + r.ecsStart
             isIPv6 = Reply.u16(p) == 2
             // The address octets present; the rest are zero (RFC 7871 §6).

@@ -1,4 +1,5 @@
 import GeoPolicy
+import TDNTestSupport
 import Testing
 
 @Suite("Decisions")
@@ -106,20 +107,9 @@ struct DecisionTests {
 /// For random health and capacity states, no decision ever leaves the allowed jurisdictions.
 @Suite("Sovereignty")
 struct SovereigntyTests {
-    struct Random: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test func neverOutsideTheAllowedJurisdictions() throws {
         let seed = UInt64.random(in: 1...UInt64.max)
-        var random = Random(state: seed)
+        var random = SeededRandom(state: seed)
         let policy = try Fixtures.loadPolicy()
         let decider = Decider(policy: policy)
         let jurisdictionOf = Dictionary(uniqueKeysWithValues: policy.sites.map { ($0.id, $0.jurisdiction) })

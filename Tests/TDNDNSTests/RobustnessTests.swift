@@ -6,18 +6,6 @@ import Testing
 import Glibc
 #endif
 
-/// SplitMix64: small, seeded, reproducible.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Packets that are random or mutated from valid queries: compression loops, truncated
 /// headers, bogus counts, oversize labels.
 func hostilePacket(_ random: inout SeededRandom) -> [UInt8] {

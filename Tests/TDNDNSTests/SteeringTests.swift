@@ -38,7 +38,7 @@ struct SteeringTests {
           sovereign: {size: 7b, served-in: [eu], answers: 1}
         networks:
           - {name: metro-paris, prefix: 5.9.128.0/17, country: FR, lat: 48.9, lon: 2.4}
-          - {name: lab, prefix: 127.0.0.0/8, country: US, lat: 40.7, lon: -74.0}
+          - {name: lab, prefix: 127.0.0.0/8, country: FR, lat: 48.9, lon: 2.4}
         """
 
     static let networks = "5.9.0.0/16,DE\n8.8.8.0/24,US\n2a01:4f8::/32,DE\n"
@@ -119,15 +119,16 @@ struct SteeringTests {
     @Test func withoutECSTheSourceAddressLocates() async throws {
         let server = try await Self.start()
         defer { Task { await server.stop() } }
-        // 127.0.0.1 is the operator network "lab" (US) → nyc, over UDP and TCP alike.
+        // 127.0.0.1 is the operator network "lab" (Paris) → par, over UDP and TCP alike.
         for tcp in [false, true] {
             let response = try ask(server, "small.t.example.", tcp: tcp)
-            #expect(response.answers.map(\.rdataText) == ["198.51.100.1"])
+            #expect(response.answers.map(\.rdataText) == ["192.0.2.2"])
             #expect(response.edns?.clientSubnet == nil, "no ECS in the reply to a query without it")
         }
-        // Source prefix 0: the client asked not to be located by its subnet; scope 0.
+        // Source prefix 0 (RFC 7871 §7.1.2): the client asked not to be located by its subnet.
+        // The sender locates it (an unlocated 0.0.0.0 would get nyc), and the scope is 0.
         let optOut = try ask(server, "small.t.example.", subnet: "0.0.0.0/0")
-        #expect(optOut.answers.map(\.rdataText) == ["198.51.100.1"])
+        #expect(optOut.answers.map(\.rdataText) == ["192.0.2.2"])
         #expect(optOut.edns?.clientSubnet?.scopePrefixLength == 0)
     }
 
