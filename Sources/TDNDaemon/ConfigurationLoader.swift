@@ -1,6 +1,10 @@
 import GeoPolicy
 import TDNDNS
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Everything a snapshot is compiled from: zones, then the steering policy and geo database
 /// when configured. Used alike by `serve`, `check`, `explain` and every reload, so a file that
 /// `check` accepts is exactly one that `serve` can load.
@@ -38,7 +42,11 @@ struct ConfigurationLoader: Sendable {
         }
         var geo: GeoDatabase? = nil
         if let path = config.geoip {
-            do { geo = try GeoDatabase(path: path) } catch { add(error) }
+            if access(path, F_OK) != 0 {
+                errors.append(ConfigError(file: path, line: 0, message: "geo database not found (the demo's is built by `make geoip`)"))
+            } else {
+                do { geo = try GeoDatabase(path: path) } catch { add(error) }
+            }
         }
         guard errors.isEmpty else { return .failure(ConfigErrors(errors)) }
 
