@@ -74,6 +74,7 @@ let package = Package(
             name: "TDNDNSTests",
             dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
             exclude: ["Resources"]),
+        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),
     ]
 )
