@@ -1,0 +1,114 @@
+/// How a site's raw probe results become its state.
+public struct HealthRules: Hashable, Sendable {
+    /// Consecutive successes that bring a down site up, and failures that take an up site down.
+    public var rise = 2
+    public var fall = 3
+    /// Capacity hysteresis: full above the high-water mark, available again below the low one.
+    public var highWater = 0.9
+    public var lowWater = 0.75
+    /// Capacity figures older than this (seconds) count as full, never as empty.
+    public var staleAfter = 15.0
+
+    public init(rise: Int = 2, fall: Int = 3, highWater: Double = 0.9, lowWater: Double = 0.75, staleAfter: Double = 15) {
+        self.rise = rise
+        self.fall = fall
+        self.highWater = highWater
+        self.lowWater = lowWater
+        self.staleAfter = staleAfter
+    }
+}
+
+/// A state an operator forces on a site, whatever the probes say.
+public enum ForcedState: String, Hashable, Sendable, CaseIterable {
+    case up, down
+    /// Up for those already using it, but given no new clients: answers skip it.
+    case drain
+}
+
+/// One site's health: probe results through rise/fall counts, capacity through hysteresis.
+/// Time is passed in (seconds on any monotonic scale), so tests drive it without sleeping.
+public struct SiteState: Hashable, Sendable {
+    public let rules: HealthRules
+    /// nil until the first probe result: a site is never assumed healthy by accident.
+    public private(set) var up: Bool?
+    public private(set) var saturated = false
+    public private(set) var load: Double?
+    public private(set) var capacityAt: Double?
+    public private(set) var forced: ForcedState?
+    /// When `up` or `saturated` last changed, and why.
+    public private(set) var since: Double = 0
+    public private(set) var reason = "not probed yet"
+    private var successes = 0
+    private var failures = 0
+
+    public init(rules: HealthRules = HealthRules()) { self.rules = rules }
+
+    /// Records one health probe; returns whether `up` changed. The first result sets the state
+    /// at once; after that it takes `rise` or `fall` results in a row.
+    @discardableResult
+    public mutating func recordProbe(success: Bool, at now: Double, detail: String) -> Bool {
+        if success {
+            successes += 1
+            failures = 0
+        } else {
+            failures += 1
+            successes = 0
+        }
+        let next: Bool
+        switch up {
+        case nil: next = success
+        case true?: next = failures >= rules.fall ? false : true
+        case false?: next = successes >= rules.rise ? true : false
+        }
+        guard next != up else { return false }
+        up = next
+        since = now
+        reason = next ? "up: \(detail)" : "down: \(detail)"
+        return true
+    }
+
+    /// Records a capacity reading (0…1); returns whether `saturated` changed.
+    @discardableResult
+    public mutating func recordCapacity(_ value: Double, at now: Double) -> Bool {
+        load = value
+        capacityAt = now
+        let next = saturated ? value > rules.lowWater : value > rules.highWater
+        guard next != saturated else { return false }
+        saturated = next
+        since = now
+        reason = next ? "full: load \(value) above \(rules.highWater)" : "room again: load \(value) below \(rules.lowWater)"
+        return true
+    }
+
+    public mutating func force(_ state: ForcedState?, at now: Double) {
+        forced = state
+        since = now
+        reason = state.map { "forced \($0.rawValue) by an operator" } ?? "forced state cleared"
+    }
+
+    /// What steering should use now: forced state first; unknown counts as down; capacity data
+    /// older than `staleAfter` counts as full.
+    public func effective(at now: Double) -> (up: Bool, saturated: Bool) {
+        switch forced {
+        case .down?: return (false, saturated)
+        case .drain?: return (false, saturated)
+        case .up?: return (true, isSaturated(at: now))
+        case nil: return (up ?? false, isSaturated(at: now))
+        }
+    }
+
+    private func isSaturated(at now: Double) -> Bool {
+        guard let capacityAt else { return saturated }
+        return saturated || now - capacityAt > rules.staleAfter
+    }
+
+    /// Whether the next result could change the state (one failure from down, or capacity near
+    /// a mark): answers then get a shorter TTL so that resolvers return soon.
+    public func nearChange(at now: Double) -> Bool {
+        if up == true && failures > 0 { return true }
+        if up == false && successes > 0 { return true }
+        if let load, load > rules.lowWater && load <= rules.highWater { return true }
+        if let capacityAt, now - capacityAt > rules.staleAfter / 2 { return true }
+        return false
+    }
+}
