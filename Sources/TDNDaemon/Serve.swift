@@ -4,6 +4,10 @@ import ServiceLifecycle
 import TDNDNS
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the zones over UDP and TCP (SIGHUP or a changed file reloads; SIGTERM stops).")
@@ -11,6 +15,9 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
+        // A SIGHUP before the reload service listens must not kill the daemon (its default
+        // action): ignore it until then; UnixSignalsSequence takes it over.
+        signal(SIGHUP, SIG_IGN)
         let logger = options.makeLogger("tdn.dns")
         let config = try options.resolveOrExit()
         let state = ServingState()
