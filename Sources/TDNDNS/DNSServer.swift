@@ -17,7 +17,6 @@ public struct ServerSettings: Sendable {
 /// UDP and TCP listeners on the same addresses and ports, answering from one snapshot store.
 public final class DNSServer: Sendable {
     public let store: SnapshotStore
-    public let stats: ServerStats
     /// The addresses with the ports actually bound (port 0 in the settings picks a free one,
     /// the same for UDP and TCP).
     public let addresses: [ListenAddress]
@@ -25,9 +24,8 @@ public final class DNSServer: Sendable {
     private let tcp: TCPServer
     private let group: MultiThreadedEventLoopGroup
 
-    private init(store: SnapshotStore, stats: ServerStats, addresses: [ListenAddress], udp: UDPServer, tcp: TCPServer, group: MultiThreadedEventLoopGroup) {
+    private init(store: SnapshotStore, addresses: [ListenAddress], udp: UDPServer, tcp: TCPServer, group: MultiThreadedEventLoopGroup) {
         self.store = store
-        self.stats = stats
         self.addresses = addresses
         self.udp = udp
         self.tcp = tcp
@@ -36,7 +34,6 @@ public final class DNSServer: Sendable {
 
     /// Binds every listener and starts answering.
     public static func start(settings: ServerSettings, store: SnapshotStore) async throws -> DNSServer {
-        let stats = ServerStats()
         let threads = settings.threads > 0 ? settings.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(threads, 4)))
         var tcpSettings = settings.tcp
@@ -46,11 +43,11 @@ public final class DNSServer: Sendable {
         var lastError: Error? = nil
         for _ in 0..<8 {
             do {
-                let udp = try UDPServer(addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload, stats: stats)
+                let udp = try UDPServer(addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload)
                 do {
-                    let tcp = try await TCPServer.start(addresses: udp.boundAddresses, group: group, store: store, settings: tcpSettings, stats: stats)
+                    let tcp = try await TCPServer.start(addresses: udp.boundAddresses, group: group, store: store, settings: tcpSettings)
                     udp.start()
-                    return DNSServer(store: store, stats: stats, addresses: udp.boundAddresses, udp: udp, tcp: tcp, group: group)
+                    return DNSServer(store: store, addresses: udp.boundAddresses, udp: udp, tcp: tcp, group: group)
                 } catch {
                     udp.stop()
                     lastError = error

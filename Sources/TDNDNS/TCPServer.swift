@@ -25,7 +25,7 @@ public final class TCPServer: Sendable {
     }
 
     public static func start(
-        addresses: [ListenAddress], group: EventLoopGroup, store: SnapshotStore, settings: Settings, stats: ServerStats
+        addresses: [ListenAddress], group: EventLoopGroup, store: SnapshotStore, settings: Settings
     ) async throws -> TCPServer {
         let open = ManagedAtomic<Int>(0)
         let bootstrap = ServerBootstrap(group: group)
@@ -43,7 +43,7 @@ public final class TCPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: settings.idleTimeout),
                         ByteToMessageHandler(LengthPrefixedFrameDecoder()),
-                        TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload, stats: stats),
+                        TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload),
                     ])
                 }
             }
@@ -88,15 +88,13 @@ final class TCPQueryHandler: ChannelInboundHandler {
 
     private let store: SnapshotStore
     private let responder: Responder
-    private let stats: ServerStats
     /// The client's address, read once per connection, for steered answers without ECS.
     private var peer = sockaddr_storage()
     private var hasPeer = false
 
-    init(store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) {
+    init(store: SnapshotStore, maxUDPPayload: Int) {
         self.store = store
         self.responder = Responder(maxUDPPayload: maxUDPPayload)
-        self.stats = stats
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -125,11 +123,7 @@ final class TCPQueryHandler: ChannelInboundHandler {
                 }
             }
         }
-        guard written > 0 else {
-            stats.dropped.wrappingIncrement(ordering: .relaxed)
-            return
-        }
-        stats.tcpQueries.wrappingIncrement(ordering: .relaxed)
+        guard written > 0 else { return }
         reply.setInteger(UInt16(written), at: reply.readerIndex)
         context.write(Self.wrapOutboundOut(reply), promise: nil)
     }

@@ -24,7 +24,7 @@ public final class UDPServer: @unchecked Sendable {
 
     /// Binds the sockets. Port 0 picks a free port once; every address asking for port 0 and
     /// every thread then uses that same port.
-    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: ServerStats) throws {
+    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int) throws {
         var picked: Int? = nil
         for requested in addresses {
             var address = requested
@@ -35,7 +35,7 @@ public final class UDPServer: @unchecked Sendable {
                     for worker in workers { close(worker.fd) }
                     throw error
                 }
-                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
+                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload))
             }
             if requested.port == 0 { picked = address.port }
             boundAddresses.append(address)
@@ -110,14 +110,6 @@ private func udpWorkerMain(_ context: UnsafeMutableRawPointer?) -> UnsafeMutable
     return nil
 }
 
-/// Counters shared by the front ends (relaxed atomics, updated once per batch).
-public final class ServerStats: Sendable {
-    public let udpQueries = ManagedAtomic<Int>(0)
-    public let tcpQueries = ManagedAtomic<Int>(0)
-    public let dropped = ManagedAtomic<Int>(0)
-    public init() {}
-}
-
 final class UDPWorker: @unchecked Sendable {
     static let batch = 32
     static let receiveSize = 4096
@@ -126,7 +118,6 @@ final class UDPWorker: @unchecked Sendable {
     let store: SnapshotStore
     let running: ManagedAtomic<Bool>
     let responder: Responder
-    let stats: ServerStats
     let slots: UnsafeMutablePointer<tdn_datagram>
     let memory: UnsafeMutableRawPointer
     /// Steered queries of a batch, located together (`Responder.locate`).
@@ -135,11 +126,10 @@ final class UDPWorker: @unchecked Sendable {
     let deferredSlots: UnsafeMutablePointer<Int>
     let replySize: Int
 
-    init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int, stats: ServerStats) {
+    init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int) {
         self.fd = fd
         self.store = store
         self.running = running
-        self.stats = stats
         responder = Responder(maxUDPPayload: maxUDPPayload)
         replySize = responder.maxUDPPayload
         slots = .allocate(capacity: Self.batch)
@@ -173,14 +163,12 @@ final class UDPWorker: @unchecked Sendable {
             if received <= 0 { continue }  // timeout (EAGAIN) or EINTR: check `running` again
             // One snapshot load per batch: a reload is seen by the next batch.
             let snapshot = store.load()
-            var dropped = 0
             var deferred = 0
             for index in 0..<received {
                 let slot = slots + index
                 let length = slot.pointee.length
                 if length == 0 {
                     slot.pointee.reply_length = 0
-                    dropped += 1
                     continue
                 }
                 let written = responder.respond(
@@ -194,7 +182,6 @@ final class UDPWorker: @unchecked Sendable {
                     continue
                 }
                 slot.pointee.reply_length = written
-                if written == 0 { dropped += 1 }
             }
             if deferred > 0 {
                 // Steered queries: all their lookups at once, then their answers.
@@ -209,8 +196,6 @@ final class UDPWorker: @unchecked Sendable {
                 }
             }
             tdn_send_batch(fd, slots, UInt32(received))
-            stats.udpQueries.wrappingIncrement(by: received - dropped, ordering: .relaxed)
-            if dropped > 0 { stats.dropped.wrappingIncrement(by: dropped, ordering: .relaxed) }
         }
     }
 }

@@ -18,7 +18,6 @@ struct ConfigurationLoader: Sendable {
         var set: ZoneSet
         var policy: Policy?
         var geo: GeoDatabase?
-        var plan: SteeringPlan?
     }
 
     func load() -> Result<ZoneSet, ConfigErrors> { loadAll().map(\.set) }
@@ -52,7 +51,6 @@ struct ConfigurationLoader: Sendable {
 
         var watched = zones.flatMap(\.files)
         var steering = SteeringTable()
-        var plan: SteeringPlan? = nil
         var summary = ""
         if let policy {
             watched.append(policy.file)
@@ -66,13 +64,12 @@ struct ConfigurationLoader: Sendable {
             guard conflicts.isEmpty else {
                 return .failure(ConfigErrors(conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
             }
-            plan = made
             summary = "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
         }
         let set = ZoneSet(
             snapshot: SnapshotBuilder.build(zones, steering: steering),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
-        let loaded = Loaded(set: set, policy: policy, geo: geo, plan: plan)
+        let loaded = Loaded(set: set, policy: policy, geo: geo)
         state?.set(loaded)
         return .success(loaded)
     }
