@@ -223,7 +223,8 @@ public final class Responder: @unchecked Sendable {
         var known = true
         // RFC 7871 §7.1.2: a source prefix of 0 means "do not locate me by subnet": use the
         // sender's address, as without ECS (the scope below stays 0).
-        if r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0 {
+        let bySubnet = r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0
+        if bySubnet {
             let p = r.query + r.ecsStart
             isIPv6 = Reply.u16(p) == 2
             // The address octets present; the rest are zero (RFC 7871 §6).
@@ -259,9 +260,8 @@ public final class Responder: @unchecked Sendable {
         }
         let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + Int(classID)])
         let kind = qtype == 1 || qtype == 255 ? 0 : qtype == 28 ? 1 : 2
-        // Types other than A/AAAA do not depend on the client: scope 0. So does a source
-        // prefix of 0 (RFC 7871 §7.1.2: the client asked not to be located).
-        if kind != 2 && r.ecsStart >= 0 && r.query[r.ecsStart + 2] > 0 { r.scope = UInt8(scope) }
+        // Types other than A/AAAA do not depend on the client: scope 0; so without a subnet.
+        if kind != 2 && bySubnet { r.scope = UInt8(scope) }
         let template = snapshot.steeredTemplates[Int(snapshot.steeredTemplateStarts[index]) + 3 * answer + kind]
         return r.answer(snapshot, Int(template), queryNameLength: queryNameLength)
     }
@@ -274,26 +274,17 @@ public final class Responder: @unchecked Sendable {
     public static func locate(
         _ lookups: UnsafeMutablePointer<SteeringLookup>, count: Int, snapshot: Snapshot, into results: UnsafeMutablePointer<SteeringLocation>
     ) {
-        var pending = 0
         for index in 0..<count {
-            var lookup = lookups[index]
-            // IPv4-mapped and NAT64 addresses walk the IPv4 trie; their scope counts 96 more.
-            if lookup.isIPv6 && Responder.embedsIPv4(lookup.high, lookup.low) {
-                lookup = SteeringLookup(high: lookup.low << 32, low: 0, isIPv6: false)
-                lookup.scopeOffset = 96
-            }
-            lookup.node = 0
-            lookup.depth = 0
-            lookups[index] = lookup
+            lookups[index] = lookups[index].normalised
             results[index] = SteeringLocation(classID: 0, scope: -1)
-            pending += 1
         }
+        var pending = count
         while pending > 0 {
             for index in 0..<count where results[index].scope < 0 {
                 let lookup = lookups[index]
-                let trie = lookup.isIPv6 ? snapshot.trie6 : snapshot.trie4
-                if let (classID, depth) = Snapshot.step(trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.isIPv6 ? 128 : 32) {
-                    results[index] = SteeringLocation(classID: classID, scope: depth == 0 ? 0 : depth + lookup.scopeOffset)
+                let trie = lookup.trie(snapshot)
+                if let (classID, depth) = Snapshot.step(trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.bits) {
+                    results[index] = SteeringLocation(classID: classID, scope: lookup.scope(depth))
                     pending -= 1
                 } else {
                     lookups[index].node = Int(trie[16 * lookup.node + Snapshot.nibble(lookup.high, lookup.low, lookup.depth)])
@@ -322,14 +313,9 @@ public final class Responder: @unchecked Sendable {
     /// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses are IPv4 clients.
     @inline(__always)
     static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
-        if isIPv6 {
-            if embedsIPv4(high, low) {
-                let (classID, depth) = Snapshot.classify(snapshot.trie4, high: low << 32, low: 0, bits: 32)
-                return (classID, depth == 0 ? 0 : 96 + depth)
-            }
-            return Snapshot.classify(snapshot.trie6, high: high, low: low, bits: 128)
-        }
-        return Snapshot.classify(snapshot.trie4, high: high, low: 0, bits: 32)
+        let lookup = SteeringLookup(high: high, low: low, isIPv6: isIPv6).normalised
+        let (classID, depth) = Snapshot.classify(lookup.trie(snapshot), high: lookup.high, low: lookup.low, bits: lookup.bits)
+        return (classID, lookup.scope(depth))
     }
 
     @inline(__always)
@@ -375,6 +361,26 @@ public struct SteeringLookup: Sendable {
         self.low = low
         self.isIPv6 = isIPv6
     }
+
+    /// Ready to walk from the root. IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96)
+    /// addresses are IPv4 clients: they walk the IPv4 trie, with the scope counted in IPv6 bits.
+    var normalised: SteeringLookup {
+        var lookup = self
+        if isIPv6 && Responder.embedsIPv4(high, low) {
+            lookup = SteeringLookup(high: low << 32, low: 0, isIPv6: false)
+            lookup.scopeOffset = 96
+        }
+        lookup.node = 0
+        lookup.depth = 0
+        return lookup
+    }
+
+    var bits: Int { isIPv6 ? 128 : 32 }
+
+    func trie(_ snapshot: Snapshot) -> UnsafeMutableBufferPointer<UInt32> { isIPv6 ? snapshot.trie6 : snapshot.trie4 }
+
+    /// The ECS scope for a leaf at `depth` (0 stays 0: the answer holds for every address).
+    func scope(_ depth: Int) -> Int { depth == 0 ? 0 : depth + scopeOffset }
 
     public init() { self.init(high: 0, low: 0, isIPv6: false) }
 }
