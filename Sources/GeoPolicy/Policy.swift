@@ -116,20 +116,16 @@ public struct Denial: Hashable, Sendable {
         /// SERVFAIL.
         case servfail
     }
+    /// The addresses of a page that explains the denial, inside one jurisdiction.
+    public struct Endpoint: Hashable, Sendable {
+        public var ipv4: [[UInt8]]
+        public var ipv6: [[UInt8]]
+    }
+
     public var mode: Mode = .empty
     public var ttl: UInt32 = 5
-    /// Jurisdiction → (ipv4, ipv6) of a page that explains the denial, inside that jurisdiction.
-    public var endpoints: [String: (ipv4: [[UInt8]], ipv6: [[UInt8]])] = [:]
-
-    public static func == (lhs: Denial, rhs: Denial) -> Bool {
-        lhs.mode == rhs.mode && lhs.ttl == rhs.ttl && lhs.endpoints.keys == rhs.endpoints.keys
-            && lhs.endpoints.allSatisfy { rhs.endpoints[$0.key].map { $0.ipv4 } == $0.value.ipv4 && rhs.endpoints[$0.key].map { $0.ipv6 } == $0.value.ipv6 }
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(mode)
-        hasher.combine(ttl)
-    }
+    /// Jurisdiction → its denial endpoint.
+    public var endpoints: [String: Endpoint] = [:]
 }
 
 /// The whole steering policy (README "Policy file").

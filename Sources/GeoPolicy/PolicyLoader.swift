@@ -277,8 +277,9 @@ struct Reader {
                 for (name, value) in entries(endpoints, "denial.endpoints", known: []) {
                     _ = knownJurisdictions([name], value, "denial.endpoints")
                     let parts = entries(value, "denial.endpoints.\(name)", known: ["ipv4", "ipv6"])
-                    policy.denial.endpoints[name] = (addresses(parts["ipv4"], "denial.endpoints.\(name).ipv4", family: 4),
-                                                     addresses(parts["ipv6"], "denial.endpoints.\(name).ipv6", family: 16))
+                    policy.denial.endpoints[name] = Denial.Endpoint(
+                        ipv4: addresses(parts["ipv4"], "denial.endpoints.\(name).ipv4", family: 4),
+                        ipv6: addresses(parts["ipv6"], "denial.endpoints.\(name).ipv6", family: 16))
                 }
             }
             if policy.denial.mode == .endpoint && policy.denial.endpoints.isEmpty {

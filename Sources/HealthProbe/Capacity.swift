@@ -29,32 +29,31 @@ public struct CapacityModel: Hashable, Sendable {
         LoadSignal(names: ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"], full: 0.95),
     ])
 
+    /// One signal's contribution: the series used (nil when none was present) and its sum.
+    public struct Part: Hashable, Sendable {
+        public var series: String?
+        public var value: Double
+    }
+
     /// What went into a load figure, for `/status`.
     public struct Reading: Hashable, Sendable {
         public var load: Double
-        /// Per signal: the series used (nil when none was present) and its summed value.
-        public var parts: [(series: String?, value: Double)]
-
-        public static func == (lhs: Reading, rhs: Reading) -> Bool {
-            lhs.load == rhs.load && lhs.parts.map(\.series) == rhs.parts.map(\.series) && lhs.parts.map(\.value) == rhs.parts.map(\.value)
-        }
-
-        public func hash(into hasher: inout Hasher) { hasher.combine(load) }
+        public var parts: [Part]
     }
 
     /// The load from a scrape. A signal whose series is missing counts as full: an engine that
     /// stops reporting is not assumed empty. NaN counts as full for the same reason.
     public func load(from samples: [MetricSample]) -> Reading {
         var worst = 0.0
-        var parts: [(series: String?, value: Double)] = []
+        var parts: [Part] = []
         for signal in signals {
             guard let name = signal.names.first(where: { name in samples.contains { $0.name == name } }) else {
-                parts.append((nil, .nan))
+                parts.append(Part(series: nil, value: .nan))
                 worst = max(worst, 1)
                 continue
             }
             let total = samples.filter { $0.name == name }.reduce(0.0) { $0 + $1.value }
-            parts.append((name, total))
+            parts.append(Part(series: name, value: total))
             let fraction = total.isNaN ? 1 : min(1, max(0, total / signal.full)) * signal.weight
             worst = max(worst, min(1, fraction))
         }

@@ -310,7 +310,7 @@ public final class Responder: @unchecked Sendable {
         return (high, low)
     }
 
-    /// IPv4-mapped (::ffff:0:0/96) and NAT64 (64:ff9b::/96) addresses are IPv4 clients.
+    /// One address's class and scope (`locate` is the batched form).
     @inline(__always)
     static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
         let lookup = SteeringLookup(high: high, low: low, isIPv6: isIPv6).normalised
