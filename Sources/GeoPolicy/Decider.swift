@@ -35,7 +35,7 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A site's live state, as the probes report it (until they exist, every site is healthy).
+/// A site's live state, as the probes report it. A site not probed is up.
 public struct SiteHealth: Hashable, Sendable {
     /// Down or drained sites get no clients.
     public var up = true
@@ -43,10 +43,16 @@ public struct SiteHealth: Hashable, Sendable {
     public var saturated = false
     /// The models the site has loaded; nil when unknown (then every model counts as loaded).
     public var models: Set<String>? = nil
-    public init(up: Bool = true, saturated: Bool = false, models: Set<String>? = nil) {
+    /// Near a state change, or its data is stale: answers with it get the short TTL.
+    public var unsettled = false
+    /// When it was last up (seconds since 1970), for `when-all-down: last-known-good`.
+    public var lastUp: Double? = nil
+    public init(up: Bool = true, saturated: Bool = false, models: Set<String>? = nil, unsettled: Bool = false, lastUp: Double? = nil) {
         self.up = up
         self.saturated = saturated
         self.models = models
+        self.unsettled = unsettled
+        self.lastUp = lastUp
     }
 }
 
@@ -78,6 +84,10 @@ public struct Decision: Hashable, Sendable {
     public var denial: Denial.Mode = .empty
     public var allowedJurisdictions: [String]? = nil
     public var trace: [SiteTrace] = []
+    /// Why down sites were answered (`health.when-all-down`), when they were.
+    public var note: String? = nil
+    /// The TTL was shortened: a site in the answer, or one that would outrank it, is unsettled.
+    public var unsettled = false
 }
 
 /// Chooses sites. Sovereignty is applied first and nothing after it can widen the set: health,
@@ -132,6 +142,8 @@ public struct Decider: Sendable {
             var saturated: Bool
         }
         var candidates: [Candidate] = []
+        var down: [(candidate: Candidate, lastUp: Double?)] = []
+        var unsettled: [(id: String, score: Double)] = []
         for site in policy.sites {
             func exclude(_ reason: String) { decision.trace.append(SiteTrace(site: site.id, kept: false, reason: reason)) }
             if !model.tiers.contains(site.tier) { exclude("tier \(site.tier.rawValue) does not serve \(model.name)"); continue }
@@ -142,11 +154,32 @@ public struct Decider: Sendable {
                 continue
             }
             let state = health[site.id]
-            if !state.up { exclude("down"); continue }
-            if let loaded = state.models, !loaded.contains(model.name) { exclude("\(model.name) not loaded"); continue }
             let rtt = rtt(from: location, to: site)
             let score = (rtt ?? 250) + (policy.tierPenaltyMilliseconds[site.tier] ?? 0)
-            candidates.append(Candidate(site: site, rtt: rtt, score: score, saturated: state.saturated))
+            let candidate = Candidate(site: site, rtt: rtt, score: score, saturated: state.saturated)
+            if state.unsettled { unsettled.append((site.id, score)) }
+            if !state.up {
+                exclude("down")
+                down.append((candidate, state.lastUp))
+                continue
+            }
+            if let loaded = state.models, !loaded.contains(model.name) { exclude("\(model.name) not loaded"); continue }
+            candidates.append(candidate)
+        }
+        // Every site that may serve this client is down: the policy says what to answer.
+        if candidates.isEmpty && !down.isEmpty {
+            switch policy.health.whenAllDown {
+            case .lastKnownGood:
+                if let latest = down.compactMap(\.lastUp).max() {
+                    candidates = down.filter { $0.lastUp == latest }.map(\.candidate)
+                    decision.note = "every eligible site is down: answering the last known good"
+                }
+            case .fallback:
+                candidates = down.map(\.candidate).filter { policy.health.fallback.contains($0.site.id) }
+                if !candidates.isEmpty { decision.note = "every eligible site is down: answering the fallback sites" }
+            case .deny:
+                break
+            }
         }
         candidates.sort { ($0.saturated ? 1 : 0, $0.score, $0.site.cost, $0.site.id) < ($1.saturated ? 1 : 0, $1.score, $1.site.cost, $1.site.id) }
         // Near-equal sites share clients by weight: a weighted rendezvous hash on the location
@@ -159,9 +192,14 @@ public struct Decider: Sendable {
                 candidates.replaceSubrange(0..<group.count, with: ordered)
             }
         }
+        if decision.note != nil {
+            let used = Set(candidates.map(\.site.id))
+            decision.trace.removeAll { used.contains($0.site) }
+        }
         for candidate in candidates {
+            let reason = decision.note.map { "down; \($0)" } ?? (candidate.saturated ? "saturated: used only after sites with room" : "eligible")
             decision.trace.append(SiteTrace(
-                site: candidate.site.id, kept: true, reason: candidate.saturated ? "saturated: used only after sites with room" : "eligible",
+                site: candidate.site.id, kept: true, reason: reason,
                 rttMilliseconds: candidate.rtt, score: candidate.score))
         }
         for candidate in candidates {
@@ -176,6 +214,15 @@ public struct Decider: Sendable {
             }
             if used { decision.sites.append(candidate.site.id) }
             if decision.ipv4.count >= model.answers && decision.ipv6.count >= model.answers { break }
+        }
+        // A site in the answer, or one that would outrank it, may change state soon: a short TTL
+        // brings resolvers back when the picture may have changed.
+        if !unsettled.isEmpty {
+            let worst = candidates.filter { decision.sites.contains($0.site.id) }.map(\.score).max() ?? .infinity
+            if unsettled.contains(where: { decision.sites.contains($0.id) || $0.score <= worst }) {
+                decision.ttl = min(decision.ttl, policy.health.unsettledTTL)
+                decision.unsettled = true
+            }
         }
         if decision.sites.isEmpty {
             decision.denied = true

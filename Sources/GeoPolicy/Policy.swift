@@ -25,16 +25,72 @@ public struct Coordinates: Hashable, Sendable {
     }
 }
 
-/// How a site is probed (parsed and validated here; the probes use it).
+/// One series of an engine's `/metrics` that contributes to a site's load: its samples summed
+/// over label sets, divided by `full`, times `weight` (the probes turn these into a load).
+public struct CapacitySignal: Hashable, Sendable {
+    /// Names to try in order (engines rename series across versions).
+    public var names: [String]
+    public var full: Double
+    public var weight: Double
+    public init(names: [String], full: Double, weight: Double = 1) {
+        self.names = names
+        self.full = full
+        self.weight = weight
+    }
+}
+
+/// How a site is probed (parsed and validated here; the probes use it). A site with none of
+/// `http`, `tcp`, `metrics`, `models` is not probed and counts as up.
 public struct ProbeSettings: Hashable, Sendable {
+    /// GET this URL; healthy when the status is in `expect` and the body contains `body`.
     public var http: String?
+    public var expect: [Int] = [200]
+    public var body: String?
+    /// `host:port` to connect to.
     public var tcp: String?
+    /// Prometheus text exposition to turn into a load figure.
     public var metrics: String?
+    /// The load signals; nil means vLLM's.
+    public var capacity: [CapacitySignal]?
+    /// Full above `highWater`, available again below `lowWater`.
+    public var highWater = 0.9
+    public var lowWater = 0.75
+    /// An OpenAI-compatible `/v1/models`: the site gets only the models it lists.
     public var models: String?
     public var interval: Double = 5
     public var timeout: Double = 2
+    /// Each probe starts up to this many seconds early or late (nil: a tenth of the interval).
+    public var jitter: Double?
+    /// Capacity and model lists older than this count as full and empty (nil: 3 × interval).
+    public var stale: Double?
     public var rise = 2
     public var fall = 3
+
+    public init() {}
+
+    public var isConfigured: Bool { http != nil || tcp != nil || metrics != nil || models != nil }
+    public var effectiveJitter: Double { jitter ?? interval / 10 }
+    public var effectiveStale: Double { stale ?? 3 * interval }
+}
+
+/// What answers are given for a model when every site that may serve a client is down.
+public enum AllDownMode: String, Sendable {
+    /// The sites that were up most recently (the last to go down), as if they were up.
+    case lastKnownGood = "last-known-good"
+    /// The policy's `fallback` sites (still within the client's jurisdictions).
+    case fallback
+    /// The denial (see `denial`).
+    case deny
+}
+
+/// How live health enters answers.
+public struct HealthPolicy: Hashable, Sendable {
+    public var whenAllDown: AllDownMode = .lastKnownGood
+    public var fallback: [String] = []
+    /// The TTL of answers while a site in them (or one that outranks them) is near a state
+    /// change or its data is stale, so that resolvers come back soon.
+    public var unsettledTTL: UInt32 = 5
+    public init() {}
 }
 
 /// A place that serves models.
@@ -147,6 +203,7 @@ public struct Policy: Hashable, Sendable {
     public var tierPenaltyMilliseconds: [Tier: Double] = [.edge: 0, .regional: 5, .central: 15]
     /// Sites within this many milliseconds of the best are near-equal and share load by weight.
     public var nearEqualMilliseconds: Double = 5
+    public var health = HealthPolicy()
 
     public init(file: String, zone: String) {
         self.file = file

@@ -143,7 +143,7 @@ struct Reader {
     mutating func policy(_ root: Node) -> Policy {
         let top = entries(root, "policy", known: [
             "zone", "jurisdictions", "rules", "sites", "models", "tenants", "networks", "latency",
-            "unknown-location", "denial", "tier-penalty-ms", "near-equal-ms",
+            "unknown-location", "denial", "tier-penalty-ms", "near-equal-ms", "probe-defaults", "health",
         ])
         var policy = Policy(file: file, zone: "")
         if let zone = string(top["zone"], "zone") { policy.zone = zone.hasSuffix(".") ? zone : zone + "." } else if top["zone"] == nil {
@@ -177,9 +177,17 @@ struct Reader {
             _ = knownJurisdictions(served, fields["served-in"], "rules.served-in")
             policy.rules.append(SovereigntyRule(clientsIn: clients, servedIn: served, line: item.mark?.line ?? 0))
         }
+        var probeDefaults: [Tier: ProbeSettings] = [:]
+        if let node = top["probe-defaults"] {
+            let byTier = entries(node, "probe-defaults", known: Set(["all"] + Tier.allCases.map(\.rawValue)))
+            let all = byTier["all"].map { probe($0, "probe-defaults.all", base: ProbeSettings()) } ?? ProbeSettings()
+            for tier in Tier.allCases {
+                probeDefaults[tier] = byTier[tier.rawValue].map { probe($0, "probe-defaults.\(tier.rawValue)", base: all) } ?? all
+            }
+        }
         if let node = top["sites"] {
             for (id, value) in entries(node, "sites", known: []) {
-                if let site = site(id, value, policy) { policy.sites.append(site) }
+                if let site = site(id, value, policy, probeDefaults: probeDefaults) { policy.sites.append(site) }
             }
             policy.sites.sort { $0.id < $1.id }
         } else {
@@ -292,11 +300,94 @@ struct Reader {
             }
         }
         if let ms = number(top["near-equal-ms"], "near-equal-ms", 0...1000) { policy.nearEqualMilliseconds = ms }
+        if let node = top["health"] {
+            let fields = entries(node, "health", known: ["when-all-down", "fallback", "unsettled-ttl"])
+            if let text = string(fields["when-all-down"], "health.when-all-down") {
+                if let mode = AllDownMode(rawValue: text) { policy.health.whenAllDown = mode } else {
+                    fail(fields["when-all-down"], "health.when-all-down: expected last-known-good, fallback or deny")
+                }
+            }
+            if let ids = strings(fields["fallback"], "health.fallback") {
+                for id in ids where !policy.sites.contains(where: { $0.id == id }) { fail(fields["fallback"], "health.fallback: unknown site '\(id)'") }
+                policy.health.fallback = ids
+            }
+            if policy.health.whenAllDown == .fallback && policy.health.fallback.isEmpty {
+                fail(node, "health: when-all-down fallback needs a fallback list of sites")
+            }
+            if let ttl = number(fields["unsettled-ttl"], "health.unsettled-ttl", 0...86400) { policy.health.unsettledTTL = UInt32(ttl) }
+        }
         if errors.isEmpty { checkReachability(policy, root) }
         return policy
     }
 
-    mutating func site(_ id: String, _ node: Node, _ policy: Policy) -> Site? {
+    /// Probe settings: `base` with the keys of `node` applied.
+    mutating func probe(_ node: Node, _ context: String, base: ProbeSettings) -> ProbeSettings {
+        var probe = base
+        let settings = entries(node, context, known: [
+            "http", "expect", "body", "tcp", "metrics", "capacity", "high-water", "low-water", "models",
+            "interval", "timeout", "jitter", "stale", "rise", "fall",
+        ])
+        for key in ["http", "metrics", "models"] {
+            if let url = string(settings[key], "\(context).\(key)") {
+                if !(url.hasPrefix("http://") || url.hasPrefix("https://")) { fail(settings[key], "\(context).\(key): expected an http:// or https:// URL") }
+                switch key {
+                case "http": probe.http = url
+                case "metrics": probe.metrics = url
+                default: probe.models = url
+                }
+            }
+        }
+        if let node = settings["expect"] {
+            let items = node.sequence.map { Array($0) } ?? [node]
+            var codes: [Int] = []
+            for item in items {
+                if let code = item.int, (100...599).contains(code) { codes.append(code) } else { fail(item, "\(context).expect: expected HTTP status codes such as 200") }
+            }
+            probe.expect = codes
+        }
+        if let text = string(settings["body"], "\(context).body") { probe.body = text }
+        if let target = string(settings["tcp"], "\(context).tcp") {
+            let port = target.split(separator: ":").last.flatMap { Int($0) }
+            if !target.contains(":") || port == nil || !(1...65535).contains(port!) {
+                fail(settings["tcp"], "\(context).tcp: expected HOST:PORT (IPv6 as [2001:db8::1]:8000)")
+            }
+            probe.tcp = target
+        }
+        if let node = settings["capacity"] {
+            if node.string == "vllm" {
+                probe.capacity = nil
+            } else if let items = node.sequence.map({ Array($0) }) {
+                var signals: [CapacitySignal] = []
+                for item in items {
+                    let fields = entries(item, "\(context).capacity", known: ["series", "full", "weight"])
+                    guard let names = strings(fields["series"], "\(context).capacity.series"),
+                        let full = number(fields["full"], "\(context).capacity.full", 1e-9...1e15)
+                    else {
+                        fail(item, "\(context).capacity: each signal needs series and full")
+                        continue
+                    }
+                    signals.append(CapacitySignal(names: names, full: full, weight: number(fields["weight"], "\(context).capacity.weight", 0...100) ?? 1))
+                }
+                probe.capacity = signals
+            } else {
+                fail(node, "\(context).capacity: expected vllm or a list of {series, full, weight}")
+            }
+        }
+        if let value = number(settings["high-water"], "\(context).high-water", 0...1) { probe.highWater = value }
+        if let value = number(settings["low-water"], "\(context).low-water", 0...1) { probe.lowWater = value }
+        if probe.lowWater > probe.highWater { fail(node, "\(context): low-water is above high-water") }
+        if let value = number(settings["interval"], "\(context).interval", 0.1...3600) { probe.interval = value }
+        if let value = number(settings["timeout"], "\(context).timeout", 0.01...600) { probe.timeout = value }
+        if let value = number(settings["jitter"], "\(context).jitter", 0...3600) { probe.jitter = value }
+        if let value = number(settings["stale"], "\(context).stale", 0.1...86400) { probe.stale = value }
+        if let value = number(settings["rise"], "\(context).rise", 1...100) { probe.rise = Int(value) }
+        if let value = number(settings["fall"], "\(context).fall", 1...100) { probe.fall = Int(value) }
+        if probe.timeout > probe.interval { fail(node, "\(context): timeout is longer than interval") }
+        if probe.effectiveJitter >= probe.interval / 2 { fail(node, "\(context): jitter must be under half the interval") }
+        return probe
+    }
+
+    mutating func site(_ id: String, _ node: Node, _ policy: Policy, probeDefaults: [Tier: ProbeSettings]) -> Site? {
         let context = "sites.\(id)"
         let fields = entries(node, context, known: ["tier", "location", "jurisdiction", "ipv4", "ipv6", "max-model", "weight", "cost", "probe"])
         let line = node.mark?.line ?? 0
@@ -327,26 +418,21 @@ struct Reader {
         let ipv4 = addresses(fields["ipv4"], "\(context).ipv4", family: 4)
         let ipv6 = addresses(fields["ipv6"], "\(context).ipv6", family: 16)
         if ipv4.isEmpty && ipv6.isEmpty && fields["ipv4"] == nil && fields["ipv6"] == nil { fail(node, "\(context): the site has no addresses (ipv4, ipv6)") }
-        var probe = ProbeSettings()
-        if let node = fields["probe"] {
-            let settings = entries(node, "\(context).probe", known: ["http", "tcp", "metrics", "models", "interval", "timeout", "rise", "fall"])
-            for key in ["http", "metrics", "models"] {
-                if let url = string(settings[key], "\(context).probe.\(key)") {
-                    if !(url.hasPrefix("http://") || url.hasPrefix("https://")) { fail(settings[key], "\(context).probe.\(key): expected an http:// or https:// URL") }
-                    switch key {
-                    case "http": probe.http = url
-                    case "metrics": probe.metrics = url
-                    default: probe.models = url
-                    }
-                }
-            }
-            if let target = string(settings["tcp"], "\(context).probe.tcp") { probe.tcp = target }
-            if let value = number(settings["interval"], "\(context).probe.interval", 0.1...3600) { probe.interval = value }
-            if let value = number(settings["timeout"], "\(context).probe.timeout", 0.01...600) { probe.timeout = value }
-            if let value = number(settings["rise"], "\(context).probe.rise", 1...100) { probe.rise = Int(value) }
-            if let value = number(settings["fall"], "\(context).probe.fall", 1...100) { probe.fall = Int(value) }
-            if probe.timeout > probe.interval { fail(node, "\(context).probe: timeout is longer than interval") }
+        var probe = probeDefaults[tier] ?? ProbeSettings()
+        if let node = fields["probe"] { probe = self.probe(node, "\(context).probe", base: probe) }
+        // Defaults per tier can name the site's own address.
+        func expand(_ text: String?) -> String? {
+            guard var text else { return nil }
+            text = text.replacingAll("{site}", with: id)
+            if let address = ipv4.first { text = text.replacingAll("{ipv4}", with: IPPrefix.format(address)) }
+            if let address = ipv6.first { text = text.replacingAll("{ipv6}", with: "[\(IPPrefix.format(address))]") }
+            if text.contains("{ipv4}") || text.contains("{ipv6}") { fail(node, "\(context).probe: '\(text)' names an address family the site has none of") }
+            return text
         }
+        probe.http = expand(probe.http)
+        probe.tcp = expand(probe.tcp)
+        probe.metrics = expand(probe.metrics)
+        probe.models = expand(probe.models)
         return Site(
             id: id, tier: tier, coordinates: Coordinates(latitude: lat, longitude: lon), country: country,
             subdivision: string(place["subdivision"], "\(context).location.subdivision"), metro: string(place["metro"], "\(context).location.metro"),
@@ -370,6 +456,19 @@ struct Reader {
                 errors.append(PolicyError(file: file, line: rule.line, message: "rules: clients in \(rule.clientsIn) can reach no site for any model"))
             }
         }
+    }
+}
+
+extension String {
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.range(of: target) {
+            result += rest[..<range.lowerBound] + replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
     }
 }
 

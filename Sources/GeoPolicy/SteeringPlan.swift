@@ -5,6 +5,17 @@ public struct SteeringAnswer: Hashable, Sendable {
     public var ttl: UInt32
     public var denied: Bool
     public var denial: Denial.Mode
+    /// The sites whose addresses these are (for metrics by site).
+    public var sites: [String]
+}
+
+/// Where clients are: location classes and the address space cut into prefixes of each. It
+/// depends on the policy's networks and the geo database only, so health changes reuse it.
+public struct SteeringGeography: Sendable {
+    /// Location classes; class 0 is "unknown location".
+    public var locations: [Location] = [.unknown]
+    public var v4: [(UInt32, UInt8, Int32)] = []
+    public var v6: [(UInt64, UInt64, UInt8, Int32)] = []
 }
 
 /// The control plane's whole steering output, ready for the DNS snapshot: the address space cut
@@ -30,7 +41,11 @@ public struct SteeringPlan: Sendable {
 /// (name, class).
 public enum SteeringPlanner {
     public static func plan(policy: Policy, geo: GeoDatabase?, health: HealthView = HealthView()) -> SteeringPlan {
-        var plan = SteeringPlan(zone: policy.zone)
+        plan(policy: policy, geography: geography(policy: policy, geo: geo), health: health)
+    }
+
+    public static func geography(policy: Policy, geo: GeoDatabase?) -> SteeringGeography {
+        var plan = SteeringGeography()
         var classOf: [Location: Int32] = [.unknown: 0]
         func locate(_ found: Location?) -> Int32 {
             guard let found, found.country != nil else { return 0 }
@@ -57,6 +72,15 @@ public enum SteeringPlanner {
                 plan.v6.append((high, low, UInt8(network.prefix.length), id))
             }
         }
+        return plan
+    }
+
+    /// One decision per (name, location class) under `health`.
+    public static func plan(policy: Policy, geography: SteeringGeography, health: HealthView = HealthView()) -> SteeringPlan {
+        var plan = SteeringPlan(zone: policy.zone)
+        plan.locations = geography.locations
+        plan.v4 = geography.v4
+        plan.v6 = geography.v6
         let decider = Decider(policy: policy)
         var answerIndex: [SteeringAnswer: Int32] = [:]
         func add(_ labels: [String], _ model: Model, _ tenant: Tenant?) {
@@ -64,7 +88,7 @@ public enum SteeringPlanner {
             row.reserveCapacity(plan.locations.count)
             for location in plan.locations {
                 let decision = decider.decide(model: model, tenant: tenant, location: location, health: health)
-                let answer = SteeringAnswer(ipv4: decision.ipv4, ipv6: decision.ipv6, ttl: decision.ttl, denied: decision.denied, denial: decision.denial)
+                let answer = SteeringAnswer(ipv4: decision.ipv4, ipv6: decision.ipv6, ttl: decision.ttl, denied: decision.denied, denial: decision.denial, sites: decision.sites)
                 if let known = answerIndex[answer] {
                     row.append(known)
                 } else {

@@ -38,10 +38,76 @@ public struct SiteState: Hashable, Sendable {
     /// When `up` or `saturated` last changed, and why.
     public private(set) var since: Double = 0
     public private(set) var reason = "not probed yet"
+    /// The models the site lists (nil: not probed for models), and when they were read.
+    public private(set) var models: Set<String>?
+    public private(set) var modelsAt: Double?
+    /// When the site was last seen up, and when a health probe last succeeded.
+    public private(set) var lastUp: Double?
+    public private(set) var lastSuccess: Double?
+    /// The last probe's outcome and round-trip time (seconds).
+    public private(set) var lastResult = "none yet"
+    public private(set) var rtt: Double?
     private var successes = 0
     private var failures = 0
 
     public init(rules: HealthRules = HealthRules()) { self.rules = rules }
+
+    /// A state saved by an earlier run (warm start): taken as the current state until the
+    /// probes say otherwise. Capacity and model data keep their age, so old data is stale.
+    public init(rules: HealthRules, restoring saved: SavedSiteState) {
+        self.rules = rules
+        up = saved.up
+        saturated = saved.saturated
+        load = saved.load
+        capacityAt = saved.capacityAt
+        models = saved.models.map(Set.init)
+        modelsAt = saved.modelsAt
+        forced = saved.forced.flatMap(ForcedState.init(rawValue:))
+        since = saved.since
+        reason = saved.reason
+        lastUp = saved.lastUp
+        lastSuccess = saved.lastSuccess
+        lastResult = "restored from the saved state"
+    }
+
+    /// This state with new rules (a reload), keeping everything measured.
+    public func with(rules: HealthRules) -> SiteState {
+        var copy = SiteState(rules: rules, restoring: saved)
+        copy.successes = successes
+        copy.failures = failures
+        copy.lastResult = lastResult
+        copy.rtt = rtt
+        return copy
+    }
+
+    public var saved: SavedSiteState {
+        SavedSiteState(
+            up: up, saturated: saturated, load: load, capacityAt: capacityAt, models: models.map { $0.sorted() }, modelsAt: modelsAt,
+            forced: forced?.rawValue, since: since, reason: reason, lastUp: lastUp, lastSuccess: lastSuccess)
+    }
+
+    /// Records the outcome of a probe for `lastResult` and `rtt` (no state change).
+    public mutating func note(result: String, rtt: Double?) {
+        lastResult = result
+        self.rtt = rtt
+    }
+
+    /// Records the models a site lists; returns whether the list changed.
+    @discardableResult
+    public mutating func recordModels(_ list: Set<String>, at now: Double) -> Bool {
+        modelsAt = now
+        guard list != models else { return false }
+        models = list
+        return true
+    }
+
+    /// The models a site may be sent clients for: nil when not probed for models; empty when
+    /// the list is older than `staleAfter` (a site is eligible only while it lists a model).
+    public func loadedModels(at now: Double) -> Set<String>? {
+        guard let models else { return modelsAt == nil ? nil : [] }
+        guard let modelsAt, now - modelsAt <= rules.staleAfter else { return [] }
+        return models
+    }
 
     /// Records one health probe; returns whether `up` changed. The first result sets the state
     /// at once; after that it takes `rise` or `fall` results in a row.
@@ -50,6 +116,7 @@ public struct SiteState: Hashable, Sendable {
         if success {
             successes += 1
             failures = 0
+            lastSuccess = now
         } else {
             failures += 1
             successes = 0
@@ -60,6 +127,7 @@ public struct SiteState: Hashable, Sendable {
         case true?: next = failures >= rules.fall ? false : true
         case false?: next = successes >= rules.rise ? true : false
         }
+        defer { if up == true { lastUp = now } }
         guard next != up else { return false }
         up = next
         since = now
@@ -111,4 +179,19 @@ public struct SiteState: Hashable, Sendable {
         if let capacityAt, now - capacityAt > rules.staleAfter / 2 { return true }
         return false
     }
+}
+
+/// What is persisted of a site's state for a warm start.
+public struct SavedSiteState: Codable, Hashable, Sendable {
+    public var up: Bool?
+    public var saturated: Bool
+    public var load: Double?
+    public var capacityAt: Double?
+    public var models: [String]?
+    public var modelsAt: Double?
+    public var forced: String?
+    public var since: Double
+    public var reason: String
+    public var lastUp: Double?
+    public var lastSuccess: Double?
 }

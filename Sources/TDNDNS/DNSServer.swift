@@ -7,6 +7,8 @@ public struct ServerSettings: Sendable {
     public var threads: Int
     public var maxUDPPayload = 1232
     public var tcp = TCPServer.Settings()
+    /// Where query counts go (nil: not counted).
+    public var stats: QueryStats?
 
     public init(listen: [ListenAddress], threads: Int) {
         self.listen = listen
@@ -38,12 +40,13 @@ public final class DNSServer: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, min(threads, 4)))
         var tcpSettings = settings.tcp
         tcpSettings.maxUDPPayload = settings.maxUDPPayload
+        tcpSettings.stats = settings.stats
         // With port 0 the UDP bind picks the port and TCP must get the same one; a port taken
         // for TCP only is retried a few times with a new pick.
         var lastError: Error? = nil
         for _ in 0..<8 {
             do {
-                let udp = try UDPServer(addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload)
+                let udp = try UDPServer(addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload, stats: settings.stats)
                 do {
                     let tcp = try await TCPServer.start(addresses: udp.boundAddresses, group: group, store: store, settings: tcpSettings)
                     udp.start()

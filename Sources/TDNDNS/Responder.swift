@@ -18,10 +18,31 @@ public final class Responder: @unchecked Sendable {
     private let name: UnsafeMutablePointer<UInt8>
     private let labelStarts: UnsafeMutablePointer<Int>
 
-    public init(maxUDPPayload: Int = 1232) {
+    /// Counts what is answered, when statistics are wanted.
+    let counters: QueryCounters?
+    /// The question type and steered answer of the query being answered, for `counters`.
+    private var questionType: UInt16 = 0
+    private var steeredName = -1
+    private var steeredAnswer = 0
+    private var badVersion = false
+
+    public init(maxUDPPayload: Int = 1232, transport: Transport = .udp, stats: QueryStats? = nil) {
         self.maxUDPPayload = max(512, min(maxUDPPayload, 65535))
         name = .allocate(capacity: 256)
         labelStarts = .allocate(capacity: 130)
+        if let stats {
+            counters = QueryCounters(transport: transport)
+            counters?.attach(stats)
+        } else {
+            counters = nil
+        }
+    }
+
+    /// Folds this thread's counts into the shared statistics (at most about once a second).
+    @inline(__always)
+    public func flushStatistics(force: Bool = false) {
+        guard let counters else { return }
+        if force { counters.flush() } else { counters.flushIfDue(now: monotonicNanoseconds()) }
     }
 
     deinit {
@@ -38,10 +59,34 @@ public final class Responder: @unchecked Sendable {
     /// Batching: with `deferred`, a query for a steered name writes nothing; its client address
     /// goes to `deferred` and the result is `Responder.deferredResult`. The caller locates such
     /// queries together (`locate(_:count:snapshot:into:)`) and calls again with `location`.
+    @inline(__always)
     public func respond(
         to query: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, transport: Transport,
         snapshot: Snapshot, peer: UnsafeRawPointer? = nil,
         deferred: UnsafeMutablePointer<SteeringLookup>? = nil, location: SteeringLocation? = nil
+    ) -> Int {
+        guard let counters else {
+            return answer(to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred, location: location)
+        }
+        questionType = 0
+        steeredName = -1
+        badVersion = false
+        let written = answer(to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred, location: location)
+        if written == Responder.deferredResult { return written }
+        if written <= 0 {
+            counters.countDropped()
+        } else {
+            let rcode = badVersion ? 16 : UInt16(out.load(fromByteOffset: 3, as: UInt8.self) & 0x0F)
+            counters.count(qtype: questionType, rcode: rcode)
+            if steeredName >= 0 { counters.countSteered(snapshot, name: steeredName, answer: steeredAnswer) }
+        }
+        return written
+    }
+
+    private func answer(
+        to query: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer, transport: Transport,
+        snapshot: Snapshot, peer: UnsafeRawPointer?,
+        deferred: UnsafeMutablePointer<SteeringLookup>?, location: SteeringLocation?
     ) -> Int {
         let n = query.count
         guard n >= 12, out.count >= 512, let q = query.baseAddress?.assumingMemoryBound(to: UInt8.self),
@@ -84,6 +129,7 @@ public final class Responder: @unchecked Sendable {
         position += 1
         guard position + 4 <= n else { return r.error(.formErr) }
         let qtype = Reply.u16(q + position)
+        questionType = qtype
         let qclass = Reply.u16(q + position + 2)
         position += 4
         r.questionEnd = position
@@ -156,6 +202,7 @@ public final class Responder: @unchecked Sendable {
         // RFC 6891 §6.1.3: only version 0 is implemented.
         if r.hasEDNS && r.ednsVersion > 0 {
             r.ecsStart = -1
+            badVersion = true
             return r.error(.badVers)
         }
         if !isQuery { return r.error(.notImp) }
@@ -259,6 +306,8 @@ public final class Responder: @unchecked Sendable {
             (classID, scope) = Responder.classify(snapshot, high: high, low: low, isIPv6: isIPv6)
         }
         let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + Int(classID)])
+        steeredName = index
+        steeredAnswer = answer
         let kind = qtype == 1 || qtype == 255 ? 0 : qtype == 28 ? 1 : 2
         // Types other than A/AAAA do not depend on the client: scope 0; so without a subnet.
         if kind != 2 && bySubnet { r.scope = UInt8(scope) }

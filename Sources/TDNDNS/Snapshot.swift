@@ -71,6 +71,10 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// `a` is at `steeredTemplates[steeredTemplateStarts[name] + 3 * a + kind]`.
     let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
     let steeredTemplates: UnsafeMutableBufferPointer<Int32>
+    /// Steered names, and the sites each steered answer names (for query statistics).
+    public let steeredNames: [String]
+    let steeredAnswerSites: [[String]]
+    let steeredAnswerCount: Int
     /// The longest template body, to size TCP response buffers.
     public let maximumBodyLength: Int
     /// The zones served, in load order.
@@ -79,7 +83,8 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     init(nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
          templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
          trie4: [Int32] = [-1, -1], trie6: [Int32] = [-1, -1], steeredRows: [Int32] = [], classAnswers: [Int32] = [],
-         steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = []) {
+         steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = [],
+         steeredNames: [String] = [], steeredAnswerSites: [[String]] = []) {
         func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
             let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
             _ = buffer.initialize(from: array)
@@ -100,6 +105,9 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         self.classAnswers = copy(classAnswers)
         self.steeredTemplateStarts = copy(steeredTemplateStarts)
         self.steeredTemplates = copy(steeredTemplates)
+        self.steeredNames = steeredNames
+        self.steeredAnswerSites = steeredAnswerSites
+        self.steeredAnswerCount = max(1, steeredAnswerSites.count)
         self.maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
         self.zones = zones
     }

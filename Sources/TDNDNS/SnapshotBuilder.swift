@@ -436,6 +436,7 @@ public struct SnapshotBuilder {
             nodes: nodes, slots: slots, names: names, typeKeys: typeKeys, typeTemplates: typeTemplates,
             templates: templates, bodies: bodies, relocations: relocations, nxdomainTemplates: nxdomain, zones: zones,
             trie4: trie4.merged(), trie6: trie6.merged(), steeredRows: steeredRows, classAnswers: classAnswers,
-            steeredTemplateStarts: templateStarts, steeredTemplates: steeredTemplateList)
+            steeredTemplateStarts: templateStarts, steeredTemplates: steeredTemplateList,
+            steeredNames: steering.names.map { $0.name.description }, steeredAnswerSites: steering.answers.map(\.sites))
     }
 }

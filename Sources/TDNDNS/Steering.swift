@@ -17,12 +17,15 @@ public struct SteeringTable: Sendable {
         public var ipv4: [[UInt8]]
         public var ipv6: [[UInt8]]
         public var ttl: UInt32
+        /// The sites the addresses belong to: not served, only counted (`QueryStats`).
+        public var sites: [String]
 
-        public init(kind: Kind, ipv4: [[UInt8]] = [], ipv6: [[UInt8]] = [], ttl: UInt32) {
+        public init(kind: Kind, ipv4: [[UInt8]] = [], ipv6: [[UInt8]] = [], ttl: UInt32, sites: [String] = []) {
             self.kind = kind
             self.ipv4 = ipv4
             self.ipv6 = ipv6
             self.ttl = ttl
+            self.sites = sites
         }
     }
 

@@ -21,6 +21,7 @@ public final class TCPServer: Sendable {
         public var idleTimeout: TimeAmount = .seconds(10)
         public var maxConnections = 1024
         public var maxUDPPayload = 1232
+        public var stats: QueryStats?
         public init() {}
     }
 
@@ -43,7 +44,7 @@ public final class TCPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: settings.idleTimeout),
                         ByteToMessageHandler(LengthPrefixedFrameDecoder()),
-                        TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload),
+                        TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload, stats: settings.stats),
                     ])
                 }
             }
@@ -92,9 +93,14 @@ final class TCPQueryHandler: ChannelInboundHandler {
     private var peer = sockaddr_storage()
     private var hasPeer = false
 
-    init(store: SnapshotStore, maxUDPPayload: Int) {
+    init(store: SnapshotStore, maxUDPPayload: Int, stats: QueryStats?) {
         self.store = store
-        self.responder = Responder(maxUDPPayload: maxUDPPayload)
+        self.responder = Responder(maxUDPPayload: maxUDPPayload, transport: .tcp, stats: stats)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        responder.flushStatistics(force: true)
+        context.fireChannelInactive()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -129,6 +135,7 @@ final class TCPQueryHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        responder.flushStatistics()
         context.flush()
     }
 

@@ -24,7 +24,7 @@ public final class UDPServer: @unchecked Sendable {
 
     /// Binds the sockets. Port 0 picks a free port once; every address asking for port 0 and
     /// every thread then uses that same port.
-    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int) throws {
+    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: QueryStats? = nil) throws {
         var picked: Int? = nil
         for requested in addresses {
             var address = requested
@@ -35,7 +35,7 @@ public final class UDPServer: @unchecked Sendable {
                     for worker in workers { close(worker.fd) }
                     throw error
                 }
-                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload))
+                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
             }
             if requested.port == 0 { picked = address.port }
             boundAddresses.append(address)
@@ -126,11 +126,11 @@ final class UDPWorker: @unchecked Sendable {
     let deferredSlots: UnsafeMutablePointer<Int>
     let replySize: Int
 
-    init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int) {
+    init(fd: Int32, store: SnapshotStore, running: ManagedAtomic<Bool>, maxUDPPayload: Int, stats: QueryStats?) {
         self.fd = fd
         self.store = store
         self.running = running
-        responder = Responder(maxUDPPayload: maxUDPPayload)
+        responder = Responder(maxUDPPayload: maxUDPPayload, transport: .udp, stats: stats)
         replySize = responder.maxUDPPayload
         slots = .allocate(capacity: Self.batch)
         lookups = .allocate(capacity: Self.batch)
@@ -160,6 +160,7 @@ final class UDPWorker: @unchecked Sendable {
     func run() {
         while running.load(ordering: .relaxed) {
             let received = Int(tdn_recv_batch(fd, slots, UInt32(Self.batch)))
+            responder.flushStatistics()
             if received <= 0 { continue }  // timeout (EAGAIN) or EINTR: check `running` again
             // One snapshot load per batch: a reload is seen by the next batch.
             let snapshot = store.load()
@@ -197,5 +198,6 @@ final class UDPWorker: @unchecked Sendable {
             }
             tdn_send_batch(fd, slots, UInt32(received))
         }
+        responder.flushStatistics(force: true)
     }
 }

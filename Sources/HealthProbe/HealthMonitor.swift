@@ -1,0 +1,244 @@
+import Foundation
+import Metrics
+import Synchronization
+
+/// What steering needs to know of one site now.
+public struct SiteView: Hashable, Sendable {
+    public var up: Bool
+    public var saturated: Bool
+    /// nil: every model counts as loaded (the site is not probed for models).
+    public var models: Set<String>?
+    /// Near a state change, or its data is stale: answers with it get a short TTL.
+    public var unsettled: Bool
+    public var lastUp: Double?
+}
+
+/// One site in `/status`.
+public struct SiteStatus: Codable, Sendable {
+    public var site: String
+    /// up, down, full, drain, unknown or "not probed".
+    public var state: String
+    public var why: String
+    /// Seconds since 1970 of the last change, and the same as text (UTC).
+    public var since: Double
+    public var sinceText: String
+    public var forced: String?
+    public var load: Double?
+    public var models: [String]?
+    public var lastProbe: String
+    public var lastSuccess: Double?
+    public var rttMilliseconds: Double?
+    public var unsettled: Bool
+}
+
+/// The health of every probed site: probe results go in, a view for steering comes out, and a
+/// signal on `changes` whenever that view may have changed. Sites that are not probed are not
+/// held here (steering counts them up).
+public final class HealthMonitor: Sendable {
+    struct State {
+        var sites: [String: SiteState] = [:]
+        /// Saved states not yet claimed by a configured site (warm start).
+        var restored: [String: SavedSiteState] = [:]
+        /// Sites configured that have no probe result yet (the first round).
+        var pending: Set<String> = []
+        var lastView: [String: SiteView] = [:]
+    }
+
+    private let state = Mutex(State())
+    private let clock: @Sendable () -> Double
+    public let changes: AsyncStream<Void>
+    private let changed: AsyncStream<Void>.Continuation
+
+    /// `clock`: seconds since 1970 (injected by tests).
+    public init(clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.clock = clock
+        (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public var now: Double { clock() }
+
+    /// Sets the probed sites (at start and on every reload). Sites that stay keep everything
+    /// measured (a reload never re-probes from zero); new sites start from a saved state when
+    /// there is one, else unknown (counted down until probed); removed sites are forgotten.
+    public func configure(_ targets: [ProbeTarget]) {
+        state.withLock { state in
+            var sites: [String: SiteState] = [:]
+            for target in targets {
+                if let existing = state.sites[target.site] {
+                    sites[target.site] = existing.rules == target.rules ? existing : existing.with(rules: target.rules)
+                } else if let saved = state.restored.removeValue(forKey: target.site) {
+                    sites[target.site] = SiteState(rules: target.rules, restoring: saved)
+                } else {
+                    sites[target.site] = SiteState(rules: target.rules)
+                    state.pending.insert(target.site)
+                }
+            }
+            state.pending = state.pending.filter { sites[$0] != nil }
+            state.sites = sites
+        }
+        changed.yield()
+    }
+
+    /// Saved states from an earlier run, used by `configure` for the sites it names.
+    public func restore(_ saved: [String: SavedSiteState]) {
+        state.withLock { $0.restored = saved }
+    }
+
+    /// Whether every configured site has a state (probed, or restored from disk).
+    public var hasFirstRound: Bool { state.withLock { $0.pending.isEmpty } }
+
+    /// Waits until every site has a probe result or restored state, or `timeout` seconds.
+    public func awaitFirstRound(timeout: Double) async -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        while ContinuousClock.now < deadline {
+            if hasFirstRound { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return hasFirstRound
+    }
+
+    /// Records one probe of a site.
+    public func record(site id: String, result: ProbeResult) {
+        let now = clock()
+        var transitions = 0
+        var effective: (up: Bool, saturated: Bool)? = nil
+        var lastSuccess: Double? = nil
+        let known = state.withLock { state -> Bool in
+            guard var site = state.sites[id] else { return false }
+            let before = site.effective(at: now)
+            site.note(result: result.detail.isEmpty ? (result.healthy ? "ok" : "failed") : result.detail, rtt: result.rtt)
+            site.recordProbe(success: result.healthy, at: now, detail: result.detail)
+            if let capacity = result.capacity {
+                site.recordCapacity(capacity.load, at: now)
+            }
+            if let models = result.models { site.recordModels(models, at: now) }
+            let after = site.effective(at: now)
+            if before != after { transitions = 1 }
+            effective = after
+            lastSuccess = site.lastSuccess
+            state.sites[id] = site
+            state.pending.remove(id)
+            return true
+        }
+        guard known, let effective else { return }
+        let dimensions = [("site", id)]
+        Gauge(label: "tdn_site_up", dimensions: dimensions).record(effective.up ? 1 : 0)
+        Gauge(label: "tdn_site_saturated", dimensions: dimensions).record(effective.saturated ? 1 : 0)
+        if let capacity = result.capacity { Gauge(label: "tdn_site_load", dimensions: dimensions).record(capacity.load) }
+        if let lastSuccess { Gauge(label: "tdn_site_last_success_timestamp_seconds", dimensions: dimensions).record(lastSuccess) }
+        if let rtt = result.rtt { Timer(label: "tdn_probe_rtt_seconds", dimensions: dimensions).recordNanoseconds(Int64(rtt * 1e9)) }
+        for check in result.checks {
+            Counter(label: "tdn_probes_total", dimensions: [("kind", check.kind), ("result", check.ok ? "success" : "failure")]).increment()
+        }
+        if transitions > 0 { Counter(label: "tdn_site_state_changes_total", dimensions: dimensions).increment() }
+        publishIfChanged()
+    }
+
+    /// Forces a site up, down or to drain; nil clears it. Forced states survive reloads and
+    /// restarts (they are saved). Returns false for a site that is not probed.
+    public func force(site: String, _ forced: ForcedState?) -> Bool {
+        let now = clock()
+        let known = state.withLock { state -> Bool in
+            guard state.sites[site] != nil else { return false }
+            state.sites[site]!.force(forced, at: now)
+            return true
+        }
+        if known {
+            Counter(label: "tdn_site_state_changes_total", dimensions: [("site", site)]).increment()
+            publishIfChanged()
+        }
+        return known
+    }
+
+    /// Re-evaluates the view (time alone makes data stale); signals `changes` if it differs.
+    public func publishIfChanged() {
+        let now = clock()
+        let differs = state.withLock { state -> Bool in
+            let view = Self.view(state, now)
+            guard view != state.lastView else { return false }
+            state.lastView = view
+            return true
+        }
+        if differs { changed.yield() }
+    }
+
+    /// The current view of every probed site.
+    public func view() -> [String: SiteView] {
+        let now = clock()
+        return state.withLock { Self.view($0, now) }
+    }
+
+    private static func view(_ state: State, _ now: Double) -> [String: SiteView] {
+        var view: [String: SiteView] = [:]
+        for (id, site) in state.sites {
+            let effective = site.effective(at: now)
+            view[id] = SiteView(
+                up: effective.up, saturated: effective.saturated, models: site.loadedModels(at: now),
+                unsettled: site.forced == nil && site.nearChange(at: now), lastUp: site.lastUp)
+        }
+        return view
+    }
+
+    /// Every probed site for `/status`, sorted by id.
+    public func status() -> [SiteStatus] {
+        let now = clock()
+        return state.withLock { state in
+            state.sites.keys.sorted().map { id in
+                let site = state.sites[id]!
+                let effective = site.effective(at: now)
+                let name: String
+                switch (site.forced, site.up, effective.saturated) {
+                case (.drain?, _, _): name = "drain"
+                case (.down?, _, _): name = "down"
+                case (_, nil, _) where site.forced == nil: name = "unknown"
+                case _ where !effective.up: name = "down"
+                case (_, _, true): name = "full"
+                default: name = "up"
+                }
+                var why = site.reason
+                if let capacityAt = site.capacityAt, now - capacityAt > site.rules.staleAfter {
+                    why += "; capacity data \(Int(now - capacityAt)) s old counts as full"
+                }
+                return SiteStatus(
+                    site: id, state: name, why: why, since: site.since, sinceText: Self.format(site.since), forced: site.forced?.rawValue,
+                    load: site.load, models: site.loadedModels(at: now).map { $0.sorted() }, lastProbe: site.lastResult,
+                    lastSuccess: site.lastSuccess, rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
+                    unsettled: site.forced == nil && site.nearChange(at: now))
+            }
+        }
+    }
+
+    static func format(_ time: Double) -> String {
+        guard time > 0 else { return "never" }
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: Date(timeIntervalSince1970: time))
+    }
+
+    // MARK: - Persistence (warm start)
+
+    /// Writes every site's state to `path` (atomically: a temporary file, then rename).
+    public func save(to path: String) throws {
+        let saved = state.withLock { state in
+            var all = state.restored
+            for (id, site) in state.sites { all[id] = site.saved }
+            return all
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        let data = try encoder.encode(SavedHealth(version: 1, savedAt: clock(), sites: saved))
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// Reads states saved by `save`; nil when there is no file, an error when it is unreadable.
+    public static func loadSaved(from path: String) throws -> [String: SavedSiteState]? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        return try JSONDecoder().decode(SavedHealth.self, from: data).sites
+    }
+}
+
+struct SavedHealth: Codable {
+    var version: Int
+    var savedAt: Double
+    var sites: [String: SavedSiteState]
+}

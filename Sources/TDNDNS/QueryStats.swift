@@ -1,0 +1,153 @@
+import Synchronization
+
+/// Query counts for monitoring. Each serving thread counts into its own `QueryCounters` (plain
+/// memory it alone touches: nothing shared, no atomics on the query path) and folds them into
+/// the shared `QueryStats` about once a second, so a scrape sees counts at most a second old.
+public final class QueryStats: Sendable {
+    public struct Key: Hashable, Sendable {
+        public var transport: String
+        public var qtype: String
+        public var rcode: String
+    }
+
+    /// Steered answers: the name asked and the sites its answer named (none for a denial).
+    public struct SteeredKey: Hashable, Sendable {
+        public var name: String
+        public var sites: [String]
+    }
+
+    public struct Totals: Sendable {
+        public var queries: [Key: UInt64] = [:]
+        /// Datagrams dropped unanswered (too short, or themselves responses), by transport.
+        public var dropped: [String: UInt64] = [:]
+        public var steered: [SteeredKey: UInt64] = [:]
+    }
+
+    private let totals = Mutex(Totals())
+
+    public init() {}
+
+    public func read() -> Totals { totals.withLock { $0 } }
+
+    func add(_ body: (inout Totals) -> Void) { totals.withLock { body(&$0) } }
+}
+
+/// One thread's counters. Not thread-safe by design: its owner counts and flushes.
+final class QueryCounters {
+    /// Query types counted by name; the rest are "other".
+    static let types: [UInt16] = [1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 39, 43, 48, 64, 65, 251, 252, 255, 257]
+    static let typeSlots = types.count + 1
+    static let rcodeSlots = 17
+    /// Index of each type in `types` (+1; 0 = other), for types below 512.
+    private static let typeIndex: [UInt8] = {
+        var table = [UInt8](repeating: 0, count: 512)
+        for (index, type) in types.enumerated() { table[Int(type)] = UInt8(index + 1) }
+        return table
+    }()
+
+    let transport: String
+    private let cells: UnsafeMutablePointer<UInt64>
+    private var dropped: UInt64 = 0
+    private var pending = false
+    /// Steered answers per (name, answer) of `steeredSnapshot`.
+    private var steered: UnsafeMutablePointer<UInt64>?
+    private var steeredCapacity = 0
+    private var steeredSnapshot: Snapshot?
+    private var lastFlush: UInt64 = 0
+
+    init(transport: Transport) {
+        self.transport = transport == .udp ? "udp" : "tcp"
+        cells = .allocate(capacity: Self.typeSlots * Self.rcodeSlots)
+        cells.initialize(repeating: 0, count: Self.typeSlots * Self.rcodeSlots)
+    }
+
+    deinit {
+        cells.deallocate()
+        steered?.deallocate()
+    }
+
+    @inline(__always)
+    func count(qtype: UInt16, rcode: UInt16) {
+        let type = qtype < 512 ? Int(Self.typeIndex[Int(qtype)]) : 0
+        cells[type * Self.rcodeSlots + Int(min(rcode, 16))] &+= 1
+        pending = true
+    }
+
+    @inline(__always)
+    func countDropped() {
+        dropped &+= 1
+        pending = true
+    }
+
+    /// Counts a steered answer of `snapshot`: answers of an older snapshot are folded first.
+    @inline(__always)
+    func countSteered(_ snapshot: Snapshot, name: Int, answer: Int) {
+        if steeredSnapshot !== snapshot { switchSnapshot(snapshot) }
+        guard let steered, name * snapshot.steeredAnswerCount + answer < steeredCapacity else { return }
+        steered[name * snapshot.steeredAnswerCount + answer] &+= 1
+        pending = true
+    }
+
+    private var stats: QueryStats?
+
+    func attach(_ stats: QueryStats?) { self.stats = stats }
+
+    private func switchSnapshot(_ snapshot: Snapshot) {
+        flush()
+        steered?.deallocate()
+        steeredCapacity = snapshot.steeredNames.count * snapshot.steeredAnswerCount
+        steered = steeredCapacity > 0 ? .allocate(capacity: steeredCapacity) : nil
+        steered?.initialize(repeating: 0, count: steeredCapacity)
+        steeredSnapshot = snapshot
+    }
+
+    /// Folds the counts into the shared totals when at least `interval` nanoseconds passed.
+    func flushIfDue(now: UInt64, interval: UInt64 = 1_000_000_000) {
+        guard pending, now &- lastFlush >= interval else { return }
+        lastFlush = now
+        flush()
+    }
+
+    func flush() {
+        guard pending, let stats else { return }
+        pending = false
+        var queries: [(QueryStats.Key, UInt64)] = []
+        for type in 0..<Self.typeSlots {
+            for rcode in 0..<Self.rcodeSlots {
+                let value = cells[type * Self.rcodeSlots + rcode]
+                guard value > 0 else { continue }
+                cells[type * Self.rcodeSlots + rcode] = 0
+                let name = type == 0 ? "other" : RecordType(Self.types[type - 1]).description
+                queries.append((QueryStats.Key(transport: transport, qtype: name, rcode: ResponseCode(rawValue: UInt16(rcode)).description), value))
+            }
+        }
+        var answers: [(QueryStats.SteeredKey, UInt64)] = []
+        if let steered, let snapshot = steeredSnapshot {
+            for index in 0..<steeredCapacity where steered[index] > 0 {
+                let name = index / snapshot.steeredAnswerCount
+                let answer = index % snapshot.steeredAnswerCount
+                answers.append((QueryStats.SteeredKey(name: snapshot.steeredNames[name], sites: snapshot.steeredAnswerSites[answer]), steered[index]))
+                steered[index] = 0
+            }
+        }
+        let droppedNow = dropped
+        dropped = 0
+        let transport = self.transport
+        stats.add { totals in
+            for (key, value) in queries { totals.queries[key, default: 0] += value }
+            for (key, value) in answers { totals.steered[key, default: 0] += value }
+            if droppedNow > 0 { totals.dropped[transport, default: 0] += droppedNow }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Monotonic nanoseconds (vDSO; no system call).
+@inline(__always) func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+}
