@@ -29,6 +29,24 @@ public struct SiteStatus: Codable, Sendable {
     public var lastSuccess: Double?
     public var rttMilliseconds: Double?
     public var unsettled: Bool
+
+    public init(
+        site: String, state: String, why: String, since: Double, sinceText: String, forced: String?, load: Double?, models: [String]?,
+        lastProbe: String, lastSuccess: Double?, rttMilliseconds: Double?, unsettled: Bool
+    ) {
+        self.site = site
+        self.state = state
+        self.why = why
+        self.since = since
+        self.sinceText = sinceText
+        self.forced = forced
+        self.load = load
+        self.models = models
+        self.lastProbe = lastProbe
+        self.lastSuccess = lastSuccess
+        self.rttMilliseconds = rttMilliseconds
+        self.unsettled = unsettled
+    }
 }
 
 /// The health of every probed site: probe results go in, a view for steering comes out, and a

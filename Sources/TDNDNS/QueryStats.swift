@@ -21,6 +21,7 @@ public final class QueryStats: Sendable {
         /// Datagrams dropped unanswered (too short, or themselves responses), by transport.
         public var dropped: [String: UInt64] = [:]
         public var steered: [SteeredKey: UInt64] = [:]
+        public init() {}
     }
 
     private let totals = Mutex(Totals())

@@ -13,14 +13,38 @@ struct ConfigurationLoader: Sendable {
     /// Told of every successful load (for the status server).
     var state: ServingState? = nil
 
+    /// Live health for a policy's sites (the daemon's probes); nil: every site healthy.
+    var health: (@Sendable (Policy) -> HealthView)? = nil
+
     /// The parts of one load, for tools that want more than the snapshot.
     struct Loaded: Sendable {
         var set: ZoneSet
         var policy: Policy?
         var geo: GeoDatabase?
+        var zones: [Zone]
+        var geography: SteeringGeography?
+        /// The health the snapshot was compiled with.
+        var health: HealthView
+
+        /// The same configuration under new health: only the decisions and the snapshot are
+        /// recomputed (files and the geo database's networks are not read again).
+        func recompiled(health: HealthView) -> Loaded {
+            guard let policy, let geography else { return self }
+            var copy = self
+            let (steering, summary) = ConfigurationLoader.steering(policy: policy, geography: geography, health: health)
+            copy.set = ZoneSet(snapshot: SnapshotBuilder.build(zones, steering: steering), fingerprint: set.fingerprint, summary: summary)
+            copy.health = health
+            return copy
+        }
     }
 
     func load() -> Result<ZoneSet, ConfigErrors> { loadAll().map(\.set) }
+
+    static func steering(policy: Policy, geography: SteeringGeography, health: HealthView) -> (SteeringTable, String) {
+        let made = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
+        let summary = "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
+        return (table(made), summary)
+    }
 
     func loadAll() -> Result<Loaded, ConfigErrors> {
         var errors: [ConfigError] = []
@@ -52,24 +76,26 @@ struct ConfigurationLoader: Sendable {
         var watched = zones.flatMap(\.files)
         var steering = SteeringTable()
         var summary = ""
+        var geography: SteeringGeography? = nil
+        var healthView = HealthView()
         if let policy {
             watched.append(policy.file)
             if let geo { watched.append(geo.path) }
             guard zones.contains(where: { $0.origin.description.lowercased() == policy.zone.lowercased() }) else {
                 return .failure(ConfigErrors([ConfigError(file: policy.file, line: 1, message: "zone: \(policy.zone) is not served (no \(policy.zone.dropLast()).zone in \(config.zones))")]))
             }
-            let made = SteeringPlanner.plan(policy: policy, geo: geo)
-            steering = Self.table(made)
+            geography = SteeringPlanner.geography(policy: policy, geo: geo)
+            healthView = health?(policy) ?? HealthView()
+            (steering, summary) = Self.steering(policy: policy, geography: geography!, health: healthView)
             let conflicts = SnapshotBuilder.conflicts(zones, steering: steering)
             guard conflicts.isEmpty else {
                 return .failure(ConfigErrors(conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
             }
-            summary = "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
         }
         let set = ZoneSet(
             snapshot: SnapshotBuilder.build(zones, steering: steering),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
-        let loaded = Loaded(set: set, policy: policy, geo: geo)
+        let loaded = Loaded(set: set, policy: policy, geo: geo, zones: zones, geography: geography, health: healthView)
         state?.set(loaded)
         return .success(loaded)
     }
@@ -88,7 +114,7 @@ struct ConfigurationLoader: Sendable {
             switch (answer.denied, answer.denial) {
             case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)
             case (true, .empty): return SteeringTable.Answer(kind: .denied, ttl: answer.ttl)
-            default: return SteeringTable.Answer(kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl)
+            default: return SteeringTable.Answer(kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
             }
         }
         return table

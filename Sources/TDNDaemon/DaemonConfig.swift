@@ -1,3 +1,4 @@
+import Foundation
 import TDNDNS
 import Yams
 
@@ -23,6 +24,14 @@ public struct DaemonConfig: Sendable {
     public var tcpMaxConnections = 1024
     /// Seconds between checks of the zone files for changes; 0 turns the watcher off.
     public var watchInterval = 2
+    /// Where the health state is saved for a warm start (`health.json`); none: not saved.
+    public var stateDir: String?
+    /// The bearer token of the admin endpoints (`/admin/...`); none: they are off.
+    public var adminToken: String?
+    /// With no saved state, how long the first probe round may hold back the DNS listeners.
+    public var probeStartTimeout = 10
+    /// Probes in flight at most.
+    public var probeConcurrency = 256
 
     public init() {}
 
@@ -108,6 +117,21 @@ public struct DaemonConfig: Sendable {
                 if let number = integer(1...1_000_000) { config.tcpMaxConnections = number }
             case "watch-interval":
                 if let number = integer(0...3600) { config.watchInterval = number }
+            case "state-dir":
+                if let text = value.string, !text.isEmpty { config.stateDir = relative(text) } else { fail("expected a directory") }
+            case "admin-token":
+                if let text = value.string, text.count >= 16 { config.adminToken = text } else { fail("expected a token of at least 16 characters") }
+            case "admin-token-file":
+                if let text = value.string, let bytes = readWholeFile(relative(text)) {
+                    let token = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    if token.count >= 16 { config.adminToken = token } else { fail("the token in \(text) is shorter than 16 characters") }
+                } else {
+                    fail("cannot read the token file")
+                }
+            case "probe-start-timeout":
+                if let number = integer(0...600) { config.probeStartTimeout = number }
+            case "probe-concurrency":
+                if let number = integer(1...65536) { config.probeConcurrency = number }
             default:
                 fail("unknown setting")
             }

@@ -94,7 +94,7 @@ struct ExplainReport: Codable, Sendable {
             tenant = found
         }
         let located = Locator(policy: policy, geo: loaded.geo).locate(prefix.address)
-        let decision = Decider(policy: policy).decide(model: model, tenant: tenant, location: located.location)
+        let decision = Decider(policy: policy).decide(model: model, tenant: tenant, location: located.location, health: loaded.health)
         // The scope comes from the compiled table the server answers from.
         let scope = prefix.length == 0 ? 0 : loaded.set.snapshot.classify(prefix.address).scope
         return ExplainReport(

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import TDNDNS
 import UnixSignals
@@ -20,21 +22,54 @@ struct Serve: AsyncParsableCommand {
         signal(SIGHUP, SIG_IGN)
         let logger = options.makeLogger("tdn.dns")
         let config = try options.resolveOrExit()
+        MetricsSetup.bootstrapOnce()
         let state = ServingState()
-        let loader = ConfigurationLoader(config: config, state: state)
-        let zones: ZoneSet
-        switch loader.load() {
+        var statePath: String? = nil
+        if let directory = config.stateDir {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            statePath = directory + "/health.json"
+        }
+        let live = LiveState(
+            serving: state, statePath: statePath, adminToken: config.adminToken, concurrency: config.probeConcurrency,
+            logger: options.makeLogger("tdn.health"))
+        var loader = ConfigurationLoader(config: config, state: state)
+        loader.health = { [monitor = live.monitor] policy in ProbePlan.view(policy, monitor) }
+        var loaded: ConfigurationLoader.Loaded
+        switch loader.loadAll() {
         case .failure(let errors):
             report(errors)
             throw ExitCode(1)
-        case .success(let set):
-            zones = set
+        case .success(let value):
+            loaded = value
         }
+
+        // Cold start: saved states first (warm start); sites without one are probed before the
+        // listeners open, for at most probe-start-timeout seconds. Until a site has a state it
+        // counts as down.
+        let restored = live.restore()
+        live.configureProbes(loaded.policy)
+        let probes = Task { await live.scheduler.run() }
+        let targets = loaded.policy.map(ProbePlan.targets)?.count ?? 0
+        if targets > 0 {
+            if restored > 0 { logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)") }
+            if !live.monitor.hasFirstRound {
+                logger.info("health: probing \(targets) sites before serving (at most \(config.probeStartTimeout) s)")
+                let complete = await live.monitor.awaitFirstRound(timeout: Double(config.probeStartTimeout))
+                if !complete { logger.warning("health: first probe round incomplete after \(config.probeStartTimeout) s; unprobed sites count as down") }
+            }
+            if let policy = loaded.policy {
+                loaded = loaded.recompiled(health: ProbePlan.view(policy, live.monitor))
+                state.set(loaded)
+            }
+        }
+        let zones = loaded.set
         let store = SnapshotStore(zones.snapshot)
+        live.store.withLock { $0 = store }
         var settings = ServerSettings(listen: config.listen, threads: config.threads)
         settings.maxUDPPayload = config.udpPayloadSize
         settings.tcp.idleTimeout = .seconds(Int64(config.tcpIdleTimeout))
         settings.tcp.maxConnections = config.tcpMaxConnections
+        settings.stats = live.queryStats
         let server: DNSServer
         do {
             server = try await DNSServer.start(settings: settings, store: store)
@@ -50,10 +85,11 @@ struct Serve: AsyncParsableCommand {
         let reloader = ZoneReloader(directory: config.zones, initial: zones, store: store, logger: logger, load: loader.load)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: DNSService(server: server, logger: logger)),
-            .init(service: ReloadService(reloader: reloader, interval: config.watchInterval)),
+            .init(service: ReloadService(reloader: reloader, interval: config.watchInterval, live: live)),
+            .init(service: HealthService(live: live, probes: probes)),
         ]
         if let status = config.status {
-            services.append(.init(service: StatusServer.make(address: status, state: state, logger: options.makeLogger("tdn.status"))))
+            services.append(.init(service: StatusServer.make(address: status, live: live, logger: options.makeLogger("tdn.status"))))
         }
         let group = ServiceGroup(
             configuration: .init(
@@ -81,6 +117,21 @@ struct DNSService: Service {
 struct ReloadService: Service {
     let reloader: ZoneReloader
     let interval: Int
+    let live: LiveState
+
+    /// One reload under the snapshot lock; a success points the probes at the new sites.
+    func reload(_ trigger: Trigger) {
+        let outcome = live.lock.withLock { _ in trigger == .signal ? reloader.reload() : reloader.reloadIfChanged() }
+        switch outcome {
+        case .reloaded:
+            Counter(label: "tdn_reloads_total", dimensions: [("result", "success")]).increment()
+            live.configureProbes(live.serving.loaded?.policy)
+        case .failed:
+            Counter(label: "tdn_reloads_total", dimensions: [("result", "failure")]).increment()
+        case .unchanged:
+            break
+        }
+    }
 
     enum Trigger {
         case signal
@@ -103,12 +154,7 @@ struct ReloadService: Service {
                     }
                 }
                 group.addTask {
-                    for await trigger in triggers {
-                        switch trigger {
-                        case .signal: _ = reloader.reload()
-                        case .tick: _ = reloader.reloadIfChanged()
-                        }
-                    }
+                    for await trigger in triggers { reload(trigger) }
                 }
                 await group.next()
                 group.cancelAll()

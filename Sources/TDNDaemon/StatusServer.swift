@@ -3,6 +3,7 @@ import Hummingbird
 import Logging
 import ServiceLifecycle
 import Synchronization
+import HealthProbe
 import TDNDNS
 
 /// The configuration being served, as the status server needs it: updated by every successful
@@ -14,13 +15,57 @@ final class ServingState: Sendable {
     var loaded: ConfigurationLoader.Loaded? { current.withLock { $0 } }
 }
 
-/// The status HTTP server (default 127.0.0.1:9153): `/healthz` for tdnd itself and
-/// `/explain?host=…&client=…`, the decision trace of `tdnd explain --json`.
+/// The status HTTP server (default 127.0.0.1:9153): `/healthz` for tdnd itself,
+/// `/metrics` (Prometheus), `/status` (every probed site, JSON), `/explain?host=…&client=…`
+/// (the decision trace of `tdnd explain --json`) and, with an admin token configured,
+/// `POST /admin/sites/{site}/force?state=up|down|drain|auto`.
 enum StatusServer {
-    static func make(address: ListenAddress, state: ServingState, logger: Logger) -> some Service {
+    static func make(address: ListenAddress, live: LiveState, logger: Logger) -> some Service {
+        let state = live.serving
+        let exporter = QueryStatsExporter(stats: live.queryStats)
         let router = Router()
         router.get("healthz") { _, _ -> String in
             "ok\n"
+        }
+        router.get("metrics") { _, _ -> Response in
+            exporter.export()
+            var response = Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(bytes: MetricsSetup.registry.emitToBuffer())))
+            response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return response
+        }
+        router.get("status") { _, _ -> Response in
+            let body = StatusReport.make(live: live)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            var response = Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(body))))
+            response.headers[.contentType] = "application/json"
+            return response
+        }
+        router.post("admin/sites/:site/force") { request, context -> Response in
+            guard let token = live.adminToken else {
+                return text(.forbidden, "admin endpoints are off: set admin-token in the configuration\n")
+            }
+            let given = request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" } ?? ""
+            guard constantTimeEqual(given, token) else {
+                return text(.unauthorized, "a valid admin token is needed (Authorization: Bearer TOKEN)\n")
+            }
+            let site = context.parameters.get("site") ?? ""
+            let value = request.uri.queryParameters["state"].map(String.init) ?? ""
+            let forced: ForcedState?
+            if value == "auto" {
+                forced = nil
+            } else if let state = ForcedState(rawValue: value) {
+                forced = state
+            } else {
+                return text(.badRequest, "state must be up, down, drain or auto\n")
+            }
+            guard live.monitor.force(site: site, forced) else {
+                return text(.notFound, "no probed site '\(site)' (only probed sites can be forced)\n")
+            }
+            live.save()
+            live.rebuildIfChanged()
+            logger.notice("site \(site) forced \(value) by an operator")
+            return text(.ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
         }
         router.get("explain") { request, _ -> Response in
             guard let host = request.uri.queryParameters["host"], let client = request.uri.queryParameters["client"] else {
@@ -52,5 +97,54 @@ enum StatusServer {
         var response = Response(status: status, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
         response.headers[.contentType] = "text/plain; charset=utf-8"
         return response
+    }
+}
+
+/// Compares secrets without an early exit.
+func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8)
+    let y = Array(b.utf8)
+    var difference = UInt8(x.count == y.count ? 0 : 1)
+    for index in 0..<max(x.count, y.count) {
+        difference |= (index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0)
+    }
+    return difference == 0
+}
+
+/// `/status`: every site of the policy with its state and why.
+struct StatusReport: Codable {
+    struct Probes: Codable {
+        var targets: Int
+        var started: Int
+        var completed: Int
+        var lagP50Milliseconds: Double
+        var lagP99Milliseconds: Double
+        var lagMaxMilliseconds: Double
+    }
+    var time: String
+    var zones: [String]
+    var sites: [SiteStatus]
+    var probes: Probes
+
+    static func make(live: LiveState) -> StatusReport {
+        let loaded = live.serving.loaded
+        var sites = live.monitor.status()
+        let probed = Set(sites.map(\.site))
+        for site in loaded?.policy?.sites ?? [] where !probed.contains(site.id) {
+            sites.append(SiteStatus(
+                site: site.id, state: site.probe.isConfigured ? "unknown" : "not probed",
+                why: site.probe.isConfigured ? "not probed yet" : "no probe configured: counted up", since: 0, sinceText: "never",
+                forced: nil, load: nil, models: nil, lastProbe: "none", lastSuccess: nil, rttMilliseconds: nil, unsettled: false))
+        }
+        sites.sort { $0.site < $1.site }
+        let statistics = live.scheduler.statistics
+        return StatusReport(
+            time: ISO8601DateFormatter().string(from: Date()),
+            zones: loaded?.set.snapshot.zones.map { "\($0.origin) serial \($0.serial)" } ?? [],
+            sites: sites,
+            probes: Probes(
+                targets: probed.count, started: statistics.started, completed: statistics.completed,
+                lagP50Milliseconds: statistics.lagPercentile(0.5) * 1000, lagP99Milliseconds: statistics.lagPercentile(0.99) * 1000,
+                lagMaxMilliseconds: (statistics.lagMax * 1e6).rounded() / 1e3))
     }
 }

@@ -1,0 +1,53 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+
+/// `tdnd force SITE up|down|drain|auto`: forces a site's state on a running tdnd through its
+/// admin endpoint (the status server, authenticated with the configured admin token).
+struct Force: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Force a probed site up, down or to drain on a running tdnd (auto: let the probes decide again).")
+
+    @Argument(help: "The site id, as in the policy file.")
+    var site: String
+
+    @Argument(help: "up, down, drain or auto.")
+    var state: String
+
+    @Option(help: "The admin token (default: admin-token of the configuration).")
+    var token: String?
+
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        let config = try options.resolveOrExit()
+        guard ["up", "down", "drain", "auto"].contains(state) else { throw ValidationError("state must be up, down, drain or auto") }
+        guard let status = config.status else { throw ValidationError("the status server is off (status: off), so there is no admin endpoint") }
+        guard let token = token ?? config.adminToken else { throw ValidationError("no admin token: pass --token or set admin-token in the configuration") }
+        let host = status.host.contains(":") ? "[\(status.host)]" : status.host
+        let escaped = site.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? site
+        var request = HTTPClientRequest(url: "http://\(host):\(status.port)/admin/sites/\(escaped)/force?state=\(state)")
+        request.method = .POST
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        let outcome: Result<(UInt, String), Error>
+        do {
+            let response = try await client.execute(request, timeout: .seconds(10))
+            outcome = .success((response.status.code, String(buffer: try await response.body.collect(upTo: 1 << 16))))
+        } catch {
+            outcome = .failure(error)
+        }
+        try? await client.shutdown()
+        switch outcome {
+        case .success((200, let body)):
+            print(body, terminator: "")
+        case .success((let code, let body)):
+            FileHandle.standardError.write(Data("tdnd force: HTTP \(code): \(body)".utf8))
+            throw ExitCode(1)
+        case .failure(let error):
+            FileHandle.standardError.write(Data("tdnd force: cannot reach \(status): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
