@@ -75,6 +75,21 @@ let package = Package(
             ]),
         .executableTarget(name: "tdnd", dependencies: ["TDNDaemon"]),
 
+        // Pretend inference edges (vLLM-shaped /health, /metrics, /v1/models) for the probe
+        // tests, the probe benchmark and the demo.
+        .target(
+            name: "FakeEdge",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
+        .executableTarget(
+            name: "tdn-fake-edge",
+            dependencies: ["FakeEdge", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(
+            name: "tdn-probe-bench",
+            dependencies: ["HealthProbe", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(
             name: "TDNTestSupport",
             dependencies: [
@@ -84,9 +99,9 @@ let package = Package(
             ]),
         .testTarget(
             name: "TDNDNSTests",
-            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "tdnd"],
+            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd"],
             exclude: ["Resources"]),
-        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe"]),
+        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),
     ]
 )

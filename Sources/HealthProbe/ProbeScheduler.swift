@@ -16,6 +16,8 @@ public final class ProbeScheduler: Sendable {
         /// Lags in 1 ms buckets up to 10 s (for percentiles).
         public var lagBuckets = [Int](repeating: 0, count: 10_001)
 
+        public init() {}
+
         public func lagPercentile(_ fraction: Double) -> Double {
             let total = lagBuckets.reduce(0, +)
             guard total > 0 else { return 0 }
