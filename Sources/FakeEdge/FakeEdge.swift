@@ -16,6 +16,8 @@ public final class FakeEdgeFleet: Sendable {
         case slow
         /// /health 200 but /metrics shows a full engine (queue and KV cache).
         case full
+        /// So busy that /health answers only after `slowDelay`, while /metrics shows it full.
+        case busy
         /// Connections are closed without an answer.
         case dead
     }
@@ -101,12 +103,12 @@ public final class FakeEdgeFleet: Sendable {
             site.requests[kind, default: 0] += 1
             table[id] = site
             if site.mode == .dead { return nil }
-            let delay = site.mode == .slow ? site.slowDelay : 0
+            let delay = site.mode == .slow || (site.mode == .busy && kind == "health") ? site.slowDelay : 0
             switch kind {
             case "health":
                 return site.mode == .failing ? (503, "engine unhealthy\n", delay) : (200, "", delay)
             case "metrics":
-                return (200, Self.metrics(full: site.mode == .full), delay)
+                return (200, Self.metrics(full: site.mode == .full || site.mode == .busy), delay)
             case "models":
                 let list = site.models.map { "{\"id\":\"\($0)\",\"object\":\"model\",\"owned_by\":\"vllm\"}" }.joined(separator: ",")
                 return (200, "{\"object\":\"list\",\"data\":[\(list)]}", delay)

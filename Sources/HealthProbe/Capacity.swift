@@ -39,6 +39,10 @@ public struct CapacityModel: Hashable, Sendable {
     public struct Reading: Hashable, Sendable {
         public var load: Double
         public var parts: [Part]
+        public init(load: Double, parts: [Part]) {
+            self.load = load
+            self.parts = parts
+        }
     }
 
     /// The load from a scrape. A signal whose series is missing counts as full: an engine that

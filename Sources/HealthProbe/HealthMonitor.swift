@@ -11,6 +11,13 @@ public struct SiteView: Hashable, Sendable {
     /// Near a state change, or its data is stale: answers with it get a short TTL.
     public var unsettled: Bool
     public var lastUp: Double?
+    public init(up: Bool, saturated: Bool, models: Set<String>?, unsettled: Bool, lastUp: Double?) {
+        self.up = up
+        self.saturated = saturated
+        self.models = models
+        self.unsettled = unsettled
+        self.lastUp = lastUp
+    }
 }
 
 /// One site in `/status`.

@@ -61,6 +61,11 @@ public struct ProbeResult: Sendable {
     public var models: Set<String>?
     /// Per kind (http, tcp, metrics, models): success and round-trip time, for metrics.
     public var checks: [(kind: String, ok: Bool, seconds: Double)] = []
+
+    public init(healthy: Bool, detail: String) {
+        self.healthy = healthy
+        self.detail = detail
+    }
 }
 
 /// Runs probes: HTTP(S) through one shared AsyncHTTPClient (pooled keep-alive connections per

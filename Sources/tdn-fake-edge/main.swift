@@ -33,8 +33,8 @@ struct FakeEdgeCommand: AsyncParsableCommand {
         let names = Int(sites).map { count in (0..<count).map { "site\($0)" } } ?? sites.split(separator: ",").map(String.init)
         let fleet = try await FakeEdgeFleet.start(
             host: host, port: port, sites: names, models: models.split(separator: ",").map(String.init), threads: threads)
-        print("tdn-fake-edge: \(names.count) sites on \(fleet.host):\(fleet.port)")
-        fflush(stdout)
+        let line = "tdn-fake-edge: \(names.count) sites on \(fleet.host):\(fleet.port)\n"
+        _ = line.withCString { write(1, $0, strlen($0)) }
         while true { try await Task.sleep(for: .seconds(3600)) }
     }
 }
