@@ -99,7 +99,10 @@ let package = Package(
             ]),
         .testTarget(
             name: "TDNDNSTests",
-            dependencies: ["TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd"],
+            dependencies: [
+                "TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             exclude: ["Resources"]),
         .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),

@@ -5,7 +5,8 @@ import Synchronization
 
 /// A fleet of pretend inference edges on one loopback HTTP server, for tests, benchmarks and
 /// the demo. Site `S` answers like vLLM under `/S/`: `/S/health`, `/S/metrics` (vLLM's series)
-/// and `/S/v1/models` (an OpenAI model list). Each site can be switched while it runs.
+/// and `/S/v1/models` (an OpenAI model list). Each site can be switched while it runs, in
+/// process or over HTTP: `POST /S/mode?set=failing`, `POST /S/models?set=a,b`.
 public final class FakeEdgeFleet: Sendable {
     public enum Mode: String, Sendable, CaseIterable {
         /// 200 on /health, light load.
@@ -92,7 +93,8 @@ public final class FakeEdgeFleet: Sendable {
     public var requestCount: Int { sites.withLock { $0.values.reduce(0) { $0 + $1.requests.values.reduce(0, +) } } }
 
     /// What a request gets: nil to close the connection; a delay in seconds before answering.
-    func answer(path: String) -> (status: Int, body: String, delay: Double)? {
+    func answer(path: String, method: String = "GET") -> (status: Int, body: String, delay: Double)? {
+        if method == "POST" { return control(path) }
         let parts = path.split(separator: "?").first.map { $0.split(separator: "/", maxSplits: 1) } ?? []
         guard parts.count == 2 else { return (404, "no such site\n", 0) }
         let id = String(parts[0])
@@ -115,6 +117,28 @@ public final class FakeEdgeFleet: Sendable {
             default:
                 return (404, "not found\n", delay)
             }
+        }
+    }
+
+    /// `POST /S/mode?set=MODE` and `POST /S/models?set=a,b`.
+    func control(_ path: String) -> (status: Int, body: String, delay: Double) {
+        let pieces = path.split(separator: "?", maxSplits: 1)
+        let route = pieces.first?.split(separator: "/") ?? []
+        let value = pieces.count > 1 && pieces[1].hasPrefix("set=") ? String(pieces[1].dropFirst(4)) : nil
+        guard route.count == 2, let value, site(String(route[0])) != nil else {
+            return (400, "POST /SITE/mode?set=\(Mode.allCases.map(\.rawValue).joined(separator: "|")) or /SITE/models?set=a,b\n", 0)
+        }
+        let id = String(route[0])
+        switch route[1] {
+        case "mode":
+            guard let mode = Mode(rawValue: value) else { return (400, "unknown mode \(value)\n", 0) }
+            set(id, mode)
+            return (200, "\(id): \(mode.rawValue)\n", 0)
+        case "models":
+            setModels(id, value.split(separator: ",").map(String.init))
+            return (200, "\(id): models \(value)\n", 0)
+        default:
+            return (400, "unknown control \(route[1])\n", 0)
         }
     }
 
@@ -147,6 +171,7 @@ final class FakeEdgeHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private let fleet: TableBox
     private var path = ""
+    private var method = "GET"
     private var keepAlive = true
 
     init(fleet: TableBox) { self.fleet = fleet }
@@ -155,18 +180,19 @@ final class FakeEdgeHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             path = String(head.uri.drop { $0 == "/" })
+            method = head.method.rawValue
             keepAlive = head.isKeepAlive
         case .body:
             break
         case .end:
-            guard let fleet = fleet.fleet.withLock({ $0 }), let answer = fleet.answer(path: path) else {
+            guard let fleet = fleet.fleet.withLock({ $0 }), let answer = fleet.answer(path: path, method: method) else {
                 context.close(promise: nil)
                 return
             }
             let keepAlive = self.keepAlive
             let respond = { [self] in
                 var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: path.hasSuffix("metrics") ? "text/plain; version=0.0.4" : "application/json")
+                headers.add(name: "Content-Type", value: path.hasSuffix("metrics") ? "text/plain; version=0.0.4" : path.hasSuffix("models") ? "application/json" : "text/plain")
                 headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
                 if !keepAlive { headers.add(name: "Connection", value: "close") }
                 let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)

@@ -1,0 +1,267 @@
+import AsyncHTTPClient
+import FakeEdge
+import Foundation
+import NIOCore
+import TDNDNS
+import TDNTestSupport
+import Testing
+
+/// A running tdnd probing fake vLLM edges: failover, recovery, full sites, models, forced
+/// states, reload, warm start, `/status` and `/metrics`, seen through `dig` and HTTP.
+@Suite("Probes steer answers end to end", .serialized)
+struct ProbeFailoverTests {
+    static let interval = 0.5
+    static let timeout = 0.3
+    static let fall = 2
+    static let rise = 2
+    static let token = "test-admin-token-0123456789"
+
+    static let zone = """
+        $TTL 60
+        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
+          IN NS ns1
+        ns1 IN A 192.0.2.53
+        """
+
+    /// Two EU sites: `near` (Frankfurt, where the client is) and `far` (Berlin).
+    static func policy(fleet: FakeEdgeFleet, whenAllDown: String = "last-known-good", ttl: Int = 30) -> String {
+        func probe(_ site: String) -> String {
+            "{http: \"\(fleet.url(site))/health\", metrics: \"\(fleet.url(site))/metrics\", models: \"\(fleet.url(site))/v1/models\"}"
+        }
+        return """
+            zone: p.example
+            jurisdictions: {eu: [DE]}
+            rules: [{clients-in: eu, served-in: [eu]}]
+            networks: [{name: lab, prefix: 127.0.0.0/8, country: DE, lat: 50.11, lon: 8.68}]
+            near-equal-ms: 0
+            probe-defaults:
+              all: {interval: \(interval), timeout: \(timeout), jitter: 0.05, rise: \(rise), fall: \(fall)}
+            health: {when-all-down: \(whenAllDown), unsettled-ttl: 2}
+            sites:
+              near: {tier: edge, location: {lat: 50.11, lon: 8.68, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], probe: \(probe("near"))}
+              far: {tier: edge, location: {lat: 52.52, lon: 13.40, country: DE}, jurisdiction: eu, ipv4: [192.0.2.2], probe: \(probe("far"))}
+            models:
+              m-7b: {size: 7b, ttl: \(ttl), answers: 1}
+            """
+    }
+
+    struct Setup {
+        let directory: String
+        let fleet: FakeEdgeFleet
+        var daemon: DaemonProcess
+        var dnsPort: Int
+        var statusPort: Int
+        var http: HTTPClient { HTTPClient.shared }
+
+        /// `dig +short` of the model's A record.
+        func answer() throws -> String {
+            let result = try run("/usr/bin/dig", ["+short", "+tries=1", "+time=1", "@127.0.0.1", "-p", "\(dnsPort)", "m-7b.p.example", "A"])
+            return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        /// Polls `dig` until it answers `expected`; returns the seconds it took (nil: not within `limit`).
+        func waitForAnswer(_ expected: String, limit: Double) throws -> Double? {
+            let start = Date()
+            while Date().timeIntervalSince(start) < limit {
+                if try answer() == expected { return Date().timeIntervalSince(start) }
+                usleep(50_000)
+            }
+            return nil
+        }
+
+        func get(_ path: String) async throws -> (Int, String) {
+            let response = try await http.execute(HTTPClientRequest(url: "http://127.0.0.1:\(statusPort)\(path)"), timeout: .seconds(5))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 22)))
+        }
+
+        func force(_ site: String, _ state: String, token: String? = ProbeFailoverTests.token) async throws -> (Int, String) {
+            var request = HTTPClientRequest(url: "http://127.0.0.1:\(statusPort)/admin/sites/\(site)/force?state=\(state)")
+            request.method = .POST
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            let response = try await http.execute(request, timeout: .seconds(5))
+            return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 16)))
+        }
+
+        /// One site's entry of `/status`.
+        func status(_ site: String) async throws -> [String: Any] {
+            let (_, body) = try await get("/status")
+            let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            let sites = object?["sites"] as? [[String: Any]] ?? []
+            return sites.first { $0["site"] as? String == site } ?? [:]
+        }
+
+        /// A sample's value in `/metrics` (the line that starts with `series`).
+        func metric(_ series: String) async throws -> Double? {
+            let (_, body) = try await get("/metrics")
+            let line = body.split(separator: "\n").first { $0.hasPrefix(series + " ") }
+            return line.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+
+        func stop() async {
+            terminate(daemon.process)
+            await fleet.stop()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    static func start(whenAllDown: String = "last-known-good") async throws -> Setup {
+        let directory = makeTemporaryDirectory()
+        let fleet = try await FakeEdgeFleet.start(sites: ["near", "far"], models: ["m-7b"])
+        writeFile(directory + "/p.example.zone", zone)
+        writeFile(directory + "/policy.yaml", policy(fleet: fleet, whenAllDown: whenAllDown))
+        writeFile(directory + "/tdnd.yaml", """
+            zones: .
+            policy: policy.yaml
+            listen: [127.0.0.1:0]
+            status: 127.0.0.1:0
+            threads: 1
+            watch-interval: 0
+            state-dir: state
+            admin-token: \(token)
+            probe-start-timeout: 5
+            """)
+        return try await launch(directory: directory, fleet: fleet)
+    }
+
+    static func launch(directory: String, fleet: FakeEdgeFleet) async throws -> Setup {
+        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
+        let dns = try #require(daemon.port(after: "on 127.0.0.1:"), "\(daemon.log)")
+        let status = try #require(daemon.port(after: "status server on 127.0.0.1:"), "\(daemon.log)")
+        return Setup(directory: directory, fleet: fleet, daemon: daemon, dnsPort: dns, statusPort: status)
+    }
+
+    @Test func failoverRecoveryFullAndModels() async throws {
+        let setup = try await Self.start()
+        do {
+            #expect(setup.daemon.log.contains("health: probing 2 sites before serving"), "cold start probes first")
+            #expect(try setup.answer() == "192.0.2.1", "the near site, probed up before the listeners opened")
+
+            // near fails: out of answers within interval × fall + timeout (+1 s).
+            setup.fleet.set("near", .failing)
+            let bound = Self.interval * Double(Self.fall) + Self.timeout + 1
+            let failover = try setup.waitForAnswer("192.0.2.2", limit: bound + 2)
+            #expect(failover != nil && failover! <= bound, "failover took \(failover.map { String($0) } ?? "forever"), bound \(bound) s")
+            let down = try await setup.status("near")
+            #expect(down["state"] as? String == "down")
+            #expect((down["why"] as? String)?.contains("HTTP 503") == true, "\(down)")
+            #expect(try await setup.metric("tdn_site_up{site=\"near\"}") == 0)
+            #expect(try await setup.metric("tdn_site_up{site=\"far\"}") == 1)
+
+            // near recovers: back after `rise` successes.
+            setup.fleet.set("near", .healthy)
+            let recovery = try setup.waitForAnswer("192.0.2.1", limit: 5)
+            #expect(recovery != nil && recovery! <= Self.interval * Double(Self.rise) + 1, "recovery took \(String(describing: recovery))")
+            #expect(try await setup.metric("tdn_site_state_changes_total{site=\"near\"}") ?? 0 >= 2)
+
+            // near is full: new answers go to far; room again: back.
+            setup.fleet.set("near", .full)
+            #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            let full = try await setup.status("near")
+            #expect(full["state"] as? String == "full" && full["load"] as? Double == 1, "\(full)")
+            setup.fleet.set("near", .healthy)
+            #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+
+            // near unloads the model: not sent its clients while it does not list it.
+            setup.fleet.setModels("near", ["other-model"])
+            #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            setup.fleet.setModels("near", ["m-7b"])
+            #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+
+            // Monitoring saw it all: probes, DNS queries by type and rcode, steered answers.
+            let (code, metrics) = try await setup.get("/metrics")
+            #expect(code == 200)
+            for series in [
+                "tdn_probes_total{kind=\"http\",result=\"failure\"}", "tdn_probe_rtt_seconds_bucket{site=\"near\"",
+                "tdn_site_load{site=\"near\"}", "tdn_site_last_success_timestamp_seconds{site=\"far\"}",
+                "tdn_dns_queries_total{transport=\"udp\",qtype=\"A\",rcode=\"NOERROR\"}",
+                "tdn_steered_answers_total{model=\"m-7b\",site=\"far\"}", "tdn_steered_answers_total{model=\"m-7b\",site=\"near\"}",
+                "tdn_probe_schedule_lag_seconds_bucket",
+            ] {
+                #expect(metrics.contains(series), "missing \(series)")
+            }
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+    }
+
+    @Test func forcedStatesSurviveReloadAndRestartWithWarmStart() async throws {
+        var setup = try await Self.start()
+        do {
+            #expect(try setup.answer() == "192.0.2.1")
+            #expect(try await setup.force("near", "drain", token: nil).0 == 401)
+            #expect(try await setup.force("near", "drain", token: "wrong-token-0123456789").0 == 401)
+            #expect(try await setup.force("nowhere", "drain").0 == 404)
+            #expect(try await setup.force("near", "sideways").0 == 400)
+            // Through the CLI, as an operator would.
+            let cli = try run(tdndPath, ["force", "near", "drain", "--config", setup.directory + "/tdnd.yaml", "--status", "127.0.0.1:\(setup.statusPort)"])
+            #expect(cli.status == 0 && cli.output.contains("near: forced drain"), "\(cli)")
+            #expect(try setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
+            #expect(try await setup.status("near")["state"] as? String == "drain")
+
+            // A reload (new TTL) keeps the forced state and the measured health.
+            writeFile(setup.directory + "/policy.yaml", Self.policy(fleet: setup.fleet, ttl: 31))
+            kill(setup.daemon.process.processIdentifier, SIGHUP)
+            #expect(setup.daemon.waitFor("reloaded"))
+            #expect(try setup.answer() == "192.0.2.2")
+            #expect(try await setup.status("near")["forced"] as? String == "drain")
+
+            // Restart: the saved state is a warm start, the forced state is kept.
+            #expect(terminate(setup.daemon.process), "SIGTERM stops tdnd")
+            #expect(FileManager.default.fileExists(atPath: setup.directory + "/state/health.json"))
+            setup = try await Self.launch(directory: setup.directory, fleet: setup.fleet)
+            #expect(setup.daemon.log.contains("health: warm start"))
+            #expect(!setup.daemon.log.contains("before serving"), "no cold-start round with a saved state")
+            #expect(try setup.answer() == "192.0.2.2", "still drained after the restart")
+            #expect(try await setup.force("near", "auto").0 == 200)
+            #expect(try setup.waitForAnswer("192.0.2.1", limit: 2) != nil)
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+    }
+
+    @Test func everySiteDownAnswersTheLastKnownGood() async throws {
+        let setup = try await Self.start()
+        do {
+            setup.fleet.set("near", .failing)
+            #expect(try setup.waitForAnswer("192.0.2.2", limit: 4) != nil)
+            setup.fleet.set("far", .dead)
+            // far went down last: it is the last known good, answered rather than nothing.
+            usleep(useconds_t((Self.interval * Double(Self.fall) + Self.timeout + 1) * 1_000_000))
+            #expect(try await setup.status("far")["state"] as? String == "down")
+            #expect(try setup.answer() == "192.0.2.2")
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+    }
+
+    @Test func everySiteDownWithDenyAnswersNothing() async throws {
+        let setup = try await Self.start(whenAllDown: "deny")
+        do {
+            setup.fleet.set("near", .failing)
+            setup.fleet.set("far", .failing)
+            #expect(try setup.waitForAnswer("", limit: 4) != nil, "the denial: NOERROR without addresses")
+        } catch {
+            await setup.stop()
+            throw error
+        }
+        await setup.stop()
+    }
+}
+
+/// SIGTERM, then SIGKILL after 5 s; whether SIGTERM alone stopped it.
+@discardableResult
+func terminate(_ process: Process) -> Bool {
+    guard process.isRunning else { return true }
+    kill(process.processIdentifier, SIGTERM)
+    for _ in 0..<100 where process.isRunning { usleep(50_000) }
+    guard process.isRunning else { return true }
+    kill(process.processIdentifier, SIGKILL)
+    for _ in 0..<100 where process.isRunning { usleep(50_000) }
+    return false
+}
