@@ -88,8 +88,23 @@ final class LiveState: Sendable {
         scheduler.update(targets)
     }
 
+    /// Compiling takes a few hundred milliseconds of CPU: it runs on its own thread, so that
+    /// the cooperative pool (probes, status server) is never held up by it.
+    private static let compileQueue = DispatchQueue(label: "tdn.compile")
+
+    /// Runs `work` on the compile thread.
+    static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            compileQueue.async { continuation.resume(returning: work()) }
+        }
+    }
+
     /// Recompiles the snapshot when the health view changed, and publishes it.
-    func rebuildIfChanged() {
+    func rebuild() async {
+        await Self.offPool { self.rebuildIfChanged() }
+    }
+
+    private func rebuildIfChanged() {
         lock.withLock { _ in
             guard let loaded = serving.loaded, let policy = loaded.policy, let store = store.withLock({ $0 }) else { return }
             let view = ProbePlan.view(policy, monitor)
@@ -126,7 +141,7 @@ struct HealthService: Service {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await _ in live.monitor.changes { live.rebuildIfChanged() }
+                    for await _ in live.monitor.changes { await live.rebuild() }
                 }
                 group.addTask {
                     var ticks = 0

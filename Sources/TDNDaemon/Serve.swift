@@ -120,8 +120,10 @@ struct ReloadService: Service {
     let live: LiveState
 
     /// One reload under the snapshot lock; a success points the probes at the new sites.
-    func reload(_ trigger: Trigger) {
-        let outcome = live.lock.withLock { _ in trigger == .signal ? reloader.reload() : reloader.reloadIfChanged() }
+    func reload(_ trigger: Trigger) async {
+        let outcome = await LiveState.offPool { [reloader, live] in
+            live.lock.withLock { _ in trigger == .signal ? reloader.reload() : reloader.reloadIfChanged() }
+        }
         switch outcome {
         case .reloaded:
             Counter(label: "tdn_reloads_total", dimensions: [("result", "success")]).increment()
@@ -154,7 +156,7 @@ struct ReloadService: Service {
                     }
                 }
                 group.addTask {
-                    for await trigger in triggers { reload(trigger) }
+                    for await trigger in triggers { await reload(trigger) }
                 }
                 await group.next()
                 group.cancelAll()

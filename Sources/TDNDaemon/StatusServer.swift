@@ -63,7 +63,7 @@ enum StatusServer {
                 return text(.notFound, "no probed site '\(site)' (only probed sites can be forced)\n")
             }
             live.save()
-            live.rebuildIfChanged()
+            await live.rebuild()
             logger.notice("site \(site) forced \(value) by an operator")
             return text(.ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
         }

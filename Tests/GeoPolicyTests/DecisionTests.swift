@@ -60,6 +60,42 @@ struct DecisionTests {
         }
     }
 
+    @Test func whenEverySiteIsDownThePolicyDecides() throws {
+        let down: [String: SiteHealth] = [
+            "fra": SiteHealth(up: false, lastUp: 100), "par": SiteHealth(up: false, lastUp: 200), "ber": SiteHealth(up: false, lastUp: 150),
+            "nyc": SiteHealth(up: true),
+        ]
+        var policy = try Fixtures.loadPolicy()
+        let model = try #require(policy.models.first { $0.name == "small" })
+        func sites() -> [String] {
+            Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: down)).sites
+        }
+        #expect(policy.health.whenAllDown == .lastKnownGood)
+        #expect(sites() == ["par"], "the last EU site to go down; never the US one that is up")
+        policy.health.whenAllDown = .fallback
+        policy.health.fallback = ["nyc", "ber"]
+        #expect(sites() == ["ber"], "the fallback within the client's jurisdictions")
+        policy.health.whenAllDown = .deny
+        #expect(sites() == [])
+        // Never up (no last-known-good): denied.
+        policy.health.whenAllDown = .lastKnownGood
+        let never = HealthView(sites: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false), "ber": SiteHealth(up: false)])
+        #expect(Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: never).denied)
+    }
+
+    @Test func unsettledSitesShortenTheTTL() throws {
+        let policy = try Fixtures.loadPolicy()
+        let model = try #require(policy.models.first { $0.name == "small" })
+        func ttl(_ health: [String: SiteHealth]) -> UInt32 {
+            Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: health)).ttl
+        }
+        #expect(ttl([:]) == 30)
+        #expect(ttl(["fra": SiteHealth(unsettled: true)]) == 5, "the answered site may change soon")
+        #expect(ttl(["fra": SiteHealth(up: false), "par": SiteHealth(unsettled: true)]) == 5)
+        #expect(ttl(["par": SiteHealth(unsettled: true)]) == 30, "a site ranked behind the answer does not matter")
+        #expect(ttl(["fra": SiteHealth(up: false, unsettled: true)]) == 5, "a better site that may come back soon does")
+    }
+
     @Test func denialEndpointIsInTheClientsJurisdiction() throws {
         // With a rule keeping US clients in the US, the EU-sovereign model is denied to them.
         var text = Fixtures.policy.replacingOccurrences(of: "    served-in: [eu]\nunknown", with: "    served-in: [eu]\n  - clients-in: us\n    served-in: [us]\nunknown")

@@ -60,10 +60,42 @@ struct PolicyLoaderTests {
                   errors: ["policy.yaml:8: latency.site: unknown site 'par'"]),
         ErrorCase(label: "probe timeout over interval", text: base.replacingOccurrences(of: "ipv4: [192.0.2.1]}", with: "ipv4: [192.0.2.1], probe: {http: \"http://192.0.2.1/health\", interval: 1, timeout: 2}}"),
                   errors: ["policy.yaml:4: sites.fra.probe: timeout is longer than interval"]),
+        ErrorCase(label: "probe settings", text: base.replacingOccurrences(of: "ipv4: [192.0.2.1]}", with:
+                    "ipv4: [192.0.2.1], probe: {tcp: nohost, http: ftp://x, interval: 2, jitter: 1, low-water: 0.9, high-water: 0.5, expect: [700]}}"),
+                  errors: [
+                    "policy.yaml:4: sites.fra.probe.tcp: expected HOST:PORT (IPv6 as [2001:db8::1]:8000)",
+                    "policy.yaml:4: sites.fra.probe.http: expected an http:// or https:// URL",
+                    "policy.yaml:4: sites.fra.probe: low-water is above high-water",
+                    "policy.yaml:4: sites.fra.probe: jitter must be under half the interval",
+                    "policy.yaml:4: sites.fra.probe.expect: expected HTTP status codes such as 200",
+                  ]),
+        ErrorCase(label: "probe URL naming a missing family", text: base + "probe-defaults:\n  edge: {http: \"http://{ipv6}:8000/health\"}\n",
+                  errors: ["policy.yaml:4: sites.fra.probe: 'http://{ipv6}:8000/health' names an address family the site has none of"]),
+        ErrorCase(label: "health section", text: base + "health: {when-all-down: fallback, fallback: [nowhere]}\n",
+                  errors: ["policy.yaml:7: health.fallback: unknown site 'nowhere'"]),
+        ErrorCase(label: "fallback without sites", text: base + "health: {when-all-down: fallback}\n",
+                  errors: ["policy.yaml:7: health: when-all-down fallback needs a fallback list of sites"]),
         ErrorCase(label: "several errors at once",
                   text: base.replacingOccurrences(of: "tier: edge", with: "tier: fog").replacingOccurrences(of: "m: {size: 7b}", with: "m: {size: huge}"),
                   errors: ["policy.yaml:4: sites.fra.tier: tier must be edge, regional or central", "policy.yaml:6: models.m.size: expected a model size such as 7b, 13b or 70b"]),
     ]
+
+    @Test func probeDefaultsPerTierWithTheSitesOwnAddress() throws {
+        let text = Self.base.replacingOccurrences(of: "ipv4: [192.0.2.1]}", with: "ipv4: [192.0.2.1], probe: {interval: 10}}") + """
+            probe-defaults:
+              all: {metrics: "http://{ipv4}:8000/metrics", interval: 5, rise: 3}
+              edge: {http: "http://{ipv4}:8000/health", expect: [200, 204], body: ok, models: "http://{ipv4}:8000/v1/models"}
+            health: {when-all-down: deny, unsettled-ttl: 3}
+
+            """
+        let policy = try Fixtures.loadPolicy(text)
+        let probe = try #require(policy.sites.first?.probe)
+        #expect(probe.http == "http://192.0.2.1:8000/health" && probe.metrics == "http://192.0.2.1:8000/metrics")
+        #expect(probe.models == "http://192.0.2.1:8000/v1/models" && probe.expect == [200, 204] && probe.body == "ok")
+        #expect(probe.interval == 10 && probe.rise == 3 && probe.effectiveJitter == 1 && probe.effectiveStale == 30)
+        #expect(policy.health.whenAllDown == .deny && policy.health.unsettledTTL == 3)
+        #expect(try Fixtures.loadPolicy().sites.allSatisfy { !$0.probe.isConfigured }, "no probe settings: not probed")
+    }
 
     @Test(arguments: cases)
     func errorsNameFileAndLine(_ item: ErrorCase) {

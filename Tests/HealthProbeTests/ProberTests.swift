@@ -36,7 +36,7 @@ struct ProberTests {
             let load = try #require(result.capacity?.load)
             // running 5 of 256, waiting 0 of 32, KV cache 0.12 of 0.95: the KV cache dominates.
             #expect(abs(load - 0.12 / 0.95) < 1e-9)
-            #expect(result.rtt != nil && result.rtt! < 0.5)
+            #expect(result.rtt != nil && result.rtt! < 0.5, "loopback: well under the timeout")
             #expect(Set(result.checks.map(\.kind)) == ["http", "metrics", "models"])
         }
     }
@@ -110,7 +110,7 @@ struct ProberTests {
             let statistics = scheduler.statistics
             // 200 targets every 0.5 s for about 2.5 s: about 1,000 probes.
             #expect(statistics.completed >= 800, "\(statistics.completed) probes")
-            #expect(statistics.lagPercentile(0.99) < 0.1, "p99 lag \(statistics.lagPercentile(0.99))")
+            #expect(statistics.lagPercentile(0.99) < 0.25, "p99 lag \(statistics.lagPercentile(0.99))")
             let health = fleet.site("s7")?.requests["health"] ?? 0
             #expect((4...7).contains(health), "each site every 0.5 s ± jitter: \(health)")
             let allUp = monitor.view().values.allSatisfy { $0.up }
