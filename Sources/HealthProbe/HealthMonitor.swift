@@ -10,6 +10,7 @@ public struct SiteView: Hashable, Sendable {
     public var models: Set<String>?
     /// Near a state change, or its data is stale: answers with it get a short TTL.
     public var unsettled: Bool
+    /// When a down site was last up (nil while it is up).
     public var lastUp: Double?
     public init(up: Bool, saturated: Bool, models: Set<String>?, unsettled: Bool, lastUp: Double?) {
         self.up = up
@@ -128,6 +129,7 @@ public final class HealthMonitor: Sendable {
         var transitions = 0
         var effective: (up: Bool, saturated: Bool)? = nil
         var lastSuccess: Double? = nil
+        var viewChanged = false
         let known = state.withLock { state -> Bool in
             guard var site = state.sites[id] else { return false }
             let before = site.effective(at: now)
@@ -143,6 +145,12 @@ public final class HealthMonitor: Sendable {
             lastSuccess = site.lastSuccess
             state.sites[id] = site
             state.pending.remove(id)
+            // Only this site can have changed: compare its view alone (O(1) per probe).
+            let view = Self.view(of: site, now)
+            if state.lastView[id] != view {
+                state.lastView[id] = view
+                viewChanged = true
+            }
             return true
         }
         guard known, let effective else { return }
@@ -156,7 +164,7 @@ public final class HealthMonitor: Sendable {
             Counter(label: "tdn_probes_total", dimensions: [("kind", check.kind), ("result", check.ok ? "success" : "failure")]).increment()
         }
         if transitions > 0 { Counter(label: "tdn_site_state_changes_total", dimensions: dimensions).increment() }
-        publishIfChanged()
+        if viewChanged { changed.yield() }
     }
 
     /// Forces a site up, down or to drain; nil clears it. Forced states survive reloads and
@@ -194,14 +202,17 @@ public final class HealthMonitor: Sendable {
     }
 
     private static func view(_ state: State, _ now: Double) -> [String: SiteView] {
-        var view: [String: SiteView] = [:]
-        for (id, site) in state.sites {
-            let effective = site.effective(at: now)
-            view[id] = SiteView(
-                up: effective.up, saturated: effective.saturated, models: site.loadedModels(at: now),
-                unsettled: site.forced == nil && site.nearChange(at: now), lastUp: site.lastUp)
-        }
-        return view
+        state.sites.mapValues { view(of: $0, now) }
+    }
+
+    private static func view(of site: SiteState, _ now: Double) -> SiteView {
+        let effective = site.effective(at: now)
+        return SiteView(
+            up: effective.up, saturated: effective.saturated, models: site.loadedModels(at: now),
+            unsettled: site.forced == nil && site.nearChange(at: now),
+            // Only a down site's last-up time matters (last-known-good); an up site's would
+            // change with every probe.
+            lastUp: effective.up ? nil : site.lastUp)
     }
 
     /// Every probed site for `/status`, sorted by id.

@@ -140,6 +140,7 @@ struct ProbeFailoverTests {
             setup.fleet.set("near", .failing)
             let bound = Self.interval * Double(Self.fall) + Self.timeout + 1
             let failover = try setup.waitForAnswer("192.0.2.2", limit: bound + 2)
+            print("failover: \(failover.map { String(format: "%.2f", $0) } ?? "none") s (bound \(bound) s)")
             #expect(failover != nil && failover! <= bound, "failover took \(failover.map { String($0) } ?? "forever"), bound \(bound) s")
             let down = try await setup.status("near")
             #expect(down["state"] as? String == "down")
@@ -150,6 +151,7 @@ struct ProbeFailoverTests {
             // near recovers: back after `rise` successes.
             setup.fleet.set("near", .healthy)
             let recovery = try setup.waitForAnswer("192.0.2.1", limit: 5)
+            print("recovery: \(recovery.map { String(format: "%.2f", $0) } ?? "none") s (rise \(Self.rise) × interval \(Self.interval) s)")
             #expect(recovery != nil && recovery! <= Self.interval * Double(Self.rise) + 1, "recovery took \(String(describing: recovery))")
             #expect(try await setup.metric("tdn_site_state_changes_total{site=\"near\"}") ?? 0 >= 2)
 
