@@ -171,16 +171,17 @@ public final class HealthMonitor: Sendable {
     /// restarts (they are saved). Returns false for a site that is not probed.
     public func force(site: String, _ forced: ForcedState?) -> Bool {
         let now = clock()
-        let known = state.withLock { state -> Bool in
-            guard state.sites[site] != nil else { return false }
+        let effective = state.withLock { state -> (up: Bool, saturated: Bool)? in
+            guard state.sites[site] != nil else { return nil }
             state.sites[site]!.force(forced, at: now)
-            return true
+            return state.sites[site]!.effective(at: now)
         }
-        if known {
+        if let effective {
+            Gauge(label: "tdn_site_up", dimensions: [("site", site)]).record(effective.up ? 1 : 0)
             Counter(label: "tdn_site_state_changes_total", dimensions: [("site", site)]).increment()
             publishIfChanged()
         }
-        return known
+        return effective != nil
     }
 
     /// Re-evaluates the view (time alone makes data stale); signals `changes` if it differs.
