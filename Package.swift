@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // C libraries from Debian (see README: `make` installs them).
@@ -26,8 +28,6 @@ let package = Package(
             name: "CLDNS", pkgConfig: "ldns", providers: [.apt(["libldns-dev"])]),
         .systemLibrary(
             name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
-        .systemLibrary(
-            name: "CSQLite3Shim", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // recvmmsg/sendmmsg are not exported by Glibc's Swift overlay.
         .target(name: "CSocketIO"),
 
@@ -58,7 +58,11 @@ let package = Package(
             ]),
         .target(
             name: "LedgerSync",
-            dependencies: ["CSQLite3Shim", .product(name: "Logging", package: "swift-log")]),
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .target(
             name: "TDNDaemon",
             dependencies: [
@@ -105,6 +109,14 @@ let package = Package(
             ],
             exclude: ["Resources"]),
         .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge"]),
+        .testTarget(
+            name: "LedgerTests",
+            dependencies: [
+                "LedgerSync", "TDNTestSupport", "tdnd",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),
     ]
 )

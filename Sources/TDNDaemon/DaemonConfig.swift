@@ -1,4 +1,5 @@
 import Foundation
+import LedgerSync
 import TDNDNS
 import Yams
 
@@ -32,6 +33,14 @@ public struct DaemonConfig: Sendable {
     public var probeStartTimeout = 10
     /// Probes in flight at most.
     public var probeConcurrency = 256
+    /// The token ledger (`tdnd ledger serve`): the `ledger:` section.
+    public var ledger = LedgerConfig()
+
+    public struct LedgerConfig: Sendable {
+        public var listen = ListenAddress("127.0.0.1:9154")!
+        public var data = "ledger"
+        public var settings = LedgerSettings()
+    }
 
     public init() {}
 
@@ -132,6 +141,51 @@ public struct DaemonConfig: Sendable {
                 if let number = integer(0...600) { config.probeStartTimeout = number }
             case "probe-concurrency":
                 if let number = integer(1...65536) { config.probeConcurrency = number }
+            case "ledger":
+                guard let section = value.mapping else {
+                    fail("expected a mapping (listen, data, edges, admin-key, tenants, rates, clock-skew)")
+                    continue
+                }
+                for (itemKey, item) in section {
+                    let name = itemKey.string ?? ""
+                    let itemLine = itemKey.mark?.line ?? line
+                    func bad(_ message: String) { errors.append(ConfigError(file: path, line: itemLine, message: "ledger.\(name): \(message)")) }
+                    switch name {
+                    case "listen":
+                        if let text = item.string, let address = ListenAddress(text) { config.ledger.listen = address } else { bad("expected HOST:PORT") }
+                    case "data":
+                        if let text = item.string, !text.isEmpty { config.ledger.data = relative(text) } else { bad("expected a directory") }
+                    case "clock-skew":
+                        if let number = item.int, (1...3600).contains(number) { config.ledger.settings.clockSkew = Double(number) } else { bad("expected seconds, 1 to 3600") }
+                    case "admin-key":
+                        if let text = item.string, text.count >= 16 { config.ledger.settings.adminKey = text } else { bad("expected a key of at least 16 characters") }
+                    case "edges":
+                        guard let edges = item.mapping else { bad("expected site: key pairs"); continue }
+                        for (edge, key) in edges {
+                            if let id = edge.string, let text = key.string, text.count >= 16 { config.ledger.settings.edges[id] = text } else {
+                                errors.append(ConfigError(file: path, line: edge.mark?.line ?? itemLine, message: "ledger.edges.\(edge.string ?? "?"): expected a key of at least 16 characters"))
+                            }
+                        }
+                    case "tenants":
+                        let names = item.sequence.map { $0.compactMap(\.string) } ?? []
+                        if names.isEmpty { bad("expected a list of tenant names") } else { config.ledger.settings.tenants = Set(names) }
+                    case "rates":
+                        guard let rates = item.mapping else { bad("expected model: {prompt, completion}"); continue }
+                        for (model, rate) in rates {
+                            let fields = rate.mapping.map { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.string ?? "", $0.value) }) } ?? [:]
+                            let prompt = fields["prompt"].flatMap { $0.float ?? $0.int.map(Double.init) }
+                            let completion = fields["completion"].flatMap { $0.float ?? $0.int.map(Double.init) }
+                            if let id = model.string, let prompt, let completion, prompt >= 0, completion >= 0, fields.count == 2 {
+                                config.ledger.settings.rates[id] = Rate(prompt: prompt, completion: completion)
+                            } else {
+                                errors.append(ConfigError(file: path, line: model.mark?.line ?? itemLine,
+                                    message: "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens"))
+                            }
+                        }
+                    default:
+                        bad("unknown setting")
+                    }
+                }
             default:
                 fail("unknown setting")
             }

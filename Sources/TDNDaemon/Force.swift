@@ -51,3 +51,21 @@ struct Force: AsyncParsableCommand {
         }
     }
 }
+
+/// One HTTP POST with AsyncHTTPClient: the status code and the body as text.
+func httpPost(_ url: String, body: Data, headers: [String: String]) async throws -> (Int, String) {
+    var request = HTTPClientRequest(url: url)
+    request.method = .POST
+    for (name, value) in headers { request.headers.add(name: name, value: value) }
+    request.body = .bytes(ByteBuffer(data: body))
+    let client = HTTPClient(eventLoopGroupProvider: .singleton)
+    let outcome: Result<(Int, String), Error>
+    do {
+        let response = try await client.execute(request, timeout: .seconds(10))
+        outcome = .success((Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20))))
+    } catch {
+        outcome = .failure(error)
+    }
+    try? await client.shutdown()
+    return try outcome.get()
+}

@@ -1,0 +1,365 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import LedgerSync
+import Logging
+import ServiceLifecycle
+import TDNDNS
+
+/// `tdnd ledger …`: the token ledger beside the DNS server.
+struct LedgerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ledger",
+        abstract: "The token ledger: usage reports from the edges, stored once, durably, with balances and rollups.",
+        subcommands: [LedgerServe.self, LedgerVerify.self, LedgerReport.self, LedgerAllot.self])
+}
+
+/// Options every ledger command shares.
+struct LedgerOptions: ParsableArguments {
+    @Option(help: "The YAML configuration file (its `ledger:` section; default: ./tdnd.yaml, else the bundled demo).")
+    var config: String?
+
+    @Option(help: "The ledger's data directory (overrides ledger.data).")
+    var data: String?
+
+    func resolve() throws -> DaemonConfig {
+        var config = DaemonConfig()
+        do {
+            if let file = self.config ?? DaemonConfig.defaultFile() { config = try DaemonConfig.load(path: file) }
+        } catch {
+            report(error)
+            throw ExitCode(1)
+        }
+        if let data { config.ledger.data = data }
+        return config
+    }
+}
+
+struct LedgerServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve the ledger's HTTP API (default 127.0.0.1:9154).")
+
+    @OptionGroup var options: LedgerOptions
+
+    @Option(help: "HOST:PORT to listen on (overrides ledger.listen).")
+    var listen: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        var config = try options.resolve()
+        if let listen {
+            guard let address = ListenAddress(listen) else { throw ValidationError("--listen \(listen): expected HOST:PORT") }
+            config.ledger.listen = address
+        }
+        var logger = Logger(label: "tdn.ledger") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let settings = config.ledger.settings
+        if settings.edges.isEmpty { logger.warning("no edge keys (ledger.edges): every usage report will be refused") }
+        let store: LedgerStore
+        do { store = try LedgerStore(directory: config.ledger.data) } catch {
+            logger.critical("\(config.ledger.data): cannot open the ledger: \(error)")
+            throw ExitCode(1)
+        }
+        let app = LedgerAPI.make(store: store, settings: settings, address: config.ledger.listen, logger: logger)
+        logger.info("ledger: \(store.path)")
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// The ledger's HTTP API.
+enum LedgerAPI {
+    static let maxBody = 8 << 20
+
+    static func make(store: LedgerStore, settings: LedgerSettings, address: ListenAddress, logger: Logger) -> some Service {
+        let queue = IngestQueue(store: store, rates: settings.rates)
+        let router = Router()
+        router.get("healthz") { _, _ -> String in "ok\n" }
+
+        // Edges sign their requests; the admin key works wherever an edge's signature does.
+        @Sendable func authenticate(_ request: Request, body: ByteBuffer) -> Result<String, LedgerError> {
+            if let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+                constantTimeEqual(String(header.dropFirst(7)), adminKey)
+            {
+                return .success("admin")
+            }
+            guard let edge = request.headers[.init("X-TDN-Edge")!] else {
+                return .failure(LedgerError(.unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
+            }
+            guard let key = settings.edges[edge] else { return .failure(LedgerError(.unauthorized, "unknown edge '\(edge)'")) }
+            let problem = RequestSignature.check(
+                key: key, method: request.method.rawValue, path: request.uri.path, timestamp: request.headers[.init("X-TDN-Timestamp")!],
+                signature: request.headers[.init("X-TDN-Signature")!], body: body.readableBytesView,
+                now: Date().timeIntervalSince1970, skew: settings.clockSkew)
+            if let problem { return .failure(LedgerError(.unauthorized, problem)) }
+            return .success(edge)
+        }
+
+        router.post("v1/usage") { request, _ -> Response in
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: maxBody) } catch {
+                return LedgerError(.contentTooLarge, "a batch is at most \(maxBody >> 20) MB").response
+            }
+            let edge: String
+            switch authenticate(request, body: body) {
+            case .failure(let error): return error.response
+            case .success(let who): edge = who
+            }
+            let batch: UsageBatch
+            do { batch = try JSONDecoder().decode(UsageBatch.self, from: Data(body.readableBytesView)) } catch {
+                return LedgerError(.badRequest, "not a usage batch: \(describe(error))").response
+            }
+            guard !batch.records.isEmpty, batch.records.count <= 10_000 else {
+                return LedgerError(.badRequest, "a batch has 1 to 10,000 records").response
+            }
+            guard edge != "admin" else { return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response }
+            let problems = settings.problems(batch, edge: edge)
+            guard problems.isEmpty else {
+                return LedgerError(.badRequest, "the batch was refused: nothing was stored", records: problems).response
+            }
+            do {
+                switch try await queue.submit(LedgerStore.Pending(edge: edge, records: batch.records)) {
+                case .stored(let stored, let duplicates):
+                    return json(.ok, ["stored": stored, "duplicates": duplicates])
+                case .conflict(let problems):
+                    return LedgerError(.conflict, "ids already recorded with different content: nothing was stored", records: problems).response
+                }
+            } catch {
+                logger.error("write failed: \(error)")
+                return LedgerError(.serviceUnavailable, "the ledger could not write; nothing was stored, retry").response
+            }
+        }
+
+        router.get("v1/balance/:tenant") { request, context -> Response in
+            if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            let tenant = context.parameters.get("tenant") ?? ""
+            guard settings.tenants.contains(tenant) else { return LedgerError(.notFound, "unknown tenant '\(tenant)'").response }
+            return try encoded(.ok, try store.balance(tenant: tenant))
+        }
+
+        router.get("v1/usage/summary") { request, _ -> Response in
+            if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            let parameters = request.uri.queryParameters
+            var query = LedgerStore.SummaryQuery()
+            query.tenant = parameters["tenant"].map(String.init)
+            query.model = parameters["model"].map(String.init)
+            query.site = parameters["site"].map(String.init)
+            do {
+                query.from = try parameters["from"].map { try parseTime(String($0)) }
+                query.to = try parameters["to"].map { try parseTime(String($0)) }
+                if let groups = parameters["group-by"] { query.groupBy = try parseGroupBy(String(groups)) }
+            } catch let error as LedgerError {
+                return error.response
+            }
+            return try encoded(.ok, ["rows": try store.summary(query)])
+        }
+
+        router.post("v1/allotments") { request, _ -> Response in
+            let body = try await request.body.collect(upTo: 1 << 16)
+            guard let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+                constantTimeEqual(String(header.dropFirst(7)), adminKey)
+            else {
+                return LedgerError(.unauthorized, "allotments need the admin key (Authorization: Bearer KEY)").response
+            }
+            struct Allotment: Decodable {
+                var tenant: String
+                var tokens: Int64?
+                var credits: Double?
+                var note: String?
+            }
+            guard let allotment = try? JSONDecoder().decode(Allotment.self, from: Data(body.readableBytesView)) else {
+                return LedgerError(.badRequest, "expected {\"tenant\": …, \"tokens\": N, \"credits\": X, \"note\": …}").response
+            }
+            guard settings.tenants.contains(allotment.tenant) else { return LedgerError(.badRequest, "unknown tenant '\(allotment.tenant)'").response }
+            guard allotment.tokens != nil || allotment.credits != nil else { return LedgerError(.badRequest, "allot tokens, credits or both").response }
+            try store.allot(tenant: allotment.tenant, tokens: allotment.tokens ?? 0, credits: allotment.credits ?? 0, note: allotment.note)
+            return try encoded(.ok, try store.balance(tenant: allotment.tenant))
+        }
+
+        var quiet = logger
+        quiet.logLevel = max(logger.logLevel, .notice)
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tdnd-ledger"),
+            onServerRunning: { channel in
+                logger.info("ledger API on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
+            },
+            logger: quiet)
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: [String: Int]) -> Response {
+        (try? encoded(status, value)) ?? Response(status: status)
+    }
+
+    static func encoded<T: Encodable>(_ status: HTTPResponse.Status, _ value: T) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        var response = Response(status: status, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+        response.headers[.contentType] = "application/json"
+        return response
+    }
+
+    static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, let context):
+            return "missing \(key.stringValue) at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
+            return "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.dataCorrupted(let context):
+            return context.debugDescription
+        default:
+            return "\(error)"
+        }
+    }
+
+    /// Unix seconds, a date (2026-11-22) or an RFC 3339 time.
+    static func parseTime(_ text: String) throws(LedgerError) -> Double {
+        if let seconds = Double(text) { return seconds }
+        let formatter = ISO8601DateFormatter()
+        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
+        formatter.formatOptions = [.withFullDate]
+        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
+        throw LedgerError(.badRequest, "'\(text)': expected Unix seconds, a date (2026-11-22) or an RFC 3339 time")
+    }
+
+    static func parseGroupBy(_ text: String) throws(LedgerError) -> [String] {
+        let groups = text.split(separator: ",").map(String.init)
+        for group in groups where !LedgerStore.groupings.contains(group) {
+            throw LedgerError(.badRequest, "group-by: '\(group)' is not one of tenant, model, site, hour, day")
+        }
+        if groups.contains("hour") && groups.contains("day") { throw LedgerError(.badRequest, "group-by: hour or day, not both") }
+        return groups
+    }
+}
+
+/// An error answered as JSON: `{"error": …, "records": [{"index", "id", "reason"}]}`.
+struct LedgerError: Error {
+    var status: HTTPResponse.Status
+    var message: String
+    var records: [RecordProblem] = []
+
+    init(_ status: HTTPResponse.Status, _ message: String, records: [RecordProblem] = []) {
+        self.status = status
+        self.message = message
+        self.records = records
+    }
+
+    struct Body: Encodable {
+        var error: String
+        var records: [RecordProblem]?
+    }
+
+    var response: Response {
+        (try? LedgerAPI.encoded(status, Body(error: message, records: records.isEmpty ? nil : records))) ?? Response(status: status)
+    }
+}
+
+struct LedgerVerify: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify", abstract: "Check the hash chain, every record's content, and the rollups; exit 1 on any problem.")
+
+    @OptionGroup var options: LedgerOptions
+
+    func run() async throws {
+        let config = try options.resolve()
+        let result = try LedgerStore(directory: config.ledger.data).verify()
+        for problem in result.problems { FileHandle.standardError.write(Data("\(problem)\n".utf8)) }
+        print("\(result.batches) batches, \(result.records) records; head \(result.head)")
+        if !result.problems.isEmpty {
+            print("FAILED: \(result.problems.count) problem(s)")
+            throw ExitCode(1)
+        }
+        print("ok")
+    }
+}
+
+struct LedgerReport: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: "Usage and credits from the rollups, as a table, CSV or JSON.")
+
+    @OptionGroup var options: LedgerOptions
+    @Option var tenant: String?
+    @Option var model: String?
+    @Option var site: String?
+    @Option(help: "Unix seconds, a date or an RFC 3339 time (inclusive).") var from: String?
+    @Option(help: "Unix seconds, a date or an RFC 3339 time (exclusive).") var to: String?
+    @Option(name: .customLong("group-by"), help: "Comma-separated: tenant, model, site, and hour or day.") var groupBy = "tenant,model,site"
+    @Option(help: "table, csv or json.") var format = "table"
+
+    func run() async throws {
+        let config = try options.resolve()
+        var query = LedgerStore.SummaryQuery()
+        query.tenant = tenant
+        query.model = model
+        query.site = site
+        do {
+            query.from = try from.map { try LedgerAPI.parseTime($0) }
+            query.to = try to.map { try LedgerAPI.parseTime($0) }
+            query.groupBy = try LedgerAPI.parseGroupBy(groupBy)
+        } catch let error as LedgerError {
+            throw ValidationError(error.message)
+        }
+        let rows = try LedgerStore(directory: config.ledger.data).summary(query)
+        switch format {
+        case "json":
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(["rows": rows]), as: UTF8.self))
+        case "csv", "table":
+            let timeColumn = query.groupBy.contains("day") ? "day" : query.groupBy.contains("hour") ? "hour" : nil
+            let dimensions = ["tenant", "model", "site"].filter { query.groupBy.contains($0) } + (timeColumn.map { [$0] } ?? [])
+            let header = dimensions + ["records", "prompt_tokens", "completion_tokens", "total_tokens", "credits"]
+            let formatter = ISO8601DateFormatter()
+            let lines: [[String]] = rows.map { row in
+                var cells: [String] = []
+                if query.groupBy.contains("tenant") { cells.append(row.tenant ?? "") }
+                if query.groupBy.contains("model") { cells.append(row.model ?? "") }
+                if query.groupBy.contains("site") { cells.append(row.site ?? "") }
+                if timeColumn != nil { cells.append(row.period.map { formatter.string(from: Date(timeIntervalSince1970: Double($0))) } ?? "") }
+                return cells + [String(row.records), String(row.promptTokens), String(row.completionTokens), String(row.totalTokens), String(format: "%.6f", row.credits)]
+            }
+            if format == "csv" {
+                print(header.joined(separator: ","))
+                for line in lines { print(line.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",")) }
+            } else {
+                let widths = header.indices.map { column in ([header[column]] + lines.map { $0[column] }).map(\.count).max() ?? 0 }
+                func render(_ cells: [String]) -> String {
+                    cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                }
+                print(render(header))
+                for line in lines { print(render(line)) }
+            }
+        default:
+            throw ValidationError("--format: table, csv or json")
+        }
+    }
+}
+
+struct LedgerAllot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allot", abstract: "Allot tokens or credits to a tenant through a running ledger (admin key from the configuration).")
+
+    @OptionGroup var options: LedgerOptions
+    @Argument var tenant: String
+    @Option var tokens: Int64?
+    @Option var credits: Double?
+    @Option var note: String?
+    @Option(help: "The ledger's HOST:PORT (default: ledger.listen).") var ledger: String?
+
+    func run() async throws {
+        let config = try options.resolve()
+        guard let key = config.ledger.settings.adminKey else { throw ValidationError("no ledger.admin-key in the configuration") }
+        let address = ledger.flatMap(ListenAddress.init) ?? config.ledger.listen
+        var body: [String: Any] = ["tenant": tenant]
+        if let tokens { body["tokens"] = tokens }
+        if let credits { body["credits"] = credits }
+        if let note { body["note"] = note }
+        let (status, text) = try await httpPost(
+            "http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/v1/allotments",
+            body: try JSONSerialization.data(withJSONObject: body), headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"])
+        print(text)
+        if status != 200 { throw ExitCode(1) }
+    }
+}
