@@ -92,6 +92,14 @@ let package = Package(
             name: "tdn-fake-edge",
             dependencies: ["FakeEdge", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
+            name: "tdn-ledger-bench",
+            dependencies: [
+                "LedgerSync",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+            ]),
+        .executableTarget(
             name: "tdn-probe-bench",
             dependencies: ["HealthProbe", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(

@@ -102,52 +102,59 @@ public final class LedgerStore: Sendable {
                     var duplicates = 0
                     var conflicts: [RecordProblem] = []
                     var seen: Set<String> = []
+                    // The batch row first (its hash is set once its records are known), so that
+                    // records are written once, with their batch.
+                    try db.execute(
+                        sql: "INSERT INTO batches (edge, received_at, records, prev_hash, hash) VALUES (?, ?, 0, ?, '')",
+                        arguments: [batch.edge, now, head])
+                    let batchSeq = db.lastInsertedRowID
+                    // Insert first; an id already there (the UNIQUE index says so) is then
+                    // compared with what is stored: the common case costs one statement.
+                    let insert = try db.cachedStatement(sql: """
+                        INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at,
+                            request_id, micro_credits, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (id) DO NOTHING
+                        """)
+                    let existing = try db.cachedStatement(sql: "SELECT content_hash FROM records WHERE id = ?")
                     for (index, record) in batch.records.enumerated() {
                         let hash = record.contentHash
-                        if let existing = try String.fetchOne(db, sql: "SELECT content_hash FROM records WHERE id = ?", arguments: [record.id]) {
-                            if existing == hash {
-                                duplicates += 1
-                            } else {
-                                conflicts.append(RecordProblem(index: index, id: record.id, reason: "id already recorded with different content"))
-                            }
-                            continue
-                        }
                         // The same record twice in one batch counts once.
                         if !seen.insert(record.id).inserted {
                             duplicates += 1
                             continue
                         }
                         let rate = rates[record.model] ?? Rate(prompt: 0, completion: 0)
-                        fresh.append((record, hash, rate.microCredits(prompt: record.promptTokens, completion: record.completionTokens)))
+                        let credits = rate.microCredits(prompt: record.promptTokens, completion: record.completionTokens)
+                        try insert.execute(arguments: [
+                            record.id, batchSeq, record.site, record.tenant, record.model, record.promptTokens, record.completionTokens,
+                            record.startedAt, record.endedAt, record.requestID, credits, hash,
+                        ])
+                        if db.changesCount == 1 {
+                            fresh.append((record, hash, credits))
+                        } else if try String.fetchOne(existing, arguments: [record.id]) == hash {
+                            duplicates += 1
+                        } else {
+                            conflicts.append(RecordProblem(index: index, id: record.id, reason: "id already recorded with different content"))
+                        }
                     }
                     if !conflicts.isEmpty {
                         outcome = .conflict(conflicts)
                         return .rollback
                     }
                     guard !fresh.isEmpty else {
+                        // Nothing new: the batch row goes too.
                         outcome = .stored(stored: 0, duplicates: duplicates)
-                        return .commit
+                        return .rollback
                     }
                     let chained = Self.chain(previous: head, fresh.map { ($0.1, $0.2) })
-                    try db.execute(
-                        sql: "INSERT INTO batches (edge, received_at, records, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
-                        arguments: [batch.edge, now, fresh.count, head, chained])
-                    let batchSeq = db.lastInsertedRowID
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at,
-                            request_id, micro_credits, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """)
+                    try db.execute(sql: "UPDATE batches SET records = ?, hash = ? WHERE seq = ?", arguments: [fresh.count, chained, batchSeq])
                     struct Key: Hashable {
                         var tenant, model, site: String
                         var bucket: Int64
                     }
                     var hourly: [Key: (Int64, Int64, Int64, Int64)] = [:]
                     var consumed: [String: (Int64, Int64)] = [:]
-                    for (record, hash, credits) in fresh {
-                        try insert.execute(arguments: [
-                            record.id, batchSeq, record.site, record.tenant, record.model, record.promptTokens, record.completionTokens,
-                            record.startedAt, record.endedAt, record.requestID, credits, hash,
-                        ])
+                    for (record, _, credits) in fresh {
                         let key = Key(tenant: record.tenant, model: record.model, site: record.site, bucket: Int64(record.endedAt) / 3600 * 3600)
                         let old = hourly[key] ?? (0, 0, 0, 0)
                         hourly[key] = (old.0 + 1, old.1 + Int64(record.promptTokens), old.2 + Int64(record.completionTokens), old.3 + credits)

@@ -41,9 +41,12 @@ public struct UsageRecord: Codable, Hashable, Sendable {
 
     /// One line that fixes every field: what the content hash and the chain cover.
     public var canonical: String {
-        [id, site, tenant, model, String(promptTokens), String(completionTokens), Self.format(startedAt), Self.format(endedAt), requestID ?? ""]
-            .map { $0.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\t", with: "\\t") }
-            .joined(separator: "\t")
+        func escaped(_ text: String) -> String {
+            guard text.utf8.contains(where: { $0 == 92 || $0 == 9 }) else { return text }
+            return text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\t", with: "\\t")
+        }
+        return "\(escaped(id))\t\(escaped(site))\t\(escaped(tenant))\t\(escaped(model))\t\(promptTokens)\t\(completionTokens)\t"
+            + "\(Self.format(startedAt))\t\(Self.format(endedAt))\t\(escaped(requestID ?? ""))"
     }
 
     /// Times to the microsecond, so that the same report always hashes the same.
@@ -98,7 +101,7 @@ extension LedgerSettings {
     /// Every problem of a batch from edge `edge`, one per record at most (empty: acceptable).
     public func problems(_ batch: UsageBatch, edge: String) -> [RecordProblem] {
         var problems: [RecordProblem] = []
-        var seen: [String: String] = [:]
+        var seen: [String: Int] = [:]
         for (index, record) in batch.records.enumerated() {
             func fail(_ reason: String) { problems.append(RecordProblem(index: index, id: record.id.isEmpty ? nil : record.id, reason: reason)) }
             if record.id.isEmpty || record.id.utf8.count > 128 { fail("id must be 1 to 128 bytes"); continue }
@@ -117,9 +120,10 @@ extension LedgerSettings {
             }
             if let requestID = record.requestID, requestID.utf8.count > 256 { fail("request_id longer than 256 bytes"); continue }
             if let earlier = seen[record.id] {
-                if earlier != record.contentHash { fail("id '\(record.id)' appears twice with different content") }
+                if batch.records[earlier] != record { fail("id '\(record.id)' appears twice with different content") }
+                continue
             }
-            seen[record.id] = record.contentHash
+            seen[record.id] = index
         }
         return problems
     }

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Ledger ingest: concurrent edges post signed usage batches to `tdnd ledger serve` (release
+# build, a fresh SQLite file in a temporary directory); prints records/s acknowledged and
+# latency. Two runs: batches of 100 records, and single-record requests.
+#
+#   bench/ledger.sh                      # 10 s each
+#   DURATION=30 CLIENTS=32 bench/ledger.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-16}
+swift build -c release >/dev/null
+port=$(free_port)
+key=bench-edge-key-0123456789
+cat >"$work/tdnd.yaml" <<YAML
+ledger:
+  listen: 127.0.0.1:$port
+  data: data
+  admin-key: bench-admin-key-0123456789
+  edges: {fra1: $key}
+  tenants: [acme, globex]
+  rates:
+    llama-13b: {prompt: 0.2, completion: 0.6}
+    mistral-7b: {prompt: 0.1, completion: 0.3}
+YAML
+SWIFT_BACKTRACE=enable=no .build/release/tdnd ledger serve --config "$work/tdnd.yaml" 2>"$work/ledger.log" &
+ledger=$!
+pids+=("$ledger")
+for _ in $(seq 100); do grep -q "ledger API on" "$work/ledger.log" 2>/dev/null && break; sleep 0.1; done
+
+for batch in 100 1; do
+    before=$(cpu_ticks "$ledger")
+    .build/release/tdn-ledger-bench --url "http://127.0.0.1:$port" --edge fra1 --key "$key" \
+        --batch "$batch" --clients "$CLIENTS" --duration "$DURATION" --prefix "b$batch"
+    after=$(cpu_ticks "$ledger")
+    awk -v t=$((after - before)) -v hz="$ticks_per_second" -v d="$DURATION" \
+        'BEGIN { printf "  ledger CPU %.0f%% of one core\n", 100 * t / hz / d }'
+done
+SWIFT_BACKTRACE=enable=no .build/release/tdnd ledger verify --config "$work/tdnd.yaml" | tail -2
+ls -l "$work/data/ledger.sqlite" | awk '{ printf "  database %.1f MB\n", $5 / 1e6 }'
