@@ -4,7 +4,7 @@
 # Both install what they need from Debian first.
 
 BUILD_PACKAGES := libldns-dev libmaxminddb-dev libsqlite3-dev pkg-config
-TEST_PACKAGES := dnsutils knot-dnsutils sqlite3
+TEST_PACKAGES := dnsutils knot-dnsutils sqlite3 postgresql
 GEO_PACKAGES := tor-geoipdb python3
 GEOIP := build/geoip/tor-country.mmdb
 SWIFT ?= swift

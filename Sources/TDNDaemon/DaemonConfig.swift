@@ -40,6 +40,8 @@ public struct DaemonConfig: Sendable {
         public var listen = ListenAddress("127.0.0.1:9154")!
         public var data = "ledger"
         public var settings = LedgerSettings()
+        /// The central PostgreSQL to ship records to; none: SQLite only.
+        public var sync: SyncSettings?
     }
 
     public init() {}
@@ -182,6 +184,28 @@ public struct DaemonConfig: Sendable {
                                     message: "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens"))
                             }
                         }
+                    case "sync":
+                        guard let fields = item.mapping else { bad("expected {host, port, user, password, database, node, batch, interval}"); continue }
+                        var sync = SyncSettings()
+                        for (field, value) in fields {
+                            let key = field.string ?? ""
+                            func wrong(_ message: String) {
+                                errors.append(ConfigError(file: path, line: field.mark?.line ?? itemLine, message: "ledger.sync.\(key): \(message)"))
+                            }
+                            switch key {
+                            case "host": if let text = value.string, !text.isEmpty { sync.host = text } else { wrong("expected a host") }
+                            case "port": if let number = value.int, (1...65535).contains(number) { sync.port = number } else { wrong("expected a port") }
+                            case "user": if let text = value.string, !text.isEmpty { sync.user = text } else { wrong("expected a user name") }
+                            case "password": sync.password = value.string
+                            case "database": if let text = value.string, !text.isEmpty { sync.database = text } else { wrong("expected a database name") }
+                            case "node": if let text = value.string, !text.isEmpty { sync.node = text } else { wrong("expected this ledger's name") }
+                            case "batch": if let number = value.int, (1...100_000).contains(number) { sync.batch = number } else { wrong("expected 1 to 100000") }
+                            case "interval":
+                                if let number = value.float ?? value.int.map(Double.init), number > 0, number <= 3600 { sync.interval = number } else { wrong("expected seconds") }
+                            default: wrong("unknown setting")
+                            }
+                        }
+                        config.ledger.sync = sync
                     default:
                         bad("unknown setting")
                     }

@@ -63,8 +63,22 @@ struct LedgerServe: AsyncParsableCommand {
         }
         let app = LedgerAPI.make(store: store, settings: settings, address: config.ledger.listen, logger: logger)
         logger.info("ledger: \(store.path)")
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        if let sync = config.ledger.sync {
+            logger.info("ledger sync: node \(sync.node) to postgres \(sync.host):\(sync.port)/\(sync.database)")
+            services.append(.init(service: SyncService(sync: PostgresSync(store: store, settings: sync, logger: logger))))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+}
+
+/// Ships records to the central PostgreSQL until shutdown.
+struct SyncService: Service {
+    let sync: PostgresSync
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await sync.run() }
     }
 }
 

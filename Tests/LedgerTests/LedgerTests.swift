@@ -20,10 +20,10 @@ struct LedgerTests {
         var port = 0
         var http: HTTPClient { HTTPClient.shared }
 
-        init() throws {
+        init(sync: String = "") throws {
             directory = makeTemporaryDirectory()
             writeFile(directory + "/tdnd.yaml", """
-                ledger:
+                ledger:\(sync)
                   listen: 127.0.0.1:0
                   data: data
                   clock-skew: 60
@@ -56,17 +56,24 @@ struct LedgerTests {
             throw CancellationError()
         }
 
-        func stop(kill signal: Int32 = SIGTERM) {
-            if process.isRunning {
-                kill(process.processIdentifier, signal)
-                process.waitUntilExit()
-            }
+        /// Stops the ledger; whether it stopped within 5 s of `signal` (else it is killed).
+        @discardableResult
+        func stop(kill signal: Int32 = SIGTERM) -> Bool {
+            guard process.isRunning else { return true }
+            kill(process.processIdentifier, signal)
+            for _ in 0..<100 where process.isRunning { usleep(50_000) }
+            guard process.isRunning else { return true }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            return false
         }
 
         deinit {
             stop()
             try? FileManager.default.removeItem(atPath: directory)
         }
+
+        var log: String { String(decoding: FileManager.default.contents(atPath: directory + "/ledger.log") ?? Data(), as: UTF8.self) }
 
         var store: LedgerStore { get throws { try LedgerStore(directory: directory + "/data") } }
 
@@ -290,6 +297,57 @@ struct LedgerTests {
         #expect(stored.count - acked.count <= 8 * 20, "at most the batches in flight were stored unacknowledged")
     }
 
+    @Test func syncToPostgreSQLIsExactlyOnceAcrossARestart() async throws {
+        let postgres = try PostgresServer()
+        defer { postgres.destroy() }
+        try #require(postgres.query("SELECT datname FROM pg_database WHERE datname = 'tdn'") == "tdn", "\(postgres.log)")
+        func sync(_ node: String) -> String {
+            "\n  sync: {host: 127.0.0.1, port: \(postgres.port), user: tdn, database: tdn, node: \(node), batch: 300, interval: 0.1}"
+        }
+        let first = try Ledger(sync: sync("node1"))
+        let second = try Ledger(sync: sync("node2"))
+        func ingest(_ ledger: Ledger, _ prefix: String, batches: Range<Int>) async throws {
+            for batch in batches {
+                let records = (0..<100).map { Self.record("\(prefix)-\(batch)-\($0)", tenant: $0 % 3 == 0 ? "globex" : "acme", prompt: $0, completion: 2 * $0) }
+                #expect(try await ledger.post(records).status == 200)
+            }
+        }
+        try await ingest(first, "n1", batches: 0..<10)
+        try await ingest(second, "n2", batches: 0..<5)
+        // The connection is cut in the middle: PostgreSQL restarts while the edges go on.
+        postgres.stop()
+        try await ingest(first, "n1", batches: 10..<20)
+        try postgres.start()
+        try await ingest(second, "n2", batches: 5..<10)
+        // Everything arrives, once.
+        var central = 0
+        for _ in 0..<300 {
+            central = Int(postgres.query("SELECT count(*) FROM ledger_records")) ?? 0
+            if central == 3000 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(central == 3000, "node1:\n\(first.log)\nnode2:\n\(second.log)")
+        #expect(postgres.query("SELECT count(DISTINCT id) FROM ledger_records") == "3000")
+        // The central rollups equal the sum of the nodes'.
+        let local = try [first.store, second.store].map { try $0.summary({ var query = LedgerStore.SummaryQuery(); query.groupBy = ["tenant", "model", "site", "hour"]; return query }()) }
+        var expected: [String: (Int64, Int64, Int64, Int64)] = [:]
+        for row in local.joined() {
+            let key = "\(row.tenant!)|\(row.model!)|\(row.site!)|\(row.period!)"
+            let old = expected[key] ?? (0, 0, 0, 0)
+            expected[key] = (old.0 + row.records, old.1 + row.promptTokens, old.2 + row.completionTokens, old.3 + Int64((row.credits * 1e6).rounded()))
+        }
+        let rows = postgres.query("SELECT tenant || '|' || model || '|' || site || '|' || hour, records, prompt_tokens, completion_tokens, micro_credits FROM ledger_usage_hourly ORDER BY 1")
+        var actual: [String: (Int64, Int64, Int64, Int64)] = [:]
+        for line in rows.split(separator: "\n") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+            guard cells.count == 8 else { continue }
+            actual[cells[0...3].joined(separator: "|")] = (Int64(cells[4])!, Int64(cells[5])!, Int64(cells[6])!, Int64(cells[7])!)
+        }
+        #expect(actual.count == expected.count && actual.allSatisfy { key, value in expected[key].map { $0 == value } ?? false }, "\(actual) vs \(expected)")
+        #expect(postgres.query("SELECT node || ':' || seq FROM ledger_sync_cursors ORDER BY node") == "node1:2000\nnode2:1000")
+        #expect(first.stop() && second.stop(), "SIGTERM stops a syncing ledger")
+    }
+
     final class Acknowledged: @unchecked Sendable {
         private let lock = NSLock()
         private var set: Set<String> = []
@@ -299,12 +357,74 @@ struct LedgerTests {
     }
 }
 
+/// A PostgreSQL server from Debian's package, in a temporary directory, on a free loopback
+/// port (run as the `postgres` user: initdb and postgres refuse root).
+final class PostgresServer: @unchecked Sendable {
+    let directory: String
+    let port: Int
+    let bin: String
+
+    init() throws {
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        guard let version = versions.sorted().last else { throw PostgresMissing() }
+        bin = "/usr/lib/postgresql/\(version)/bin"
+        directory = makeTemporaryDirectory()
+        port = freePort()
+        _ = try run("/bin/chown", ["-R", "postgres", directory])
+        let initdb = try run("/usr/sbin/runuser", ["-u", "postgres", "--", bin + "/initdb", "-D", directory + "/data", "-A", "trust", "-U", "tdn"])
+        guard initdb.status == 0 else { throw PostgresMissing(detail: initdb.error) }
+        try start()
+        _ = query("CREATE DATABASE tdn", database: "postgres")
+    }
+
+    // pg_ctl leaves the server running with the descriptors it inherited, so Foundation's
+    // Process would wait for it too: plain system(3) waits for pg_ctl alone.
+    func start() throws {
+        let status = system("/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -l \(directory)/log "
+            + "-o '-p \(port) -k \(directory) -c listen_addresses=127.0.0.1' start >/dev/null 2>&1 </dev/null")
+        guard status == 0 else { throw PostgresMissing(detail: "pg_ctl start failed (\(status))") }
+    }
+
+    func stop() {
+        _ = system("/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -m fast stop >/dev/null 2>&1 </dev/null")
+    }
+
+    var log: String { String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self) }
+
+    func destroy() {
+        stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// psql's unaligned output of one statement.
+    func query(_ sql: String, database: String = "tdn") -> String {
+        let result = try? run("/usr/bin/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "tdn", "-d", database, "-At", "-c", sql])
+        return result?.output.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+    }
+
+    struct PostgresMissing: Error {
+        var detail = "Debian's postgresql package is not installed (make test installs it)"
+    }
+}
+
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
 /// Runs a command and returns its exit status, standard output and standard error.
 func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
-    process.environment = ["SWIFT_BACKTRACE": "enable=no"]
+    process.environment = ["SWIFT_BACKTRACE": "enable=no", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"]
     let directory = makeTemporaryDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     _ = FileManager.default.createFile(atPath: directory + "/out", contents: nil)
