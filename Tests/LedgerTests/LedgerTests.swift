@@ -321,7 +321,7 @@ struct LedgerTests {
         try await ingest(second, "n2", batches: 5..<10)
         // Everything arrives, once.
         var central = 0
-        for _ in 0..<300 {
+        for _ in 0..<900 {
             central = Int(postgres.query("SELECT count(*) FROM ledger_records")) ?? 0
             if central == 3000 { break }
             try await Task.sleep(for: .milliseconds(100))
