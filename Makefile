@@ -30,13 +30,14 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# The demo: pretend vLLM edges for the 13 sites on 127.0.0.1:9100 (the policy probes them),
-# then tdnd in the foreground; the edges stop with it.
+# The demo: pretend vLLM edges for the 13 sites on 127.0.0.1:9100 (the policy probes them), the
+# token ledger on 127.0.0.1:9154, then tdnd in the foreground; the others stop with it.
 DEMO_SITES := fra1,par1,ams1,nyc1,sfo1,tyo1,sin1,de-sov1,ash1,osa1,dub1,dfw1,nrt1
 DEMO_MODELS := llama-13b,mistral-7b,llama-70b,eurollm-9b
 run: release geoip
 	@.build/release/tdn-fake-edge --port 9100 --sites $(DEMO_SITES) --models $(DEMO_MODELS) & \
-	  edges=$$!; trap 'kill $$edges 2>/dev/null' EXIT INT TERM; \
+	  edges=$$!; .build/release/tdnd ledger serve --config tdnd.yaml & \
+	  ledger=$$!; trap 'kill $$edges $$ledger 2>/dev/null' EXIT INT TERM; \
 	  .build/release/tdnd serve --config tdnd.yaml
 
 check: build geoip
