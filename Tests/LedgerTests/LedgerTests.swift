@@ -418,34 +418,3 @@ func freePort() -> Int {
     _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
     return Int(UInt16(bigEndian: address.sin_port))
 }
-
-/// Runs a command and returns its exit status, standard output and standard error.
-func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.environment = ["SWIFT_BACKTRACE": "enable=no", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"]
-    let directory = makeTemporaryDirectory()
-    defer { try? FileManager.default.removeItem(atPath: directory) }
-    _ = FileManager.default.createFile(atPath: directory + "/out", contents: nil)
-    _ = FileManager.default.createFile(atPath: directory + "/err", contents: nil)
-    process.standardOutput = FileHandle(forWritingAtPath: directory + "/out")
-    process.standardError = FileHandle(forWritingAtPath: directory + "/err")
-    try process.run()
-    process.waitUntilExit()
-    return (
-        process.terminationStatus, String(decoding: FileManager.default.contents(atPath: directory + "/out") ?? Data(), as: UTF8.self),
-        String(decoding: FileManager.default.contents(atPath: directory + "/err") ?? Data(), as: UTF8.self)
-    )
-}
-
-/// The `tdnd` binary built beside the test bundle.
-var tdndPath: String {
-    let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [bundle, bundle.deletingLastPathComponent()] {
-        let path = candidate.appendingPathComponent("tdnd").path
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    return root.appendingPathComponent(".build/debug/tdnd").path
-}
