@@ -227,12 +227,15 @@ public final class Prober: Sendable {
         return await connect(address, timeout: timeout)
     }
 
+    /// Seconds since `start`.
+    static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let duration = ContinuousClock.now - start
+        return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
+    }
+
     func get(_ url: String, timeout: TimeAmount) async -> Outcome<Response> {
         let start = ContinuousClock.now
-        func elapsed() -> Double {
-            let duration = ContinuousClock.now - start
-            return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-        }
+        func elapsed() -> Double { Self.seconds(since: start) }
         do {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "User-Agent", value: "tdnd-probe")
@@ -248,10 +251,7 @@ public final class Prober: Sendable {
 
     func connect(_ address: String, timeout: TimeAmount) async -> Outcome<Void> {
         let start = ContinuousClock.now
-        func elapsed() -> Double {
-            let duration = ContinuousClock.now - start
-            return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
-        }
+        func elapsed() -> Double { Self.seconds(since: start) }
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             return Outcome(result: .failure(.failed("not HOST:PORT")), seconds: 0)
         }
