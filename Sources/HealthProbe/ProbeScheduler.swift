@@ -10,8 +10,7 @@ public final class ProbeScheduler: Sendable {
     public struct Statistics: Sendable {
         public var started = 0
         public var completed = 0
-        /// Seconds each probe started after its due time.
-        public var lagTotal = 0.0
+        /// The most a probe started after its due time (seconds).
         public var lagMax = 0.0
         /// Lags in 1 ms buckets up to 10 s (for percentiles).
         public var lagBuckets = [Int](repeating: 0, count: 10_001)
@@ -101,7 +100,6 @@ public final class ProbeScheduler: Sendable {
                 heap.push(next, site)
                 stats.withLock { stats in
                     stats.started += 1
-                    stats.lagTotal += late
                     stats.lagMax = max(stats.lagMax, late)
                     stats.lagBuckets[min(10_000, Int(late * 1000))] += 1
                 }

@@ -197,7 +197,6 @@ public final class PostgresSync: Sendable {
             try? await connection.close()
             throw error
         }
-        try store.setSyncCursor(last)
         return rows.count
     }
 }
@@ -228,15 +227,6 @@ extension LedgerStore {
                         startedAt: row[7], endedAt: row[8], requestID: row[9]),
                     microCredits: row[10], contentHash: row[11])
             }
-        }
-    }
-
-    /// The last sequence number known to be in the central store (for `/status` and reports;
-    /// the authoritative cursor is the central one).
-    public func setSyncCursor(_ seq: Int64) throws {
-        try pool.write { db in
-            try db.execute(sql: "CREATE TABLE IF NOT EXISTS sync_cursor (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL)")
-            try db.execute(sql: "INSERT INTO sync_cursor (id, seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq", arguments: [seq])
         }
     }
 }
