@@ -126,7 +126,7 @@ public final class HealthMonitor: Sendable {
     /// Records one probe of a site.
     public func record(site id: String, result: ProbeResult) {
         let now = clock()
-        var transitions = 0
+        var transitioned = false
         var effective: (up: Bool, saturated: Bool)? = nil
         var lastSuccess: Double? = nil
         var viewChanged = false
@@ -140,7 +140,7 @@ public final class HealthMonitor: Sendable {
             }
             if let models = result.models { site.recordModels(models, at: now) }
             let after = site.effective(at: now)
-            if before != after { transitions = 1 }
+            transitioned = before != after
             effective = after
             lastSuccess = site.lastSuccess
             state.sites[id] = site
@@ -163,7 +163,7 @@ public final class HealthMonitor: Sendable {
         for check in result.checks {
             Counter(label: "tdn_probes_total", dimensions: [("kind", check.kind), ("result", check.ok ? "success" : "failure")]).increment()
         }
-        if transitions > 0 { Counter(label: "tdn_site_state_changes_total", dimensions: dimensions).increment() }
+        if transitioned { Counter(label: "tdn_site_state_changes_total", dimensions: dimensions).increment() }
         if viewChanged { changed.yield() }
     }
 

@@ -132,10 +132,14 @@ extension LedgerSettings {
 /// HMAC-SHA256 request signatures: over `METHOD\nPATH\nTIMESTAMP\n` and the body.
 public enum RequestSignature {
     public static func sign(key: String, method: String, path: String, timestamp: String, body: some DataProtocol) -> String {
+        hex(mac(key: key, method: method, path: path, timestamp: timestamp, body: body))
+    }
+
+    static func mac(key: String, method: String, path: String, timestamp: String, body: some DataProtocol) -> Data {
         var hmac = HMAC<SHA256>(key: SymmetricKey(data: Data(key.utf8)))
         hmac.update(data: Data("\(method)\n\(path)\n\(timestamp)\n".utf8))
         hmac.update(data: body)
-        return hex(hmac.finalize())
+        return Data(hmac.finalize())
     }
 
     /// Nil when valid, else why not.
@@ -145,10 +149,8 @@ public enum RequestSignature {
         guard let timestamp, let time = Double(timestamp) else { return "missing or bad X-TDN-Timestamp (Unix seconds)" }
         guard abs(now - time) <= skew else { return "timestamp \(timestamp) is more than \(Int(skew)) s from the ledger's clock" }
         guard let signature else { return "missing X-TDN-Signature" }
-        var hmac = HMAC<SHA256>(key: SymmetricKey(data: Data(key.utf8)))
-        hmac.update(data: Data("\(method)\n\(path)\n\(timestamp)\n".utf8))
-        hmac.update(data: body)
-        guard let given = unhex(signature), Data(hmac.finalize()).elementsEqualConstantTime(given) else { return "bad signature" }
+        let expected = mac(key: key, method: method, path: path, timestamp: timestamp, body: body)
+        guard let given = unhex(signature), expected.elementsEqualConstantTime(given) else { return "bad signature" }
         return nil
     }
 }
@@ -173,7 +175,6 @@ func hex<D: Sequence>(_ bytes: D) -> String where D.Element == UInt8 {
 }
 
 func hex(_ digest: some Digest) -> String { hex(Array(digest)) }
-func hex(_ code: HashedAuthenticationCode<SHA256>) -> String { hex(Array(code)) }
 
 func unhex(_ text: String) -> Data? {
     let bytes = Array(text.utf8)

@@ -56,8 +56,9 @@ final class QueryCounters {
     private var steeredSnapshot: Snapshot?
     private var lastFlush: UInt64 = 0
 
-    init(transport: Transport) {
+    init(transport: Transport, stats: QueryStats) {
         self.transport = transport == .udp ? "udp" : "tcp"
+        self.stats = stats
         cells = .allocate(capacity: Self.typeSlots * Self.rcodeSlots)
         cells.initialize(repeating: 0, count: Self.typeSlots * Self.rcodeSlots)
     }
@@ -89,9 +90,7 @@ final class QueryCounters {
         pending = true
     }
 
-    private var stats: QueryStats?
-
-    func attach(_ stats: QueryStats?) { self.stats = stats }
+    private let stats: QueryStats
 
     private func switchSnapshot(_ snapshot: Snapshot) {
         flush()
@@ -110,7 +109,7 @@ final class QueryCounters {
     }
 
     func flush() {
-        guard pending, let stats else { return }
+        guard pending else { return }
         pending = false
         var queries: [(QueryStats.Key, UInt64)] = []
         for type in 0..<Self.typeSlots {

@@ -30,12 +30,7 @@ public final class Responder: @unchecked Sendable {
         self.maxUDPPayload = max(512, min(maxUDPPayload, 65535))
         name = .allocate(capacity: 256)
         labelStarts = .allocate(capacity: 130)
-        if let stats {
-            counters = QueryCounters(transport: transport)
-            counters?.attach(stats)
-        } else {
-            counters = nil
-        }
+        counters = stats.map { QueryCounters(transport: transport, stats: $0) }
     }
 
     /// Folds this thread's counts into the shared statistics (at most about once a second).

@@ -27,18 +27,11 @@ struct Force: AsyncParsableCommand {
         guard let token = token ?? config.adminToken else { throw ValidationError("no admin token: pass --token or set admin-token in the configuration") }
         let host = status.host.contains(":") ? "[\(status.host)]" : status.host
         let escaped = site.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? site
-        var request = HTTPClientRequest(url: "http://\(host):\(status.port)/admin/sites/\(escaped)/force?state=\(state)")
-        request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
-        let outcome: Result<(UInt, String), Error>
-        do {
-            let response = try await client.execute(request, timeout: .seconds(10))
-            outcome = .success((response.status.code, String(buffer: try await response.body.collect(upTo: 1 << 16))))
-        } catch {
-            outcome = .failure(error)
-        }
-        try? await client.shutdown()
+        let outcome = await Result(catching: {
+            try await httpPost(
+                "http://\(host):\(status.port)/admin/sites/\(escaped)/force?state=\(state)", body: Data(),
+                headers: ["Authorization": "Bearer \(token)"])
+        })
         switch outcome {
         case .success((200, let body)):
             print(body, terminator: "")
@@ -59,13 +52,18 @@ func httpPost(_ url: String, body: Data, headers: [String: String]) async throws
     for (name, value) in headers { request.headers.add(name: name, value: value) }
     request.body = .bytes(ByteBuffer(data: body))
     let client = HTTPClient(eventLoopGroupProvider: .singleton)
-    let outcome: Result<(Int, String), Error>
-    do {
+    let outcome = await Result(catching: {
         let response = try await client.execute(request, timeout: .seconds(10))
-        outcome = .success((Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20))))
-    } catch {
-        outcome = .failure(error)
-    }
+        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 20)))
+    })
+    // Shut down whatever happened: an HTTPClient must not be dropped running.
     try? await client.shutdown()
     return try outcome.get()
+}
+
+extension Result where Failure == Error {
+    /// The outcome of an async throwing call.
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
 }

@@ -91,13 +91,14 @@ enum LedgerAPI {
         let router = Router()
         router.get("healthz") { _, _ -> String in "ok\n" }
 
+        @Sendable func isAdmin(_ request: Request) -> Bool {
+            guard let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
+            return constantTimeEqual(String(header.dropFirst(7)), adminKey)
+        }
+
         // Edges sign their requests; the admin key works wherever an edge's signature does.
         @Sendable func authenticate(_ request: Request, body: ByteBuffer) -> Result<String, LedgerError> {
-            if let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-                constantTimeEqual(String(header.dropFirst(7)), adminKey)
-            {
-                return .success("admin")
-            }
+            if isAdmin(request) { return .success("admin") }
             guard let edge = request.headers[.init("X-TDN-Edge")!] else {
                 return .failure(LedgerError(.unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
@@ -135,7 +136,7 @@ enum LedgerAPI {
             do {
                 switch try await queue.submit(LedgerStore.Pending(edge: edge, records: batch.records)) {
                 case .stored(let stored, let duplicates):
-                    return json(.ok, ["stored": stored, "duplicates": duplicates])
+                    return try encoded(.ok, ["stored": stored, "duplicates": duplicates])
                 case .conflict(let problems):
                     return LedgerError(.conflict, "ids already recorded with different content: nothing was stored", records: problems).response
                 }
@@ -171,9 +172,7 @@ enum LedgerAPI {
 
         router.post("v1/allotments") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 1 << 16)
-            guard let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer "),
-                constantTimeEqual(String(header.dropFirst(7)), adminKey)
-            else {
+            guard isAdmin(request) else {
                 return LedgerError(.unauthorized, "allotments need the admin key (Authorization: Bearer KEY)").response
             }
             struct Allotment: Decodable {
@@ -191,19 +190,7 @@ enum LedgerAPI {
             return try encoded(.ok, try store.balance(tenant: allotment.tenant))
         }
 
-        var quiet = logger
-        quiet.logLevel = max(logger.logLevel, .notice)
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tdnd-ledger"),
-            onServerRunning: { channel in
-                logger.info("ledger API on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
-            },
-            logger: quiet)
-    }
-
-    static func json(_ status: HTTPResponse.Status, _ value: [String: Int]) -> Response {
-        (try? encoded(status, value)) ?? Response(status: status)
+        return httpService(router, address: address, serverName: "tdnd-ledger", what: "ledger API", logger: logger)
     }
 
     static func encoded<T: Encodable>(_ status: HTTPResponse.Status, _ value: T) throws -> Response {

@@ -81,16 +81,7 @@ enum StatusServer {
                 return text(.badRequest, failure.description + "\n")
             }
         }
-        var statusLogger = logger
-        statusLogger.logLevel = max(logger.logLevel, .notice)
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(address.host, port: address.port), serverName: "tdnd"),
-            onServerRunning: { channel in
-                let port = channel.localAddress?.port ?? address.port
-                logger.info("status server on \(ListenAddress(host: address.host, port: port))")
-            },
-            logger: statusLogger)
+        return httpService(router, address: address, serverName: "tdnd", what: "status server", logger: logger)
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
@@ -98,6 +89,20 @@ enum StatusServer {
         response.headers[.contentType] = "text/plain; charset=utf-8"
         return response
     }
+}
+
+/// A Hummingbird server on `address` that logs "WHAT on HOST:PORT" once listening (with the
+/// port bound, for port 0); its own per-request logs only from notice up.
+func httpService(_ router: Router<BasicRequestContext>, address: ListenAddress, serverName: String, what: String, logger: Logger) -> some Service {
+    var quiet = logger
+    quiet.logLevel = max(logger.logLevel, .notice)
+    return Application(
+        router: router,
+        configuration: .init(address: .hostname(address.host, port: address.port), serverName: serverName),
+        onServerRunning: { channel in
+            logger.info("\(what) on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
+        },
+        logger: quiet)
 }
 
 /// Compares secrets without an early exit.
