@@ -10,7 +10,10 @@ public final class LedgerStore: Sendable {
     public let path: String
     let pool: DatabasePool
 
-    public init(directory: String) throws {
+    /// Opens (or creates) `directory/ledger.sqlite`. With `check`, SQLite's `quick_check`
+    /// runs first: a file damaged in the middle (a torn page, bytes overwritten) opens without
+    /// complaint and would accept writes into a broken b-tree, so it is refused instead.
+    public init(directory: String, check: Bool = true) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         path = directory + "/ledger.sqlite"
         var configuration = Configuration()
@@ -18,7 +21,21 @@ public final class LedgerStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
+        if check {
+            let problems = try integrityProblems()
+            if !problems.isEmpty { throw LedgerStoreError.corrupt(path: path, problems: problems) }
+        }
         try Self.migrator.migrate(pool)
+    }
+
+    /// What `PRAGMA quick_check` finds wrong with the file (empty: sound).
+    public func integrityProblems() throws -> [String] {
+        do {
+            let lines = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(20)") }
+            return lines == ["ok"] ? [] : lines
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CORRUPT || error.resultCode == .SQLITE_NOTADB {
+            return [error.message ?? "\(error)"]
+        }
     }
 
     static var migrator: DatabaseMigrator {
@@ -78,6 +95,9 @@ public final class LedgerStore: Sendable {
         case stored(stored: Int, duplicates: Int)
         /// Nothing stored: ids already there with other content.
         case conflict([RecordProblem])
+        /// Nothing stored: the batch would take a tenant's totals past `Amounts.totalLimit`,
+        /// or its credits cannot be computed.
+        case refused(String)
     }
 
     /// One batch, validated and authenticated, waiting to be written.
@@ -101,7 +121,7 @@ public final class LedgerStore: Sendable {
                     var fresh: [(UsageRecord, String, Int64)] = []
                     var duplicates = 0
                     var conflicts: [RecordProblem] = []
-                    var seen: Set<String> = []
+                    var seen: Set<ExactKey> = []
                     // The batch row first (its hash is set once its records are known), so that
                     // records are written once, with their batch.
                     try db.execute(
@@ -119,12 +139,15 @@ public final class LedgerStore: Sendable {
                     for (index, record) in batch.records.enumerated() {
                         let hash = record.contentHash
                         // The same record twice in one batch counts once.
-                        if !seen.insert(record.id).inserted {
+                        if !seen.insert(ExactKey(record.id)).inserted {
                             duplicates += 1
                             continue
                         }
                         let rate = rates[record.model] ?? Rate(prompt: 0, completion: 0)
-                        let credits = rate.microCredits(prompt: record.promptTokens, completion: record.completionTokens)
+                        guard let credits = rate.microCredits(prompt: record.promptTokens, completion: record.completionTokens) else {
+                            outcome = .refused("record \(index): its credits are out of range")
+                            return .rollback
+                        }
                         try insert.execute(arguments: [
                             record.id, batchSeq, record.site, record.tenant, record.model, record.promptTokens, record.completionTokens,
                             record.startedAt, record.endedAt, record.requestID, credits, hash,
@@ -154,12 +177,22 @@ public final class LedgerStore: Sendable {
                     }
                     var hourly: [Key: (Int64, Int64, Int64, Int64)] = [:]
                     var consumed: [String: (Int64, Int64)] = [:]
+                    // Records are bounded (Amounts), so these sums cannot overflow within one
+                    // batch; the tenant's totals are checked against the limit below, and every
+                    // rollup is a part of its tenant's total.
                     for (record, _, credits) in fresh {
                         let key = Key(tenant: record.tenant, model: record.model, site: record.site, bucket: Int64(record.endedAt) / 3600 * 3600)
                         let old = hourly[key] ?? (0, 0, 0, 0)
                         hourly[key] = (old.0 + 1, old.1 + Int64(record.promptTokens), old.2 + Int64(record.completionTokens), old.3 + credits)
                         let tenant = consumed[record.tenant] ?? (0, 0)
                         consumed[record.tenant] = (tenant.0 + Int64(record.promptTokens + record.completionTokens), tenant.1 + credits)
+                    }
+                    for (tenant, sums) in consumed {
+                        let totals = try Self.totals(db, tenant: tenant)
+                        guard Amounts.add(totals.consumedTokens, sums.0) != nil, Amounts.add(totals.consumedMicro, sums.1) != nil else {
+                            outcome = .refused("tenant \(quoted(tenant)): consumption would exceed the ledger's bound of \(Amounts.totalLimit)")
+                            return .rollback
+                        }
                     }
                     for (key, sums) in hourly {
                         for (table, column, bucket) in [("usage_hourly", "hour", key.bucket), ("usage_daily", "day", key.bucket / 86400 * 86400)] {
@@ -217,9 +250,20 @@ public final class LedgerStore: Sendable {
         public var balanceCredits: Double
     }
 
+    /// Records an allotment. Out-of-range amounts, or totals that would pass
+    /// `Amounts.totalLimit`, throw `LedgerStoreError.outOfRange` and store nothing.
     public func allot(tenant: String, tokens: Int64, credits: Double, note: String?, now: Double = Date().timeIntervalSince1970) throws {
-        let micro = Int64((credits * 1e6).rounded())
+        guard Amounts.allotmentTokens.contains(tokens) else {
+            throw LedgerStoreError.outOfRange("tokens must be \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
+        }
+        guard credits.isFinite, Amounts.allotmentCredits.contains(credits), let micro = Amounts.integer(credits * 1e6) else {
+            throw LedgerStoreError.outOfRange("credits must be a number from -1e9 to 1e9")
+        }
         try pool.write { db in
+            let totals = try Self.totals(db, tenant: tenant)
+            guard Amounts.add(totals.allottedTokens, tokens) != nil, Amounts.add(totals.allottedMicro, micro) != nil else {
+                throw LedgerStoreError.outOfRange("the tenant's allotted total would exceed the ledger's bound of \(Amounts.totalLimit)")
+            }
             try db.execute(
                 sql: "INSERT INTO allotments (tenant, tokens, micro_credits, note, at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [tenant, tokens, micro, note, now])
@@ -233,19 +277,40 @@ public final class LedgerStore: Sendable {
         }
     }
 
+    struct Totals {
+        var allottedTokens: Int64 = 0
+        var allottedMicro: Int64 = 0
+        var consumedTokens: Int64 = 0
+        var consumedMicro: Int64 = 0
+    }
+
+    /// A tenant's stored totals, read as integers (a value SQLite holds as anything else, which
+    /// only a damaged or hand-edited file can have, is an error, not a trap).
+    static func totals(_ db: Database, tenant: String) throws -> Totals {
+        guard let row = try Row.fetchOne(
+            db, sql: "SELECT allotted_tokens, allotted_micro, consumed_tokens, consumed_micro FROM tenant_totals WHERE tenant = ?",
+            arguments: [tenant])
+        else { return Totals() }
+        func integer(_ index: Int) throws -> Int64 {
+            guard case .int64(let value) = (row[index] as DatabaseValue).storage else {
+                throw LedgerStoreError.corrupt(path: "tenant_totals", problems: ["tenant \(quoted(tenant)): a total is not an integer"])
+            }
+            return value
+        }
+        return Totals(allottedTokens: try integer(0), allottedMicro: try integer(1), consumedTokens: try integer(2), consumedMicro: try integer(3))
+    }
+
     public func balance(tenant: String) throws -> Balance {
         try pool.read { db in
-            let row = try Row.fetchOne(
-                db, sql: "SELECT allotted_tokens, allotted_micro, consumed_tokens, consumed_micro FROM tenant_totals WHERE tenant = ?",
-                arguments: [tenant])
-            let allottedTokens: Int64 = row?[0] ?? 0
-            let allottedMicro: Int64 = row?[1] ?? 0
-            let consumedTokens: Int64 = row?[2] ?? 0
-            let consumedMicro: Int64 = row?[3] ?? 0
+            let totals = try Self.totals(db, tenant: tenant)
+            // Totals are within ±Amounts.totalLimit, so these differences fit; checked anyway.
+            let (tokens, overflow1) = totals.allottedTokens.subtractingReportingOverflow(totals.consumedTokens)
+            let (micro, overflow2) = totals.allottedMicro.subtractingReportingOverflow(totals.consumedMicro)
+            guard !overflow1, !overflow2 else { throw LedgerStoreError.outOfRange("tenant \(quoted(tenant)): balance out of range") }
             return Balance(
-                tenant: tenant, allottedTokens: allottedTokens, consumedTokens: consumedTokens, balanceTokens: allottedTokens - consumedTokens,
-                allottedCredits: Double(allottedMicro) / 1e6, consumedCredits: Double(consumedMicro) / 1e6,
-                balanceCredits: Double(allottedMicro - consumedMicro) / 1e6)
+                tenant: tenant, allottedTokens: totals.allottedTokens, consumedTokens: totals.consumedTokens, balanceTokens: tokens,
+                allottedCredits: Double(totals.allottedMicro) / 1e6, consumedCredits: Double(totals.consumedMicro) / 1e6,
+                balanceCredits: Double(micro) / 1e6)
         }
     }
 
@@ -255,9 +320,9 @@ public final class LedgerStore: Sendable {
         public var tenant: String?
         public var model: String?
         public var site: String?
-        /// Unix seconds, inclusive start, exclusive end.
-        public var from: Double?
-        public var to: Double?
+        /// Unix seconds, inclusive start, exclusive end (within `Amounts.time`).
+        public var from: Int64?
+        public var to: Int64?
         /// Subset of tenant, model, site, and one of hour or day.
         public var groupBy: [String] = ["tenant", "model", "site"]
         public init() {}
@@ -292,11 +357,11 @@ public final class LedgerStore: Sendable {
         }
         if let from = query.from {
             conditions.append("\(time) >= ?")
-            arguments.append(Int64((byDay ? floor(from / 86400) * 86400 : floor(from / 3600) * 3600)))
+            arguments.append(byDay ? from / 86400 * 86400 : from / 3600 * 3600)
         }
         if let to = query.to {
             conditions.append("\(time) < ?")
-            arguments.append(Int64(to))
+            arguments.append(to)
         }
         let dimensions = ["tenant", "model", "site"].filter { query.groupBy.contains($0) }
         var columns = dimensions
@@ -308,7 +373,7 @@ public final class LedgerStore: Sendable {
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
         if !columns.isEmpty { sql += " GROUP BY \(columns.joined(separator: ", ")) ORDER BY \(columns.joined(separator: ", "))" }
         return try pool.read { db in
-            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap { row in
+            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap { row throws -> SummaryRow? in
                 var index = 0
                 func next<T: DatabaseValueConvertible>() -> T? {
                     defer { index += 1 }
@@ -323,7 +388,9 @@ public final class LedgerStore: Sendable {
                 result.records = records
                 result.promptTokens = next() ?? 0
                 result.completionTokens = next() ?? 0
-                result.totalTokens = result.promptTokens + result.completionTokens
+                let (total, overflow) = result.promptTokens.addingReportingOverflow(result.completionTokens)
+                guard !overflow else { throw LedgerStoreError.outOfRange("total tokens of a summary row out of range") }
+                result.totalTokens = total
                 result.credits = Double(next() ?? Int64(0)) / 1e6
                 return result
             }
@@ -347,7 +414,13 @@ public final class LedgerStore: Sendable {
     /// Recomputes every record's hash from its fields and the whole chain; checks that every
     /// record belongs to a batch and that the rollups and tenant totals equal the records.
     public func verify() throws -> Verification {
-        try pool.read { db in
+        let damage = try integrityProblems()
+        guard damage.isEmpty else {
+            var result = Verification()
+            result.problems = damage.map { "\(path): damaged (quick_check): \($0)" }
+            return result
+        }
+        return try pool.read { db in
             var result = Verification()
             var previous = Self.genesis
             let batches = try Row.fetchCursor(db, sql: "SELECT seq, records, prev_hash, hash FROM batches ORDER BY seq")
@@ -391,6 +464,24 @@ public final class LedgerStore: Sendable {
                 """) ?? 0
             if rollupMismatch > 0 { result.problems.append("\(rollupMismatch) hourly rollups differ from the records") }
             return result
+        }
+    }
+}
+
+/// Why the store refused an operation.
+public enum LedgerStoreError: Error, CustomStringConvertible, Sendable {
+    /// The file is damaged: SQLite's integrity check failed.
+    case corrupt(path: String, problems: [String])
+    /// An amount outside `Amounts`.
+    case outOfRange(String)
+
+    public var description: String {
+        switch self {
+        case .corrupt(let path, let problems):
+            return "\(path) is damaged (SQLite quick_check: \(problems.prefix(3).joined(separator: "; "))): restore it from a backup or a replica;"
+                + " it is not opened for writing"
+        case .outOfRange(let message):
+            return message
         }
     }
 }

@@ -23,6 +23,14 @@ public struct DaemonConfig: Sendable {
     public var udpPayloadSize = 1232
     public var tcpIdleTimeout = 10
     public var tcpMaxConnections = 1024
+    /// Seconds a TCP query may take to arrive once its first byte has (slowloris).
+    public var tcpMessageTimeout = 5
+    /// TCP connections one client address may hold open.
+    public var tcpMaxPerClient = 16
+    /// Seconds a changed zone file must stay unchanged (size and mtime) before it is loaded.
+    public var watchSettle = 2
+    /// Limits of the status server and the ledger's API.
+    var http = HTTPLimits()
     /// Seconds between checks of the zone files for changes; 0 turns the watcher off.
     public var watchInterval = 2
     /// Where the health state is saved for a warm start (`health.json`); none: not saved.
@@ -128,6 +136,18 @@ public struct DaemonConfig: Sendable {
                 if let number = integer(1...1_000_000) { config.tcpMaxConnections = number }
             case "watch-interval":
                 if let number = integer(0...3600) { config.watchInterval = number }
+            case "watch-settle":
+                if let number = integer(0...3600) { config.watchSettle = number }
+            case "tcp-message-timeout":
+                if let number = integer(1...3600) { config.tcpMessageTimeout = number }
+            case "tcp-max-per-client":
+                if let number = integer(1...1_000_000) { config.tcpMaxPerClient = number }
+            case "http-max-connections":
+                if let number = integer(1...1_000_000) { config.http.maxConnections = number }
+            case "http-header-timeout":
+                if let number = integer(1...3600) { config.http.headTimeout = .seconds(Int64(number)) }
+            case "http-body-timeout":
+                if let number = integer(1...3600) { config.http.bodyTimeout = .seconds(Int64(number)) }
             case "state-dir":
                 if let text = value.string, !text.isEmpty { config.stateDir = relative(text) } else { fail("expected a directory") }
             case "admin-token":
@@ -177,11 +197,11 @@ public struct DaemonConfig: Sendable {
                             let fields = rate.mapping.map { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.string ?? "", $0.value) }) } ?? [:]
                             let prompt = fields["prompt"].flatMap { $0.float ?? $0.int.map(Double.init) }
                             let completion = fields["completion"].flatMap { $0.float ?? $0.int.map(Double.init) }
-                            if let id = model.string, let prompt, let completion, prompt >= 0, completion >= 0, fields.count == 2 {
+                            if let id = model.string, let prompt, let completion, Amounts.rate.contains(prompt), Amounts.rate.contains(completion), fields.count == 2 {
                                 config.ledger.settings.rates[id] = Rate(prompt: prompt, completion: completion)
                             } else {
                                 errors.append(ConfigError(file: path, line: model.mark?.line ?? itemLine,
-                                    message: "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens"))
+                                    message: "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens (0 to 1,000,000)"))
                             }
                         }
                     case "sync":

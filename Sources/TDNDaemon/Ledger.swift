@@ -58,10 +58,11 @@ struct LedgerServe: AsyncParsableCommand {
         if settings.edges.isEmpty { logger.warning("no edge keys (ledger.edges): every usage report will be refused") }
         let store: LedgerStore
         do { store = try LedgerStore(directory: config.ledger.data) } catch {
-            logger.critical("\(config.ledger.data): cannot open the ledger: \(error)")
+            logger.critical("ledger: cannot open \(config.ledger.data): \(error)")
             throw ExitCode(1)
         }
-        let app = LedgerAPI.make(store: store, settings: settings, address: config.ledger.listen, logger: logger)
+        ensureDescriptors(needed: config.http.maxConnections + 64, what: "ledger", logger: logger)
+        let app = LedgerAPI.make(store: store, settings: settings, address: config.ledger.listen, limits: config.http, logger: logger)
         logger.info("ledger: \(store.path)")
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
         if let sync = config.ledger.sync {
@@ -86,7 +87,7 @@ struct SyncService: Service {
 enum LedgerAPI {
     static let maxBody = 8 << 20
 
-    static func make(store: LedgerStore, settings: LedgerSettings, address: ListenAddress, logger: Logger) -> some Service {
+    static func make(store: LedgerStore, settings: LedgerSettings, address: ListenAddress, limits: HTTPLimits, logger: Logger) -> some Service {
         let queue = IngestQueue(store: store, rates: settings.rates)
         let router = Router()
         router.get("healthz") { _, _ -> String in "ok\n" }
@@ -97,21 +98,39 @@ enum LedgerAPI {
         }
 
         // Edges sign their requests; the admin key works wherever an edge's signature does.
-        @Sendable func authenticate(_ request: Request, body: ByteBuffer) -> Result<String, LedgerError> {
+        // Everything that needs no body is checked first, so that an unauthenticated request
+        // is refused before its body is read.
+        @Sendable func precheck(_ request: Request) -> Result<String, LedgerError> {
             if isAdmin(request) { return .success("admin") }
-            guard let edge = request.headers[.init("X-TDN-Edge")!] else {
+            guard let edge = header(request, "X-TDN-Edge") else {
                 return .failure(LedgerError(.unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
-            guard let key = settings.edges[edge] else { return .failure(LedgerError(.unauthorized, "unknown edge '\(edge)'")) }
+            guard settings.edges[edge] != nil, settings.edges.keys.contains(where: { $0.utf8.elementsEqual(edge.utf8) }) else {
+                return .failure(LedgerError(.unauthorized, "unknown edge \(quoted(edge))"))
+            }
+            if let problem = RequestSignature.precheck(
+                timestamp: header(request, "X-TDN-Timestamp"), signature: header(request, "X-TDN-Signature"), now: Date().timeIntervalSince1970,
+                skew: settings.clockSkew)
+            {
+                return .failure(LedgerError(.unauthorized, problem))
+            }
+            return .success(edge)
+        }
+
+        /// The signature over the whole request target (path and query) and the body.
+        @Sendable func authenticate(_ request: Request, body: ByteBuffer) -> Result<String, LedgerError> {
+            let who = precheck(request)
+            guard case .success(let edge) = who, edge != "admin", let key = settings.edges[edge] else { return who }
             let problem = RequestSignature.check(
-                key: key, method: request.method.rawValue, path: request.uri.path, timestamp: request.headers[.init("X-TDN-Timestamp")!],
-                signature: request.headers[.init("X-TDN-Signature")!], body: body.readableBytesView,
-                now: Date().timeIntervalSince1970, skew: settings.clockSkew)
+                key: key, method: request.method.rawValue, target: request.uri.string, timestamp: header(request, "X-TDN-Timestamp"),
+                signature: header(request, "X-TDN-Signature"), body: body.readableBytesView, now: Date().timeIntervalSince1970,
+                skew: settings.clockSkew)
             if let problem { return .failure(LedgerError(.unauthorized, problem)) }
             return .success(edge)
         }
 
         router.post("v1/usage") { request, _ -> Response in
+            if case .failure(let error) = precheck(request) { return error.response }
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: maxBody) } catch {
                 return LedgerError(.contentTooLarge, "a batch is at most \(maxBody >> 20) MB").response
@@ -121,14 +140,14 @@ enum LedgerAPI {
             case .failure(let error): return error.response
             case .success(let who): edge = who
             }
+            guard edge != "admin" else { return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response }
             let batch: UsageBatch
-            do { batch = try JSONDecoder().decode(UsageBatch.self, from: Data(body.readableBytesView)) } catch {
-                return LedgerError(.badRequest, "not a usage batch: \(describe(error))").response
+            do { batch = try UsageBatch.decode(strict: Array(body.readableBytesView)) } catch {
+                return LedgerError(.badRequest, "not a usage batch: \(error)").response
             }
-            guard !batch.records.isEmpty, batch.records.count <= 10_000 else {
+            guard !batch.records.isEmpty, batch.records.count <= UsageBatch.maxRecords else {
                 return LedgerError(.badRequest, "a batch has 1 to 10,000 records").response
             }
-            guard edge != "admin" else { return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response }
             let problems = settings.problems(batch, edge: edge)
             guard problems.isEmpty else {
                 return LedgerError(.badRequest, "the batch was refused: nothing was stored", records: problems).response
@@ -139,6 +158,8 @@ enum LedgerAPI {
                     return try encoded(.ok, ["stored": stored, "duplicates": duplicates])
                 case .conflict(let problems):
                     return LedgerError(.conflict, "ids already recorded with different content: nothing was stored", records: problems).response
+                case .refused(let reason):
+                    return LedgerError(.badRequest, "the batch was refused: nothing was stored: \(reason)").response
                 }
             } catch {
                 logger.error("write failed: \(error)")
@@ -148,49 +169,97 @@ enum LedgerAPI {
 
         router.get("v1/balance/:tenant") { request, context -> Response in
             if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            if let error = strictQuery(request, allowed: []) { return error.response }
             let tenant = context.parameters.get("tenant") ?? ""
-            guard settings.tenants.contains(tenant) else { return LedgerError(.notFound, "unknown tenant '\(tenant)'").response }
-            return try encoded(.ok, try store.balance(tenant: tenant))
+            guard !tenant.hasControlCharacters, settings.exactMember(tenant, settings.tenants) else {
+                return LedgerError(.notFound, "unknown tenant \(quoted(tenant))").response
+            }
+            return storeResponse { try encoded(.ok, try store.balance(tenant: tenant)) }
         }
 
         router.get("v1/usage/summary") { request, _ -> Response in
             if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            if let error = strictQuery(request, allowed: ["tenant", "model", "site", "from", "to", "group-by"]) { return error.response }
             let parameters = request.uri.queryParameters
             var query = LedgerStore.SummaryQuery()
             query.tenant = parameters["tenant"].map(String.init)
             query.model = parameters["model"].map(String.init)
             query.site = parameters["site"].map(String.init)
             do {
-                query.from = try parameters["from"].map { try parseTime(String($0)) }
-                query.to = try parameters["to"].map { try parseTime(String($0)) }
+                query.from = try parameters["from"].map { try parseTime(String($0), name: "from") }
+                query.to = try parameters["to"].map { try parseTime(String($0), name: "to") }
                 if let groups = parameters["group-by"] { query.groupBy = try parseGroupBy(String(groups)) }
             } catch let error as LedgerError {
                 return error.response
             }
-            return try encoded(.ok, ["rows": try store.summary(query)])
+            return storeResponse { try encoded(.ok, ["rows": try store.summary(query)]) }
         }
 
         router.post("v1/allotments") { request, _ -> Response in
-            let body = try await request.body.collect(upTo: 1 << 16)
             guard isAdmin(request) else {
                 return LedgerError(.unauthorized, "allotments need the admin key (Authorization: Bearer KEY)").response
             }
-            struct Allotment: Decodable {
-                var tenant: String
-                var tokens: Int64?
-                var credits: Double?
-                var note: String?
+            let body: ByteBuffer
+            do { body = try await request.body.collect(upTo: 1 << 16) } catch {
+                return LedgerError(.contentTooLarge, "an allotment is at most 64 KB").response
             }
-            guard let allotment = try? JSONDecoder().decode(Allotment.self, from: Data(body.readableBytesView)) else {
-                return LedgerError(.badRequest, "expected {\"tenant\": …, \"tokens\": N, \"credits\": X, \"note\": …}").response
+            let allotment: Allotment
+            do { allotment = try Allotment.decode(strict: Array(body.readableBytesView)) } catch {
+                return LedgerError(.badRequest, "not an allotment (expected {\"tenant\": …, \"tokens\": N, \"credits\": X, \"note\": …}): \(error)").response
             }
-            guard settings.tenants.contains(allotment.tenant) else { return LedgerError(.badRequest, "unknown tenant '\(allotment.tenant)'").response }
+            if allotment.tenant.hasControlCharacters || (allotment.note?.hasControlCharacters ?? false) {
+                return LedgerError(.badRequest, "tenant and note must not hold control characters").response
+            }
+            if let note = allotment.note, note.utf8.count > 1024 { return LedgerError(.badRequest, "note: at most 1,024 bytes").response }
+            guard settings.exactMember(allotment.tenant, settings.tenants) else {
+                return LedgerError(.badRequest, "unknown tenant \(quoted(allotment.tenant))").response
+            }
             guard allotment.tokens != nil || allotment.credits != nil else { return LedgerError(.badRequest, "allot tokens, credits or both").response }
-            try store.allot(tenant: allotment.tenant, tokens: allotment.tokens ?? 0, credits: allotment.credits ?? 0, note: allotment.note)
-            return try encoded(.ok, try store.balance(tenant: allotment.tenant))
+            return storeResponse {
+                try store.allot(tenant: allotment.tenant, tokens: allotment.tokens ?? 0, credits: allotment.credits ?? 0, note: allotment.note)
+                return try encoded(.ok, try store.balance(tenant: allotment.tenant))
+            }
         }
 
-        return httpService(router, address: address, serverName: "tdnd-ledger", what: "ledger API", logger: logger)
+        /// A store call's response: amounts out of range are the client's 400; anything else
+        /// is logged and answered 503 (the process lives on).
+        @Sendable func storeResponse(_ body: () throws -> Response) -> Response {
+            do { return try body() } catch let error as LedgerStoreError {
+                if case .outOfRange(let message) = error { return LedgerError(.badRequest, message).response }
+                logger.error("ledger store: \(error)")
+                return LedgerError(.serviceUnavailable, "the ledger could not read its store").response
+            } catch {
+                logger.error("ledger store: \(error)")
+                return LedgerError(.serviceUnavailable, "the ledger could not read its store").response
+            }
+        }
+
+        return httpService(router, address: address, serverName: "tdnd-ledger", what: "ledger API", limits: limits, logger: logger)
+    }
+
+    /// A request header by name (`X-TDN-Edge`, …).
+    static func header(_ request: Request, _ name: String) -> String? {
+        guard let field = HTTPFields.Element.Name(name) else { return nil }
+        return request.headers[field]
+    }
+
+    /// Query parameters are as strict as JSON bodies: each known, at most once, without
+    /// control characters and at most 256 bytes. Nil when acceptable.
+    static func strictQuery(_ request: Request, allowed: Set<String>) -> LedgerError? {
+        var seen: Set<String> = []
+        for (key, value) in request.uri.queryParameters {
+            let name = String(key)
+            guard allowed.contains(name) else {
+                let known = allowed.isEmpty ? "none" : allowed.sorted().joined(separator: ", ")
+                return LedgerError(.badRequest, "unknown query parameter \(quoted(name)) (known: \(known))")
+            }
+            guard seen.insert(name).inserted else { return LedgerError(.badRequest, "query parameter \(name) given twice") }
+            let text = String(value)
+            if text.hasControlCharacters || text.utf8.count > 256 {
+                return LedgerError(.badRequest, "query parameter \(name): at most 256 bytes, no control characters")
+            }
+        }
+        return nil
     }
 
     static func encoded<T: Encodable>(_ status: HTTPResponse.Status, _ value: T) throws -> Response {
@@ -215,23 +284,58 @@ enum LedgerAPI {
         }
     }
 
-    /// Unix seconds, a date (2026-11-22) or an RFC 3339 time.
-    static func parseTime(_ text: String) throws(LedgerError) -> Double {
-        if let seconds = Double(text) { return seconds }
-        let formatter = ISO8601DateFormatter()
-        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
-        formatter.formatOptions = [.withFullDate]
-        if let date = formatter.date(from: text) { return date.timeIntervalSince1970 }
-        throw LedgerError(.badRequest, "'\(text)': expected Unix seconds, a date (2026-11-22) or an RFC 3339 time")
+    /// Unix seconds, a date (2026-11-22) or an RFC 3339 time, within 1970–9999 (anything
+    /// else, NaN and infinities included, is refused: no conversion can trap).
+    static func parseTime(_ text: String, name: String) throws(LedgerError) -> Int64 {
+        let problem = LedgerError(.badRequest, "\(name) \(quoted(text)): expected Unix seconds (0 to 253402300799), a date (2026-11-22) or an RFC 3339 time")
+        var seconds: Double?
+        if text.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 46 }), let value = Double(text) {
+            seconds = value
+        } else {
+            let formatter = ISO8601DateFormatter()
+            if let date = formatter.date(from: text) {
+                seconds = date.timeIntervalSince1970
+            } else {
+                formatter.formatOptions = [.withFullDate]
+                seconds = formatter.date(from: text)?.timeIntervalSince1970
+            }
+        }
+        guard let seconds, seconds.isFinite, Amounts.time.contains(seconds) else { throw problem }
+        return Int64(seconds.rounded(.down))
     }
 
     static func parseGroupBy(_ text: String) throws(LedgerError) -> [String] {
         let groups = text.split(separator: ",").map(String.init)
         for group in groups where !LedgerStore.groupings.contains(group) {
-            throw LedgerError(.badRequest, "group-by: '\(group)' is not one of tenant, model, site, hour, day")
+            throw LedgerError(.badRequest, "group-by: \(quoted(group)) is not one of tenant, model, site, hour, day")
         }
         if groups.contains("hour") && groups.contains("day") { throw LedgerError(.badRequest, "group-by: hour or day, not both") }
         return groups
+    }
+}
+
+/// `POST /v1/allotments`: `{"tenant": …, "tokens": N, "credits": X, "note": …}`.
+struct Allotment {
+    var tenant: String
+    var tokens: Int64?
+    var credits: Double?
+    var note: String?
+
+    static func decode(strict bytes: [UInt8]) throws(JSONError) -> Allotment {
+        try StrictJSON.parse(bytes) { (reader: inout StrictJSON) throws(JSONError) -> Allotment in
+            var tenant: String?, tokens: Int64?, credits: Double?, note: String?
+            try reader.object { (reader: inout StrictJSON, key: String) throws(JSONError) in
+                switch key {
+                case "tenant": tenant = try reader.string()
+                case "tokens": tokens = reader.null() ? nil : try reader.int64()
+                case "credits": credits = reader.null() ? nil : try reader.double()
+                case "note": note = reader.null() ? nil : try reader.string()
+                default: throw reader.unknownKey(key, known: "tenant, tokens, credits, note")
+                }
+            }
+            guard let tenant else { throw reader.error("missing field tenant") }
+            return Allotment(tenant: tenant, tokens: tokens, credits: credits, note: note)
+        }
     }
 }
 
@@ -295,8 +399,8 @@ struct LedgerReport: AsyncParsableCommand {
         query.model = model
         query.site = site
         do {
-            query.from = try from.map { try LedgerAPI.parseTime($0) }
-            query.to = try to.map { try LedgerAPI.parseTime($0) }
+            query.from = try from.map { try LedgerAPI.parseTime($0, name: "--from") }
+            query.to = try to.map { try LedgerAPI.parseTime($0, name: "--to") }
             query.groupBy = try LedgerAPI.parseGroupBy(groupBy)
         } catch let error as LedgerError {
             throw ValidationError(error.message)
@@ -352,6 +456,10 @@ struct LedgerAllot: AsyncParsableCommand {
     func run() async throws {
         let config = try options.resolve()
         guard let key = config.ledger.settings.adminKey else { throw ValidationError("no ledger.admin-key in the configuration") }
+        if let tokens, !Amounts.allotmentTokens.contains(tokens) {
+            throw ValidationError("--tokens: \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
+        }
+        if let credits, !(credits.isFinite && Amounts.allotmentCredits.contains(credits)) { throw ValidationError("--credits: a number from -1e9 to 1e9") }
         let address = ledger.flatMap(ListenAddress.init) ?? config.ledger.listen
         var body: [String: Any] = ["tenant": tenant]
         if let tokens { body["tokens"] = tokens }

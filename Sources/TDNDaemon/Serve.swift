@@ -89,7 +89,7 @@ struct Serve: AsyncParsableCommand {
             .init(service: HealthService(live: live, probes: probes)),
         ]
         if let status = config.status {
-            services.append(.init(service: StatusServer.make(address: status, live: live, logger: options.makeLogger("tdn.status"))))
+            services.append(.init(service: StatusServer.make(address: status, live: live, limits: config.http, logger: options.makeLogger("tdn.status"))))
         }
         let group = ServiceGroup(
             configuration: .init(

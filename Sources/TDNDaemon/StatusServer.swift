@@ -20,7 +20,7 @@ final class ServingState: Sendable {
 /// (the decision trace of `tdnd explain --json`) and, with an admin token configured,
 /// `POST /admin/sites/{site}/force?state=up|down|drain|auto`.
 enum StatusServer {
-    static func make(address: ListenAddress, live: LiveState, logger: Logger) -> some Service {
+    static func make(address: ListenAddress, live: LiveState, limits: HTTPLimits, logger: Logger) -> some Service {
         let state = live.serving
         let exporter = QueryStatsExporter(stats: live.queryStats)
         let router = Router()
@@ -81,7 +81,7 @@ enum StatusServer {
                 return text(.badRequest, failure.description + "\n")
             }
         }
-        return httpService(router, address: address, serverName: "tdnd", what: "status server", logger: logger)
+        return httpService(router, address: address, serverName: "tdnd", what: "status server", limits: limits, logger: logger)
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
@@ -89,20 +89,6 @@ enum StatusServer {
         response.headers[.contentType] = "text/plain; charset=utf-8"
         return response
     }
-}
-
-/// A Hummingbird server on `address` that logs "WHAT on HOST:PORT" once listening (with the
-/// port bound, for port 0); its own per-request logs only from notice up.
-func httpService(_ router: Router<BasicRequestContext>, address: ListenAddress, serverName: String, what: String, logger: Logger) -> some Service {
-    var quiet = logger
-    quiet.logLevel = max(logger.logLevel, .notice)
-    return Application(
-        router: router,
-        configuration: .init(address: .hostname(address.host, port: address.port), serverName: serverName),
-        onServerRunning: { channel in
-            logger.info("\(what) on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
-        },
-        logger: quiet)
 }
 
 /// Compares secrets without an early exit.

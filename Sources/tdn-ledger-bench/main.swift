@@ -54,7 +54,7 @@ struct LedgerBench: AsyncParsableCommand {
                         request.headers.add(name: "Content-Type", value: "application/json")
                         request.headers.add(name: "X-TDN-Edge", value: edge)
                         request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-                        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: key, method: "POST", path: path, timestamp: stamp, body: body))
+                        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: key, method: "POST", target: path, timestamp: stamp, body: body))
                         request.body = .bytes(ByteBuffer(data: body))
                         let began = Date()
                         do {

@@ -20,9 +20,10 @@ struct LedgerTests {
         var port = 0
         var http: HTTPClient { HTTPClient.shared }
 
-        init(sync: String = "") throws {
+        init(sync: String = "", top: String = "") throws {
             directory = makeTemporaryDirectory()
             writeFile(directory + "/tdnd.yaml", """
+                \(top)
                 ledger:\(sync)
                   listen: 127.0.0.1:0
                   data: data
@@ -80,7 +81,7 @@ struct LedgerTests {
         /// A signed request; `timestamp` and `key` can be overridden to test the checks.
         func send(
             _ method: HTTPMethod, _ path: String, body: Data = Data(), edge: String? = "fra1", key: String = LedgerTests.edgeKey,
-            timestamp: Double = Date().timeIntervalSince1970, bearer: String? = nil
+            timestamp: Double = Date().timeIntervalSince1970, bearer: String? = nil, signedTarget: String? = nil
         ) async throws -> (status: Int, json: [String: Any]) {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
             request.method = method
@@ -88,7 +89,7 @@ struct LedgerTests {
             if let edge {
                 request.headers.add(name: "X-TDN-Edge", value: edge)
                 request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-                let signature = RequestSignature.sign(key: key, method: method.rawValue, path: path.split(separator: "?").first.map(String.init) ?? path, timestamp: stamp, body: body)
+                let signature = RequestSignature.sign(key: key, method: method.rawValue, target: signedTarget ?? path, timestamp: stamp, body: body)
                 request.headers.add(name: "X-TDN-Signature", value: signature)
             }
             if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
@@ -196,7 +197,7 @@ struct LedgerTests {
         let stamp = String(Int(Date().timeIntervalSince1970))
         request.headers.add(name: "X-TDN-Edge", value: "fra1")
         request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: Self.edgeKey, method: "POST", path: "/v1/usage", timestamp: stamp, body: body))
+        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: Self.edgeKey, method: "POST", target: "/v1/usage", timestamp: stamp, body: body))
         var tampered = body
         tampered.append(contentsOf: Array(" ".utf8))
         request.body = .bytes(ByteBuffer(data: tampered))
