@@ -1,0 +1,64 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking TCP connection on loopback for tests that must control every byte: half-sent
+/// requests, trickled bytes, clients that never read.
+public final class RawTCP {
+    public let descriptor: Int32
+
+    /// Connects to `host:port` (IPv4 literal); nil when the connection fails.
+    public init?(host: String = "127.0.0.1", port: Int) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, host, &address.sin_addr)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            close(fd)
+            return nil
+        }
+        descriptor = fd
+    }
+
+    deinit { close(descriptor) }
+
+    /// Sends bytes; false when the peer has closed or reset the connection.
+    @discardableResult
+    public func send(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == bytes.count
+    }
+
+    @discardableResult
+    public func send(_ text: String) -> Bool { send(Array(text.utf8)) }
+
+    /// Reads what arrives within `timeout` seconds (until the peer closes, or `limit` bytes).
+    /// `closed` says whether the peer closed (or reset) the connection.
+    public func receive(timeout: Double, limit: Int = 1 << 20) -> (bytes: [UInt8], closed: Bool) {
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let deadline = monotonicNow() + timeout
+        while out.count < limit {
+            let left = deadline - monotonicNow()
+            if left <= 0 { return (out, false) }
+            var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(max(1, left * 1000)))
+            if ready <= 0 { continue }
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { return (out, true) }
+            out.append(contentsOf: buffer[0..<count])
+        }
+        return (out, false)
+    }
+}
+
+/// Seconds on a monotonic clock.
+public func monotonicNow() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}
