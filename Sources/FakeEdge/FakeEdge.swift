@@ -21,6 +21,15 @@ public final class FakeEdgeFleet: Sendable {
         case busy
         /// Connections are closed without an answer.
         case dead
+        // Hostile edges: /health answers 200, but what they report cannot be trusted.
+        /// A /metrics page and a model list of 5 MB.
+        case oversized
+        /// /metrics that is not the exposition format; /v1/models that is not JSON.
+        case malformed
+        /// /metrics with negative and infinite values (an idle-looking engine).
+        case negative
+        /// A model list of 5,000 ids.
+        case manyModels = "many-models"
     }
 
     public struct Site: Sendable {
@@ -110,10 +119,19 @@ public final class FakeEdgeFleet: Sendable {
             case "health":
                 return site.mode == .failing ? (503, "engine unhealthy\n", delay) : (200, "", delay)
             case "metrics":
-                return (200, Self.metrics(full: site.mode == .full || site.mode == .busy), delay)
+                switch site.mode {
+                case .oversized: return (200, Self.metrics(full: false) + String(repeating: "# padding\n", count: 500_000), delay)
+                case .malformed: return (200, "vllm:num_requests_running {{{ not a sample\n\u{0}\u{1}", delay)
+                case .negative: return (200, Self.metrics(full: false, running: -500, cache: "-Inf"), delay)
+                default: return (200, Self.metrics(full: site.mode == .full || site.mode == .busy), delay)
+                }
             case "models":
-                let list = site.models.map { "{\"id\":\"\($0)\",\"object\":\"model\",\"owned_by\":\"vllm\"}" }.joined(separator: ",")
-                return (200, "{\"object\":\"list\",\"data\":[\(list)]}", delay)
+                switch site.mode {
+                case .oversized: return (200, Self.modelList(site.models + (0..<50_000).map { "padding-model-\($0)-" + String(repeating: "p", count: 60) }), delay)
+                case .malformed: return (200, "{\"object\":\"list\",\"data\":[{\"id\":", delay)
+                case .manyModels: return (200, Self.modelList(site.models + (0..<5_000).map { "model-\($0)" }), delay)
+                default: return (200, Self.modelList(site.models), delay)
+                }
             default:
                 return (404, "not found\n", delay)
             }
@@ -142,19 +160,24 @@ public final class FakeEdgeFleet: Sendable {
         }
     }
 
+    static func modelList(_ models: [String]) -> String {
+        let list = models.map { "{\"id\":\"\($0)\",\"object\":\"model\",\"owned_by\":\"vllm\"}" }.joined(separator: ",")
+        return "{\"object\":\"list\",\"data\":[\(list)]}"
+    }
+
     /// vLLM-shaped exposition (v1 names, two label sets for the running requests).
-    static func metrics(full: Bool) -> String {
+    static func metrics(full: Bool, running: Int? = nil, cache: String? = nil) -> String {
         """
         # HELP vllm:num_requests_running Number of requests in model execution batches.
         # TYPE vllm:num_requests_running gauge
-        vllm:num_requests_running{engine="0",model_name="m"} \(full ? 200 : 3).0
+        vllm:num_requests_running{engine="0",model_name="m"} \(running ?? (full ? 200 : 3)).0
         vllm:num_requests_running{engine="1",model_name="m"} \(full ? 56 : 2).0
         # HELP vllm:num_requests_waiting Number of requests waiting to be processed.
         # TYPE vllm:num_requests_waiting gauge
         vllm:num_requests_waiting{engine="0",model_name="m"} \(full ? 40 : 0).0
         # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
         # TYPE vllm:kv_cache_usage_perc gauge
-        vllm:kv_cache_usage_perc{engine="0",model_name="m"} \(full ? 0.99 : 0.12)
+        vllm:kv_cache_usage_perc{engine="0",model_name="m"} \(cache ?? (full ? "0.99" : "0.12"))
 
         """
     }

@@ -45,9 +45,19 @@ public struct CapacityModel: Hashable, Sendable {
         }
     }
 
+    /// Values no real gauge or counter of an engine takes: such a scrape is refused.
+    public static let absurd = 1e12
+
+    /// Why a scrape gives no load figure.
+    public struct Refusal: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
     /// The load from a scrape. A signal whose series is missing counts as full: an engine that
-    /// stops reporting is not assumed empty. NaN counts as full for the same reason.
-    public func load(from samples: [MetricSample]) -> Reading {
+    /// stops reporting is not assumed empty. NaN counts as full for the same reason. A negative,
+    /// infinite or absurdly large value is no figure at all: the scrape is refused (and a site
+    /// without a good figure counts as full), never read as an idle engine.
+    public func load(from samples: [MetricSample]) throws(Refusal) -> Reading {
         var worst = 0.0
         var parts: [Part] = []
         for signal in signals {
@@ -55,6 +65,11 @@ public struct CapacityModel: Hashable, Sendable {
                 parts.append(Part(series: nil, value: .nan))
                 worst = max(worst, 1)
                 continue
+            }
+            for sample in samples where sample.name == name && !sample.value.isNaN {
+                guard sample.value >= 0, sample.value.isFinite, sample.value < Self.absurd else {
+                    throw Refusal(description: "\(name) = \(sample.value): not a plausible load figure")
+                }
             }
             let total = samples.filter { $0.name == name }.reduce(0.0) { $0 + $1.value }
             parts.append(Part(series: name, value: total))

@@ -43,6 +43,7 @@ public struct ProbeTarget: Hashable, Sendable {
         self.timeout = timeout
         self.jitter = jitter ?? interval / 10
         self.rules = rules
+        self.rules.measuresCapacity = metrics != nil
     }
 }
 
@@ -73,8 +74,15 @@ public struct ProbeResult: Sendable {
 public final class Prober: Sendable {
     public let client: HTTPClient
     private let group: any EventLoopGroup
-    /// The largest body read from an edge (a `/metrics` page of a busy engine is a few hundred KB).
-    static let maxBody = 4 << 20
+    /// The largest body read from an edge, per kind: a busy engine's `/metrics` page is a few
+    /// hundred KB, a model list a few KB. Larger is a failed probe; with `probe-concurrency`
+    /// probes in flight, these bound the memory probes can take.
+    static let maxHealthBody = 64 << 10
+    static let maxMetricsBody = 2 << 20
+    static let maxModelsBody = 1 << 20
+    /// Model lists longer than this, or ids longer than `maxModelID` bytes, are a failed probe.
+    static let maxModels = 1_000
+    static let maxModelID = 256
 
     public init(group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, connectionsPerHost: Int = 4) {
         self.group = group
@@ -92,10 +100,10 @@ public final class Prober: Sendable {
     /// Probes one site: all its checks at once, each bounded by the target's timeout.
     public func probe(_ target: ProbeTarget) async -> ProbeResult {
         let timeout = TimeAmount.nanoseconds(Int64(target.timeout * 1e9))
-        async let http = optionalGet(target.http?.url, timeout: timeout)
+        async let http = optionalGet(target.http?.url, timeout: timeout, limit: Self.maxHealthBody)
         async let tcp = optionalConnect(target.tcp, timeout: timeout)
-        async let metrics = optionalGet(target.metrics, timeout: timeout)
-        async let models = optionalGet(target.models, timeout: timeout)
+        async let metrics = optionalGet(target.metrics, timeout: timeout, limit: Self.maxMetricsBody)
+        async let models = optionalGet(target.models, timeout: timeout, limit: Self.maxModelsBody)
         let (httpOutcome, tcpOutcome, metricsOutcome, modelsOutcome) = await (http, tcp, metrics, models)
 
         var result = ProbeResult(healthy: true, detail: "")
@@ -143,9 +151,11 @@ public final class Prober: Sendable {
             case .success(let response) where response.status == 200:
                 do {
                     let samples = try ExpositionParser.parse(String(decoding: response.body, as: UTF8.self))
-                    result.capacity = target.capacity.load(from: samples)
+                    result.capacity = try target.capacity.load(from: samples)
                     ok = true
                 } catch {
+                    // A scrape that does not give a trustworthy figure is a failed scrape: the
+                    // site keeps counting as full, never as idle.
                     details.append("\(url): \(error)")
                 }
             case .success(let response):
@@ -161,11 +171,12 @@ public final class Prober: Sendable {
             var ok = false
             switch outcome.result {
             case .success(let response) where response.status == 200:
-                if let list = Self.modelList(response.body) {
+                switch Self.modelList(response.body) {
+                case .success(let list):
                     result.models = list
                     ok = true
-                } else {
-                    details.append("\(url): not an OpenAI model list")
+                case .failure(let problem):
+                    details.append("\(url): \(problem)")
                 }
             case .success(let response):
                 details.append("\(url): HTTP \(response.status)")
@@ -188,12 +199,21 @@ public final class Prober: Sendable {
         return result
     }
 
-    /// `{"data": [{"id": "llama-13b", …}, …]}` → the ids.
-    static func modelList(_ body: [UInt8]) -> Set<String>? {
+    /// `{"data": [{"id": "llama-13b", …}, …]}` → the ids; at most `maxModels` of them, each a
+    /// non-empty string of at most `maxModelID` bytes.
+    static func modelList(_ body: [UInt8]) -> Result<Set<String>, Failure> {
         guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
             let data = object["data"] as? [[String: Any]]
-        else { return nil }
-        return Set(data.compactMap { $0["id"] as? String })
+        else { return .failure(.failed("not an OpenAI model list")) }
+        guard data.count <= maxModels else { return .failure(.failed("model list of \(data.count) entries (at most \(maxModels))")) }
+        var ids = Set<String>()
+        for entry in data {
+            guard let id = entry["id"] as? String, !id.isEmpty, id.utf8.count <= maxModelID else {
+                return .failure(.failed("a model id is missing, empty or longer than \(maxModelID) bytes"))
+            }
+            ids.insert(id)
+        }
+        return .success(ids)
     }
 
     public enum Failure: Error, CustomStringConvertible, Sendable {
@@ -217,9 +237,9 @@ public final class Prober: Sendable {
         var seconds: Double
     }
 
-    private func optionalGet(_ url: String?, timeout: TimeAmount) async -> Outcome<Response>? {
+    private func optionalGet(_ url: String?, timeout: TimeAmount, limit: Int) async -> Outcome<Response>? {
         guard let url else { return nil }
-        return await get(url, timeout: timeout)
+        return await get(url, timeout: timeout, limit: limit)
     }
 
     private func optionalConnect(_ address: String?, timeout: TimeAmount) async -> Outcome<Void>? {
@@ -233,14 +253,18 @@ public final class Prober: Sendable {
         return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
     }
 
-    func get(_ url: String, timeout: TimeAmount) async -> Outcome<Response> {
+    func get(_ url: String, timeout: TimeAmount, limit: Int = maxMetricsBody) async -> Outcome<Response> {
         let start = ContinuousClock.now
         func elapsed() -> Double { Self.seconds(since: start) }
         do {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "User-Agent", value: "tdnd-probe")
             let response = try await client.execute(request, timeout: timeout)
-            let body = try await response.body.collect(upTo: Self.maxBody)
+            let body: ByteBuffer
+            do { body = try await response.body.collect(upTo: limit) } catch let error as NIOTooManyBytesError {
+                _ = error
+                return Outcome(result: .failure(.failed("body larger than \(limit >> 10) KB")), seconds: elapsed())
+            }
             return Outcome(result: .success(Response(status: Int(response.status.code), body: Array(body.readableBytesView))), seconds: elapsed())
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
             return Outcome(result: .failure(.timedOut), seconds: elapsed())

@@ -8,6 +8,9 @@ public struct HealthRules: Hashable, Sendable {
     public var lowWater = 0.75
     /// Capacity figures older than this (seconds) count as full, never as empty.
     public var staleAfter = 15.0
+    /// Whether the site's capacity is probed (`/metrics`): then no figure at all (no scrape has
+    /// succeeded yet) counts as full too, from the very first probe.
+    public var measuresCapacity = false
 
     public init(rise: Int = 2, fall: Int = 3, highWater: Double = 0.9, lowWater: Double = 0.75, staleAfter: Double = 15) {
         self.rise = rise
@@ -166,7 +169,7 @@ public struct SiteState: Hashable, Sendable {
     }
 
     private func isSaturated(at now: Double) -> Bool {
-        guard let capacityAt else { return saturated }
+        guard let capacityAt else { return saturated || rules.measuresCapacity }
         return saturated || now - capacityAt > rules.staleAfter
     }
 
@@ -177,6 +180,7 @@ public struct SiteState: Hashable, Sendable {
         if up == false && successes > 0 { return true }
         if let load, load > rules.lowWater && load <= rules.highWater { return true }
         if let capacityAt, now - capacityAt > rules.staleAfter / 2 { return true }
+        if rules.measuresCapacity && capacityAt == nil { return true }
         return false
     }
 }

@@ -101,14 +101,14 @@ struct ExpositionTests {
 @Suite("Capacity from engine metrics")
 struct CapacityTests {
     @Test func vLLMv0Load() throws {
-        let reading = CapacityModel.vLLM.load(from: try ExpositionParser.parse(VLLM.v0))
+        let reading = try CapacityModel.vLLM.load(from: ExpositionParser.parse(VLLM.v0))
         // running 64/256 = 0.25, waiting 4/32 = 0.125, KV cache 0.38/0.95 = 0.4: the largest wins.
         #expect(abs(reading.load - 0.4) < 1e-9)
         #expect(reading.parts.map(\.series) == ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc"])
     }
 
     @Test func vLLMv1SumsEnginesAndUsesTheNewName() throws {
-        let reading = CapacityModel.vLLM.load(from: try ExpositionParser.parse(VLLM.v1))
+        let reading = try CapacityModel.vLLM.load(from: ExpositionParser.parse(VLLM.v1))
         // running 190/256 ≈ 0.742; waiting 40/32 → full.
         #expect(reading.load == 1)
         #expect(reading.parts.map(\.value) == [190, 40, 0.85])
@@ -117,11 +117,11 @@ struct CapacityTests {
 
     @Test func missingOrNaNSeriesCountAsFull() throws {
         let partial = try ExpositionParser.parse("vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n")
-        #expect(CapacityModel.vLLM.load(from: partial).load == 1, "no KV-cache series: not assumed empty")
+        #expect(try CapacityModel.vLLM.load(from: partial).load == 1, "no KV-cache series: not assumed empty")
         let nan = try ExpositionParser.parse("vllm:num_requests_running NaN\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n")
-        #expect(CapacityModel.vLLM.load(from: nan).load == 1)
+        #expect(try CapacityModel.vLLM.load(from: nan).load == 1)
         let idle = try ExpositionParser.parse("vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.0\n")
-        #expect(CapacityModel.vLLM.load(from: idle).load == 0)
+        #expect(try CapacityModel.vLLM.load(from: idle).load == 0)
     }
 
     @Test func otherEnginesAreDescribedBySignals() throws {
@@ -130,7 +130,7 @@ struct CapacityTests {
             LoadSignal(names: ["tgi_queue_size"], full: 50),
             LoadSignal(names: ["tgi_batch_current_size"], full: 32),
         ])
-        let reading = tgi.load(from: try ExpositionParser.parse("tgi_queue_size 10\ntgi_batch_current_size 16\n"))
+        let reading = try tgi.load(from: try ExpositionParser.parse("tgi_queue_size 10\ntgi_batch_current_size 16\n"))
         #expect(reading.load == 0.5)
     }
 }

@@ -94,6 +94,45 @@ struct ProberTests {
         }
     }
 
+    /// Hostile edges answer /health but report capacity or models that cannot be trusted: each
+    /// is a failed scrape, and a site without a good figure counts as full from its first probe.
+    @Test(arguments: [FakeEdgeFleet.Mode.oversized, .malformed, .negative, .manyModels])
+    func hostileEdgesAreFailedScrapesAndCountAsFull(mode: FakeEdgeFleet.Mode) async throws {
+        try await withFleet(["a", "b"]) { fleet, prober in
+            fleet.set("a", mode)
+            let result = await prober.probe(target(fleet, "a"))
+            #expect(result.healthy, "\(mode): /health answers 200: \(result.detail)")
+            switch mode {
+            case .oversized:
+                #expect(result.capacity == nil && result.models == nil, "\(result.detail)")
+                #expect(result.detail.contains("larger than"), "\(result.detail)")
+            case .malformed:
+                #expect(result.capacity == nil && result.models == nil, "\(result.detail)")
+            case .negative:
+                #expect(result.capacity == nil, "\(result.detail)")
+                #expect(result.detail.contains("not a plausible load figure"), "\(result.detail)")
+                #expect(result.models == Set(Self.models))
+            default:
+                #expect(result.capacity != nil)
+                #expect(result.models == nil && result.detail.contains("model list of 5002 entries"), "\(result.detail)")
+            }
+            #expect(result.checks.contains { !$0.ok }, "the failed part is counted as a failed probe")
+
+            // Through the monitor: from the very first probe, a site whose scrapes never
+            // succeeded is full (answered last), a good one is not.
+            let monitor = HealthMonitor()
+            monitor.configure([target(fleet, "a"), target(fleet, "b")])
+            monitor.record(site: "a", result: result)
+            monitor.record(site: "b", result: await prober.probe(target(fleet, "b")))
+            if mode != .manyModels {
+                #expect(monitor.view()["a"]?.saturated == true, "\(mode): no good figure yet counts as full")
+                #expect(monitor.view()["a"]?.unsettled == true)
+            }
+            #expect(monitor.view()["b"]?.saturated == false)
+            #expect(monitor.view()["a"]?.up == true)
+        }
+    }
+
     @Test func schedulerProbesEveryTargetOnTimeWithBoundedConcurrency() async throws {
         let sites = (0..<200).map { "s\($0)" }
         try await withFleet(sites) { fleet, prober in
