@@ -27,3 +27,31 @@ public struct Zone: Sendable {
         return rdata[start..<(start + 4)].reduce(0) { $0 << 8 | UInt32($1) }
     }
 }
+
+extension Zone {
+    /// Whether `next` is a later serial than `previous` in RFC 1982 serial arithmetic (§3.2).
+    public static func serialIncreased(from previous: UInt32, to next: UInt32) -> Bool {
+        let difference = next &- previous
+        return difference != 0 && difference < 0x8000_0000
+    }
+
+    /// Zones whose content changed while their SOA serial did not increase. A watcher that
+    /// loads such a zone is most likely reading a file being rewritten in place (a truncated
+    /// zone keeps its SOA line and loses names, whose NXDOMAINs resolvers would then cache), so
+    /// it is refused, one error per zone; an operator's reload (SIGHUP) skips this check.
+    public static func unchangedSerials(previous: [Zone], next: [Zone]) -> [ConfigError] {
+        var old: [DomainName: Zone] = [:]
+        for zone in previous { old[zone.origin] = zone }
+        var errors: [ConfigError] = []
+        for zone in next {
+            guard let before = old[zone.origin], !serialIncreased(from: before.serial, to: zone.serial), before.rrsets != zone.rrsets else {
+                continue
+            }
+            errors.append(ConfigError(
+                file: zone.file, line: 0,
+                message: "zone \(zone.origin) changed but its serial \(zone.serial) did not increase (was \(before.serial));"
+                    + " still serving the previous data: raise the serial, or send SIGHUP to load it as it is"))
+        }
+        return errors
+    }
+}

@@ -1,45 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 
 /// Recompiles the zones off the query path and publishes the result; on any error the old
 /// snapshot keeps serving and every error is logged as `file:line: message`.
+///
+/// The watcher (`reloadIfChanged`) is careful about files being written: it loads a change
+/// only once the files have kept the same size and modification time for `settle` seconds,
+/// and refuses a zone whose content changed without a serial increase (a file rewritten in
+/// place is read half-written otherwise). `reload` (SIGHUP) loads at once and skips the serial
+/// check: the operator asked for it.
 public final class ZoneReloader: @unchecked Sendable {
     public enum Outcome: Equatable, Sendable {
         case reloaded(zones: Int)
         case unchanged
+        /// The files changed and are not yet stable for the settle interval.
+        case settling
         case failed(errors: [String])
     }
+
+    /// `previous` is the zones being served for a watcher's reload (check the serials against
+    /// them), nil for a forced one.
+    public typealias Load = @Sendable (_ previous: [Zone]?) -> Result<ZoneSet, ConfigErrors>
 
     public let directory: String
     public let store: SnapshotStore
     private let logger: Logger
-    private let load: @Sendable () -> Result<ZoneSet, ConfigErrors>
+    private let load: Load
+    private let settle: Double
+    private let clock: @Sendable () -> Double
     // Touched only by the reload path, which the caller serialises (one ReloadService).
     private var fingerprint: ZoneSet.Fingerprint
     private var failedFingerprint: ZoneSet.Fingerprint? = nil
+    /// A change seen on disk and since when it has been unchanged.
+    private var candidate: (fingerprint: ZoneSet.Fingerprint, since: Double)? = nil
 
     /// `load` compiles everything the snapshot is made of (by default the zones of `directory`);
     /// its fingerprint says which files to watch besides the directory's `*.zone` files.
+    /// `settle`: seconds a change must stay unchanged before the watcher loads it.
     public init(
-        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger,
-        load: (@Sendable () -> Result<ZoneSet, ConfigErrors>)? = nil
+        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
     ) {
         self.directory = directory
-        self.load = load ?? { ZoneSet.load(directory: directory) }
+        self.load = load ?? { previous in ZoneSet.load(directory: directory, previous: previous) }
         self.store = store
         self.logger = logger
+        self.settle = settle
+        self.clock = clock
         self.fingerprint = initial.fingerprint
     }
 
-    /// Reloads when a zone file (or one of its includes) changed since the last attempt.
+    public static func monotonicSeconds() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// Reloads when a zone file (or one of its includes) changed since the last attempt and
+    /// has been stable for the settle interval.
     public func reloadIfChanged() -> Outcome {
-        guard fingerprint.changed(directory: directory) else { return .unchanged }
-        if let failedFingerprint, !failedFingerprint.changed(directory: directory) { return .unchanged }
-        return reload()
+        let current = ZoneSet.Fingerprint(directory: directory, extraFiles: Array(fingerprint.entries.keys))
+        guard current != fingerprint else {
+            candidate = nil
+            return .unchanged
+        }
+        if let failedFingerprint, failedFingerprint == current { return .unchanged }
+        if settle > 0 {
+            let now = clock()
+            guard let candidate, candidate.fingerprint == current else {
+                self.candidate = (current, now)
+                return .settling
+            }
+            guard now - candidate.since >= settle else { return .settling }
+        }
+        candidate = nil
+        return reload(previous: store.load().zones)
     }
 
     /// Reloads unconditionally (SIGHUP).
-    public func reload() -> Outcome {
-        switch load() {
+    public func reload() -> Outcome { reload(previous: nil) }
+
+    private func reload(previous: [Zone]?) -> Outcome {
+        switch load(previous) {
         case .success(let set):
             store.publish(set.snapshot)
             fingerprint = set.fingerprint

@@ -17,11 +17,17 @@ public struct ZoneSet: Sendable {
     }
 
     /// Loads, checks and compiles every zone of `directory`; any error fails the whole set.
-    public static func load(directory: String) -> Result<ZoneSet, ConfigErrors> {
+    /// With `previous` (a watcher's reload), a zone whose content changed without a serial
+    /// increase is an error too (`Zone.unchangedSerials`).
+    public static func load(directory: String, previous: [Zone]? = nil) -> Result<ZoneSet, ConfigErrors> {
         switch ZoneCompiler.load(directory: directory) {
         case .failure(let errors):
             return .failure(errors)
         case .success(let zones):
+            if let previous {
+                let unchanged = Zone.unchangedSerials(previous: previous, next: zones)
+                if !unchanged.isEmpty { return .failure(ConfigErrors(unchanged)) }
+            }
             let fingerprint = Fingerprint(directory: directory, extraFiles: zones.flatMap { $0.files })
             return .success(ZoneSet(snapshot: SnapshotBuilder.build(zones), fingerprint: fingerprint))
         }

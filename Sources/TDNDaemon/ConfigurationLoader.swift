@@ -38,7 +38,7 @@ struct ConfigurationLoader: Sendable {
         }
     }
 
-    func load() -> Result<ZoneSet, ConfigErrors> { loadAll().map(\.set) }
+    func load(previous: [Zone]? = nil) -> Result<ZoneSet, ConfigErrors> { loadAll(previous: previous).map(\.set) }
 
     static func steering(policy: Policy, geography: SteeringGeography, health: HealthView) -> (SteeringTable, String) {
         let made = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
@@ -46,14 +46,18 @@ struct ConfigurationLoader: Sendable {
         return (table(made), summary)
     }
 
-    func loadAll() -> Result<Loaded, ConfigErrors> {
+    /// With `previous` (the zones a watcher's reload would replace), a zone whose content
+    /// changed without a serial increase is an error (`Zone.unchangedSerials`).
+    func loadAll(previous: [Zone]? = nil) -> Result<Loaded, ConfigErrors> {
         var errors: [ConfigError] = []
         func add(_ failure: PolicyErrors) {
             errors += failure.errors.map { ConfigError(file: $0.file, line: $0.line, message: $0.message) }
         }
         var zones: [Zone] = []
         switch ZoneCompiler.load(directory: config.zones) {
-        case .success(let loaded): zones = loaded
+        case .success(let loaded):
+            zones = loaded
+            if let previous { errors += Zone.unchangedSerials(previous: previous, next: zones) }
         case .failure(let failure): errors += failure.errors
         }
         var policy: Policy? = nil

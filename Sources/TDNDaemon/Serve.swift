@@ -82,7 +82,9 @@ struct Serve: AsyncParsableCommand {
         logger.info("serving \(names) on \(addresses) (UDP and TCP)")
         if !zones.summary.isEmpty { logger.info("steering: \(zones.summary)") }
 
-        let reloader = ZoneReloader(directory: config.zones, initial: zones, store: store, logger: logger, load: loader.load)
+        let reloader = ZoneReloader(
+            directory: config.zones, initial: zones, store: store, logger: logger, settle: Double(config.watchSettle),
+            load: { [loader] previous in loader.load(previous: previous) })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: DNSService(server: server, logger: logger)),
             .init(service: ReloadService(reloader: reloader, interval: config.watchInterval, live: live)),
@@ -130,7 +132,7 @@ struct ReloadService: Service {
             live.configureProbes(live.serving.loaded?.policy)
         case .failed:
             Counter(label: "tdn_reloads_total", dimensions: [("result", "failure")]).increment()
-        case .unchanged:
+        case .unchanged, .settling:
             break
         }
     }

@@ -32,19 +32,20 @@ public final class TestServer: @unchecked Sendable {
     /// snapshot from the directory instead of the zones alone (e.g. with a steering policy).
     public static func start(
         zones: [String: String], threads: Int = 2, maxUDPPayload: Int = 1232,
-        load: (@Sendable (String) -> Result<ZoneSet, ConfigErrors>)? = nil,
+        load: (@Sendable (String) -> Result<ZoneSet, ConfigErrors>)? = nil, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds,
         configure: (inout ServerSettings) -> Void = { _ in }
     ) async throws -> TestServer {
         let directory = makeTemporaryDirectory()
         for (name, text) in zones { writeFile(directory + "/" + name, text) }
-        let loader: @Sendable () -> Result<ZoneSet, ConfigErrors>
+        let loader: ZoneReloader.Load
         if let load {
-            loader = { load(directory) }
+            loader = { _ in load(directory) }
         } else {
-            loader = { ZoneSet.load(directory: directory) }
+            loader = { previous in ZoneSet.load(directory: directory, previous: previous) }
         }
         let set: ZoneSet
-        switch loader() {
+        switch loader(nil) {
         case .success(let loaded): set = loaded
         case .failure(let errors): throw StartError(description: errors.description)
         }
@@ -55,7 +56,7 @@ public final class TestServer: @unchecked Sendable {
         let server = try await DNSServer.start(settings: settings, store: store)
         var logger = Logger(label: "tdn.test")
         logger.logLevel = .critical
-        let reloader = ZoneReloader(directory: directory, initial: set, store: store, logger: logger, load: loader)
+        let reloader = ZoneReloader(directory: directory, initial: set, store: store, logger: logger, settle: settle, clock: clock, load: loader)
         return TestServer(directory: directory, server: server, reloader: reloader)
     }
 

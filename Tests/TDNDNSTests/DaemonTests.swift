@@ -75,8 +75,8 @@ struct DaemonTests {
         #expect(process.isRunning, "SIGHUP never stops tdnd")
         #expect(try www() == ["192.0.2.1"])
 
-        // A fixed file is noticed by the watcher without a signal.
-        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.2"))
+        // A fixed file (with a new serial) is noticed by the watcher without a signal.
+        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.2").replacingOccurrences(of: "hostmaster 1 ", with: "hostmaster 2 "))
         var answer: [String] = []
         for _ in 0..<60 {
             answer = try www()
@@ -96,5 +96,45 @@ struct DaemonTests {
         #expect(!process.isRunning, "SIGTERM stops tdnd within 3 s")
         #expect(process.terminationStatus == 0)
         #expect(log().contains("stopped"))
+    }
+
+    /// Issue 12: a zone file rewritten in place, slowly, was published half-written. The
+    /// watcher now waits for the file to settle and refuses a change without a new serial.
+    @Test func watcherNeverPublishesAHalfWrittenZone() async throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let names = (0..<40).map { "host\($0) IN A 192.0.2.\($0 + 10)" }
+        let full = Self.goodZone + "\n" + names.joined(separator: "\n") + "\n"
+        writeFile(directory + "/d.example.zone", full)
+        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\nwatch-settle: 1\n")
+        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
+        let port = try #require(daemon.port(after: "on 127.0.0.1:"))
+        let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
+        func rcode(_ name: String) throws -> ResponseCode { try client.query(Message.query(Fixtures.name(name), .a)).rcode }
+        #expect(try rcode("host39.d.example.") == .noError)
+
+        // Rewrite the same zone in place, a line every 150 ms (same serial, a new last name),
+        // while polling the last name: it must never be NXDOMAIN.
+        let rewritten = full + "late IN A 192.0.2.200\n"
+        let lines = rewritten.split(separator: "\n", omittingEmptySubsequences: false)
+        let file = try #require(fopen(directory + "/d.example.zone", "w"))
+        var nxdomains = 0
+        for line in lines {
+            fputs(line + "\n", file)
+            fflush(file)
+            for _ in 0..<3 {
+                if try rcode("host39.d.example.") != .noError { nxdomains += 1 }
+                usleep(50_000)
+            }
+        }
+        fclose(file)
+        #expect(nxdomains == 0, "a half-written zone was served")
+        // Complete, stable, but the serial did not change: still the old data, and a log line.
+        #expect(daemon.waitFor("changed but its serial 1 did not increase", timeout: 6), "\(daemon.log)")
+        #expect(try rcode("late.d.example.") == .nxDomain)
+        // The operator's SIGHUP loads it as it is.
+        kill(daemon.process.processIdentifier, SIGHUP)
+        for _ in 0..<40 where try rcode("late.d.example.") != .noError { usleep(50_000) }
+        #expect(try rcode("late.d.example.") == .noError)
     }
 }

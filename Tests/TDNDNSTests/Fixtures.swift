@@ -82,9 +82,9 @@ final class DaemonProcess {
 
     var log: String { String(decoding: FileManager.default.contents(atPath: logPath) ?? Data(), as: UTF8.self) }
 
-    /// Waits up to 5 s for `text` in the log.
-    func waitFor(_ text: String) -> Bool {
-        for _ in 0..<100 where !log.contains(text) { usleep(50_000) }
+    /// Waits up to `timeout` seconds for `text` in the log.
+    func waitFor(_ text: String, timeout: Double = 5) -> Bool {
+        for _ in 0..<Int(timeout * 20) where !log.contains(text) { usleep(50_000) }
         return log.contains(text)
     }
 
