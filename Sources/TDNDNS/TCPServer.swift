@@ -1,6 +1,7 @@
 import Atomics
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -19,7 +20,14 @@ public final class TCPServer: Sendable {
 
     public struct Settings: Sendable {
         public var idleTimeout: TimeAmount = .seconds(10)
+        /// Once the first byte of a message has arrived, the whole message must arrive within
+        /// this: the idle timer restarts on every byte, so alone it cannot stop a client that
+        /// trickles bytes (slowloris).
+        public var messageTimeout: TimeAmount = .seconds(5)
         public var maxConnections = 1024
+        /// Connections one client (an IPv4 address, an IPv6 /64) may hold open, so that one
+        /// source cannot take every slot.
+        public var maxPerClient = 16
         public var maxUDPPayload = 1232
         public var stats: QueryStats?
         public init() {}
@@ -29,6 +37,7 @@ public final class TCPServer: Sendable {
         addresses: [ListenAddress], group: EventLoopGroup, store: SnapshotStore, settings: Settings
     ) async throws -> TCPServer {
         let open = ManagedAtomic<Int>(0)
+        let perClient = ClientConnectionCounts(limit: settings.maxPerClient)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -40,10 +49,15 @@ public final class TCPServer: Sendable {
                     return channel.close()
                 }
                 channel.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
+                let client = channel.remoteAddress.map(ClientConnectionCounts.key)
+                if let client {
+                    guard perClient.open(client) else { return channel.close() }
+                    channel.closeFuture.whenComplete { _ in perClient.close(client) }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: settings.idleTimeout),
-                        ByteToMessageHandler(LengthPrefixedFrameDecoder()),
+                        ByteToMessageHandler(LengthPrefixedFrameDecoder(messageTimeout: settings.messageTimeout)),
                         TCPQueryHandler(store: store, maxUDPPayload: settings.maxUDPPayload, stats: settings.stats),
                     ])
                 }
@@ -69,17 +83,79 @@ public final class TCPServer: Sendable {
     }
 }
 
-/// Splits a TCP stream into DNS messages by their two-octet length prefix (RFC 1035 §4.2.2).
+/// Splits a TCP stream into DNS messages by their two-octet length prefix (RFC 1035 §4.2.2),
+/// and closes the connection when a message, once begun, is not complete within
+/// `messageTimeout`.
 struct LengthPrefixedFrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
+
+    let messageTimeout: TimeAmount
+    /// Armed while part of a message is buffered.
+    private var deadline: Scheduled<Void>?
+
+    init(messageTimeout: TimeAmount = .seconds(5)) { self.messageTimeout = messageTimeout }
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
             buffer.readableBytes >= 2 + Int(length)
-        else { return .needMoreData }
+        else {
+            if buffer.readableBytes > 0 && deadline == nil {
+                let channel = context.channel
+                deadline = context.eventLoop.scheduleTask(in: messageTimeout) { channel.close(promise: nil) }
+            }
+            return .needMoreData
+        }
+        deadline?.cancel()
+        deadline = nil
         buffer.moveReaderIndex(forwardBy: 2)
         context.fireChannelRead(Self.wrapInboundOut(buffer.readSlice(length: Int(length))!))
         return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        deadline?.cancel()
+        deadline = nil
+        return try decode(context: context, buffer: &buffer)
+    }
+}
+
+/// Open TCP connections per client, for `maxPerClient`. Touched when a connection opens or
+/// closes, never per query.
+final class ClientConnectionCounts: Sendable {
+    private let counts = Mutex<[[UInt8]: Int]>([:])
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// An IPv4 address, or the /64 of an IPv6 one (IPv4-mapped addresses count as IPv4).
+    static func key(_ address: SocketAddress) -> [UInt8] {
+        switch address {
+        case .v4(let v4):
+            return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF { return Array(bytes[12..<16]) }
+            return Array(bytes[0..<8])
+        default:
+            return []
+        }
+    }
+
+    /// Counts a new connection; false (and not counted) when the client is at its limit.
+    func open(_ key: [UInt8]) -> Bool {
+        counts.withLock { counts in
+            let count = counts[key, default: 0]
+            guard count < limit else { return false }
+            counts[key] = count + 1
+            return true
+        }
+    }
+
+    func close(_ key: [UInt8]) {
+        counts.withLock { counts in
+            let count = counts[key, default: 1] - 1
+            counts[key] = count > 0 ? count : nil
+        }
     }
 }
 

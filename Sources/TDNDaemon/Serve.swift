@@ -69,6 +69,12 @@ struct Serve: AsyncParsableCommand {
         settings.maxUDPPayload = config.udpPayloadSize
         settings.tcp.idleTimeout = .seconds(Int64(config.tcpIdleTimeout))
         settings.tcp.maxConnections = config.tcpMaxConnections
+        settings.tcp.messageTimeout = .seconds(Int64(config.tcpMessageTimeout))
+        settings.tcp.maxPerClient = config.tcpMaxPerClient
+        // DNS over TCP, both HTTP servers' caps and the probes in flight, with room to spare.
+        ensureDescriptors(
+            needed: config.tcpMaxConnections * config.listen.count + config.http.maxConnections + config.probeConcurrency + 256,
+            what: "tdnd serve", logger: logger)
         settings.stats = live.queryStats
         let server: DNSServer
         do {

@@ -7,10 +7,23 @@ import Glibc
 public final class RawTCP {
     public let descriptor: Int32
 
-    /// Connects to `host:port` (IPv4 literal); nil when the connection fails.
-    public init?(host: String = "127.0.0.1", port: Int) {
+    /// Connects to `host:port` (IPv4 literal) from `source` (another loopback address, e.g.
+    /// 127.0.0.2, to play a second client); nil when the connection fails.
+    public init?(host: String = "127.0.0.1", port: Int, source: String? = nil) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0 else {
+                close(fd)
+                return nil
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)

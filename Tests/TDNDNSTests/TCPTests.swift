@@ -107,6 +107,60 @@ struct TCPTests {
     }
 }
 
+extension TCPTests {
+    /// Issue 12: about 25 bytes/s per connection held every TCP slot, since the idle timer
+    /// restarts on any byte. A message must now arrive whole within `messageTimeout` of its
+    /// first byte, and one client may hold only `maxPerClient` connections: a legitimate
+    /// client from another address is served while an attacker trickles bytes.
+    @Test func slowlorisIsCutOffAndOneClientCannotTakeEverySlot() async throws {
+        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: {
+            $0.tcp.messageTimeout = .seconds(1)
+            $0.tcp.maxPerClient = 4
+            $0.tcp.maxConnections = 8
+            $0.tcp.idleTimeout = .seconds(10)
+        })
+        defer { Task { await server.stop() } }
+        let query = Message.query(Fixtures.name("www.example.test."), .a).encoded()
+        let framed = [UInt8(query.count >> 8), UInt8(query.count & 0xFF)] + query
+        let attackers = (0..<6).compactMap { _ in RawTCP(port: server.port) }
+        #expect(attackers.count == 6)
+        let start = monotonicNow()
+        var closedAt: [Int: Double] = [:]
+        var position = 0
+        var legitimateServed = false
+        while monotonicNow() - start < 3, closedAt.count < attackers.count {
+            for (index, connection) in attackers.enumerated() where closedAt[index] == nil {
+                if !connection.send([framed[position % framed.count]]) || connection.receive(timeout: 0.005).closed {
+                    closedAt[index] = monotonicNow() - start
+                }
+            }
+            if position == 3 {
+                // Meanwhile a client from another address is answered at once.
+                let legitimate = try #require(RawTCP(port: server.port, source: "127.0.0.2"))
+                legitimate.send(framed)
+                let (bytes, _) = legitimate.receive(timeout: 1, limit: 2 + 12)
+                legitimateServed = bytes.count >= 14 && bytes[2] == framed[2] && bytes[3] == framed[3]
+            }
+            position += 1
+            usleep(150_000)
+        }
+        #expect(legitimateServed, "a client from 127.0.0.2 was not served while 127.0.0.1 trickled bytes")
+        #expect(closedAt.count == 6, "\(closedAt)")
+        // Two over the per-client limit are closed at once; the other four within the message
+        // deadline of their first byte, although each sent a byte every 150 ms.
+        let times = closedAt.values.sorted()
+        #expect(times.count == 6 && times[1] < 0.5, "\(times)")
+        #expect(times.count == 6 && times[2] > 0.8 && times[5] < 1.8, "\(times)")
+        // A whole query sent slowly but within the deadline is answered.
+        let patient = try #require(RawTCP(port: server.port))
+        for byte in framed {
+            patient.send([byte])
+            usleep(10_000)
+        }
+        #expect(patient.receive(timeout: 1, limit: 14).bytes.count >= 14)
+    }
+}
+
 enum Clock {
     static var monotonic: Double {
         var now = timespec()
