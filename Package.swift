@@ -32,6 +32,8 @@ let package = Package(
             name: "CMaxMindDB", pkgConfig: "libmaxminddb", providers: [.apt(["libmaxminddb-dev"])]),
         // recvmmsg/sendmmsg are not exported by Glibc's Swift overlay.
         .target(name: "CSocketIO"),
+        // malloc_trim, to give memory freed by a snapshot swap back to the system.
+        .target(name: "CMemory"),
 
         .target(
             name: "TDNDNS",
@@ -69,7 +71,7 @@ let package = Package(
         .target(
             name: "TDNDaemon",
             dependencies: [
-                "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync",
+                "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync", "CMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -50,10 +50,15 @@ final class QueryCounters {
     private let cells: UnsafeMutablePointer<UInt64>
     private var dropped: UInt64 = 0
     private var pending = false
-    /// Steered answers per (name, answer) of `steeredSnapshot`.
+    /// Steered answers per (name, answer) of the snapshot `steeredGeneration`. Its names and
+    /// sites are kept, not the snapshot: a reference here would keep a whole old snapshot
+    /// alive on an idle thread after every reload.
     private var steered: UnsafeMutablePointer<UInt64>?
     private var steeredCapacity = 0
-    private var steeredSnapshot: Snapshot?
+    private var steeredGeneration: UInt64 = 0
+    private var steeredNames: [String] = []
+    private var steeredAnswerSites: [[String]] = []
+    private var steeredAnswerCount = 1
     private var lastFlush: UInt64 = 0
 
     init(transport: Transport, stats: QueryStats) {
@@ -84,7 +89,7 @@ final class QueryCounters {
     /// Counts a steered answer of `snapshot`: answers of an older snapshot are folded first.
     @inline(__always)
     func countSteered(_ snapshot: Snapshot, name: Int, answer: Int) {
-        if steeredSnapshot !== snapshot { switchSnapshot(snapshot) }
+        if steeredGeneration != snapshot.generation { switchSnapshot(snapshot) }
         guard let steered, name * snapshot.steeredAnswerCount + answer < steeredCapacity else { return }
         steered[name * snapshot.steeredAnswerCount + answer] &+= 1
         pending = true
@@ -98,7 +103,10 @@ final class QueryCounters {
         steeredCapacity = snapshot.steeredNames.count * snapshot.steeredAnswerCount
         steered = steeredCapacity > 0 ? .allocate(capacity: steeredCapacity) : nil
         steered?.initialize(repeating: 0, count: steeredCapacity)
-        steeredSnapshot = snapshot
+        steeredGeneration = snapshot.generation
+        steeredNames = snapshot.steeredNames
+        steeredAnswerSites = snapshot.steeredAnswerSites
+        steeredAnswerCount = snapshot.steeredAnswerCount
     }
 
     /// Folds the counts into the shared totals when at least `interval` nanoseconds passed.
@@ -122,11 +130,11 @@ final class QueryCounters {
             }
         }
         var answers: [(QueryStats.SteeredKey, UInt64)] = []
-        if let steered, let snapshot = steeredSnapshot {
+        if let steered {
             for index in 0..<steeredCapacity where steered[index] > 0 {
-                let name = index / snapshot.steeredAnswerCount
-                let answer = index % snapshot.steeredAnswerCount
-                answers.append((QueryStats.SteeredKey(name: snapshot.steeredNames[name], sites: snapshot.steeredAnswerSites[answer]), steered[index]))
+                let name = index / steeredAnswerCount
+                let answer = index % steeredAnswerCount
+                answers.append((QueryStats.SteeredKey(name: steeredNames[name], sites: steeredAnswerSites[answer]), steered[index]))
                 steered[index] = 0
             }
         }

@@ -79,6 +79,10 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     public let maximumBodyLength: Int
     /// The zones served, in load order.
     public let zones: [Zone]
+    /// Unique per snapshot built in this process (never reused, unlike an object's address).
+    let generation: UInt64
+
+    private static let generations = ManagedAtomic<UInt64>(0)
 
     init(nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
          templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
@@ -110,6 +114,7 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         self.steeredAnswerCount = max(1, steeredAnswerSites.count)
         self.maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
         self.zones = zones
+        self.generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
     deinit {

@@ -40,7 +40,7 @@ public final class ZoneReloader: @unchecked Sendable {
     /// its fingerprint says which files to watch besides the directory's `*.zone` files.
     /// `settle`: seconds a change must stay unchanged before the watcher loads it.
     public init(
-        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
+        directory: String, fingerprint: ZoneSet.Fingerprint, store: SnapshotStore, logger: Logger, settle: Double = 0,
         clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
     ) {
         self.directory = directory
@@ -49,7 +49,15 @@ public final class ZoneReloader: @unchecked Sendable {
         self.logger = logger
         self.settle = settle
         self.clock = clock
-        self.fingerprint = initial.fingerprint
+        self.fingerprint = fingerprint
+    }
+
+    /// A reloader whose last load is `initial` (only its fingerprint is kept).
+    public convenience init(
+        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
+    ) {
+        self.init(directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle, clock: clock, load: load)
     }
 
     public static func monotonicSeconds() -> Double {

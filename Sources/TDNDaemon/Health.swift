@@ -121,6 +121,7 @@ final class LiveState: Sendable {
             store.publish(rebuilt.set.snapshot)
             serving.set(rebuilt)
             Counter(label: "tdn_steering_rebuilds_total").increment()
+            FreedMemory.release()
         }
     }
 

@@ -98,6 +98,53 @@ struct DaemonTests {
         #expect(log().contains("stopped"))
     }
 
+    /// Issue 12: a 200,000-record zone took 240 MB and the process 650–900 MB after a few
+    /// reloads (glibc kept the freed snapshots' memory; query statistics kept an old snapshot).
+    /// Memory must stay near one snapshot's however often the zone is reloaded.
+    @Test func memoryStaysBoundedAcrossReloads() async throws {
+        let directory = makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func rss(_ daemon: DaemonProcess) -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        }
+        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 0\n")
+        // The process without the zone's weight: the same configuration with a small zone.
+        writeFile(directory + "/d.example.zone", Self.goodZone + "\n")
+        let small = try DaemonProcess(config: directory + "/tdnd.yaml")
+        #expect(small.port(after: "on 127.0.0.1:") != nil, "\(small.log)")
+        usleep(1_000_000)
+        let baseline = rss(small)
+        small.process.terminate()
+        small.process.waitUntilExit()
+
+        var zone = Self.goodZone + "\n"
+        for index in 0..<60_000 { zone += "h\(index) IN A 10.\(index >> 16 & 255).\(index >> 8 & 255).\(index & 255)\n" }
+        writeFile(directory + "/d.example.zone", zone)
+        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
+        #expect(daemon.port(after: "on 127.0.0.1:", timeout: 60) != nil, "\(daemon.log)")
+        usleep(1_000_000)
+        let start = rss(daemon)
+        var after: [Int] = []
+        for round in 1...3 {
+            let before = daemon.log.components(separatedBy: "reloaded:").count
+            kill(daemon.process.processIdentifier, SIGHUP)
+            for _ in 0..<600 where daemon.log.components(separatedBy: "reloaded:").count <= before { usleep(50_000) }
+            #expect(daemon.log.components(separatedBy: "reloaded:").count > before, "reload \(round) did not finish")
+            usleep(1_000_000)
+            after.append(rss(daemon))
+        }
+        // The zone's weight in memory is `start - baseline`. A reload holds two snapshots for a
+        // moment; afterwards the old one's memory must be given back: what stays after each
+        // reload is less than a second snapshot's worth. (Measured: about 0.7 of one, from heap
+        // pages that small live blocks keep; before the fix 2 to 3 of them, growing.)
+        let weight = start - baseline
+        let report = "RSS \(baseline) kB without the zone, \(start) kB at start, \(after) kB after each reload"
+        #expect(weight > 8_192, "the zone is large enough to measure: \(report)")
+        #expect((after.max() ?? 0) < start + weight, "\(report)")
+    }
+
     /// Issue 12: a zone file rewritten in place, slowly, was published half-written. The
     /// watcher now waits for the file to settle and refuses a change without a new serial.
     @Test func watcherNeverPublishesAHalfWrittenZone() async throws {

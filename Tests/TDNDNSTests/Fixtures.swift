@@ -88,9 +88,10 @@ final class DaemonProcess {
         return log.contains(text)
     }
 
-    /// The port logged after `prefix` (e.g. "status server on 127.0.0.1:"), waiting up to 5 s.
-    func port(after prefix: String) -> Int? {
-        for _ in 0..<100 {
+    /// The port logged after `prefix` (e.g. "status server on 127.0.0.1:"), waiting up to
+    /// `timeout` seconds.
+    func port(after prefix: String, timeout: Double = 5) -> Int? {
+        for _ in 0..<Int(timeout * 20) {
             if let range = log.range(of: prefix) {
                 return Int(log[range.upperBound...].prefix(while: \.isNumber))
             }
