@@ -430,22 +430,35 @@ public final class LedgerStore: Sendable {
                 """)
             while let batch = try batches.next() {
                 result.batches += 1
-                let seq: Int64 = batch[0]
-                let count: Int = batch[1]
-                let prev: String = batch[2]
-                let hash: String = batch[3]
+                // Values are read as optionals: a hand-edited file may hold any type anywhere,
+                // and verify reports that instead of trapping on it.
+                guard let seq = Int64.fromDatabaseValue(batch[0]), let count = Int.fromDatabaseValue(batch[1]),
+                    let prev = String.fromDatabaseValue(batch[2]), let hash = String.fromDatabaseValue(batch[3])
+                else {
+                    result.problems.append("a batch row holds values of the wrong type: \(batch)")
+                    continue
+                }
                 if prev != previous { result.problems.append("batch \(seq): previous hash does not match batch before it (a batch was removed or reordered)") }
                 var entries: [(String, Int64)] = []
                 let rows = try Row.fetchAll(recordsOf, arguments: [seq])
                 for row in rows {
-                    let record = UsageRecord(
-                        id: row[1], site: row[2], tenant: row[3], model: row[4], promptTokens: row[5], completionTokens: row[6],
-                        startedAt: row[7], endedAt: row[8], requestID: row[9])
-                    let stored: String = row[11]
-                    if record.contentHash != stored {
-                        result.problems.append("record \(row[0] as Int64) (id \(record.id)) in batch \(seq): content altered")
+                    guard let id = String.fromDatabaseValue(row[1]), let site = String.fromDatabaseValue(row[2]),
+                        let tenant = String.fromDatabaseValue(row[3]), let model = String.fromDatabaseValue(row[4]),
+                        let prompt = Int.fromDatabaseValue(row[5]), let completion = Int.fromDatabaseValue(row[6]),
+                        let started = Double.fromDatabaseValue(row[7]), let ended = Double.fromDatabaseValue(row[8]),
+                        let credits = Int64.fromDatabaseValue(row[10]), let stored = String.fromDatabaseValue(row[11])
+                    else {
+                        result.problems.append("batch \(seq): a record row holds values of the wrong type: \(row)")
+                        continue
                     }
-                    entries.append((record.contentHash, row[10]))
+                    let requestID = String.fromDatabaseValue(row[9])
+                    let record = UsageRecord(
+                        id: id, site: site, tenant: tenant, model: model, promptTokens: prompt, completionTokens: completion,
+                        startedAt: started, endedAt: ended, requestID: requestID)
+                    if record.contentHash != stored {
+                        result.problems.append("record \(row[0] as DatabaseValue) (id \(record.id)) in batch \(seq): content altered")
+                    }
+                    entries.append((record.contentHash, credits))
                 }
                 result.records += rows.count
                 if rows.count != count { result.problems.append("batch \(seq): \(rows.count) records, \(count) were written") }

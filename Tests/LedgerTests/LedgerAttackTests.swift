@@ -259,6 +259,17 @@ struct LedgerAttackTests {
         #expect(verify.error.contains("damaged"), "\(verify.error)")
     }
 
+    @Test func verifyReportsValuesOfTheWrongTypeInsteadOfTrapping() async throws {
+        let ledger = try Ledger()
+        #expect(try await ledger.post([LedgerTests.record("w1"), LedgerTests.record("w2")]).status == 200)
+        let database = ledger.directory + "/data/ledger.sqlite"
+        // SQLite accepts text in an INTEGER column; a hand-edited file may hold anything.
+        #expect(try run("/usr/bin/sqlite3", [database, "UPDATE records SET prompt_tokens = 'many' WHERE id = 'w1'"]).status == 0)
+        let verify = try run(tdndPath, ["ledger", "verify", "--config", ledger.directory + "/tdnd.yaml"])
+        #expect(verify.status == 1, "\(verify)")
+        #expect(verify.error.contains("wrong type"), "\(verify.error)")
+    }
+
     @Test func slowClientsAreCutOffAndConnectionsCapped() async throws {
         let ledger = try Ledger(top: "http-header-timeout: 1\nhttp-body-timeout: 2\nhttp-max-connections: 8")
         // Eight clients trickling a request head a byte at a time hold every slot...
