@@ -11,6 +11,9 @@ source bench/lib.sh
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-16}
 swift build -c release >/dev/null
+# The request decoder alone, against Foundation's JSONDecoder as the reference (same batch,
+# interleaved rounds, CPU per record of this thread).
+.build/release/tdn-ledger-bench --url unused --edge fra1 --key unused --batch 100 --decode-rounds 2000
 port=$(free_port)
 key=bench-edge-key-0123456789
 cat >"$work/tdnd.yaml" <<YAML

@@ -21,10 +21,45 @@ struct LedgerBench: AsyncParsableCommand {
     @Option(help: "Concurrent clients.") var clients = 16
     @Option(help: "Seconds to run.") var duration = 10.0
     @Option(help: "A prefix for record ids (runs must not collide).") var prefix = UUID().uuidString
+    @Option(help: "No network: decode one batch this many rounds with Foundation's JSONDecoder and with the ledger's strict reader, interleaved, and compare their CPU per record.")
+    var decodeRounds: Int?
 
     func run() async throws { try await execute() }
 
+    /// CPU seconds of the calling thread.
+    static func threadCPU() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    func compareDecoders(rounds: Int) throws {
+        let now = Date().timeIntervalSince1970
+        let records = (0..<batch).map { index in
+            UsageRecord(
+                id: "\(prefix)-\(index)", site: edge, tenant: "acme", model: "llama-13b", promptTokens: 100 + index, completionTokens: 200 + index,
+                startedAt: now - 2, endedAt: now, requestID: "chatcmpl-\(index)")
+        }
+        let body = try JSONEncoder().encode(UsageBatch(records: records))
+        let bytes = Array(body)
+        var foundation: [Double] = []
+        var strict: [Double] = []
+        for _ in 0..<rounds {
+            var start = Self.threadCPU()
+            let a = try JSONDecoder().decode(UsageBatch.self, from: body)
+            foundation.append((Self.threadCPU() - start) / Double(batch))
+            start = Self.threadCPU()
+            let b = try UsageBatch.decode(strict: bytes)
+            strict.append((Self.threadCPU() - start) / Double(batch))
+            guard a.records == b.records else { throw ValidationError("the two decoders disagree") }
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] * 1e6 }
+        print(String(format: "decode, batch of %d, %d rounds interleaved: JSONDecoder %.2f us/record, strict reader %.2f us/record (median); strict/JSONDecoder %.2f",
+            batch, rounds, median(foundation), median(strict), median(strict) / median(foundation)))
+    }
+
     func execute() async throws {
+        if let decodeRounds { return try compareDecoders(rounds: decodeRounds) }
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: clients)))
         let tenantList = tenants.split(separator: ",").map(String.init)
         let modelList = models.split(separator: ",").map(String.init)
