@@ -9,7 +9,7 @@ GEO_PACKAGES := tor-geoipdb python3
 GEOIP := build/geoip/tor-country.mmdb
 SWIFT ?= swift
 
-.PHONY: run test deps test-deps geoip build release check bench clean
+.PHONY: run test deps test-deps geoip build release check bench clean lint format
 
 deps:
 	@scripts/install-deps.sh $(BUILD_PACKAGES)
@@ -47,6 +47,14 @@ check: build geoip
 # processes would otherwise hold the few threads the rest need on a 2-core machine.
 test: test-deps geoip
 	SWIFT_BACKTRACE=enable=no $(SWIFT) test --no-parallel
+
+# Formatting (.swift-format: 4 spaces, 120 columns), checked in CI before the tests.
+SWIFT_SOURCES := Sources Tests Package.swift
+lint:
+	$(SWIFT) format lint --recursive --strict --parallel $(SWIFT_SOURCES)
+
+format:
+	$(SWIFT) format --in-place --recursive --parallel $(SWIFT_SOURCES)
 
 bench: release geoip
 	bench/dns.sh

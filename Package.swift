@@ -132,6 +132,6 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]),
-        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"], exclude: ["Resources"]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"]),
     ]
 )

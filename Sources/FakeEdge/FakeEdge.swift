@@ -48,7 +48,10 @@ public final class FakeEdgeFleet: Sendable {
     /// Models every site lists unless told otherwise.
     private let defaultModels: [String]
 
-    private init(host: String, port: Int, channel: Channel, group: MultiThreadedEventLoopGroup, sites: [String: Site], defaultModels: [String]) {
+    private init(
+        host: String, port: Int, channel: Channel, group: MultiThreadedEventLoopGroup, sites: [String: Site],
+        defaultModels: [String]
+    ) {
         self.host = host
         self.port = port
         self.channel = channel
@@ -58,7 +61,9 @@ public final class FakeEdgeFleet: Sendable {
     }
 
     /// Starts the server (port 0 picks a free one). Unknown sites answer 404.
-    public static func start(host: String = "127.0.0.1", port: Int = 0, sites: [String], models: [String] = [], threads: Int = 1) async throws -> FakeEdgeFleet {
+    public static func start(
+        host: String = "127.0.0.1", port: Int = 0, sites: [String], models: [String] = [], threads: Int = 1
+    ) async throws -> FakeEdgeFleet {
         let table = Dictionary(sites.map { ($0, Site(models: models)) }, uniquingKeysWith: { first, _ in first })
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let box = TableBox()
@@ -71,7 +76,9 @@ public final class FakeEdgeFleet: Sendable {
                 }
             }
             .bind(host: host, port: port).get()
-        let fleet = FakeEdgeFleet(host: host, port: channel.localAddress?.port ?? port, channel: channel, group: group, sites: table, defaultModels: models)
+        let fleet = FakeEdgeFleet(
+            host: host, port: channel.localAddress?.port ?? port, channel: channel, group: group, sites: table,
+            defaultModels: models)
         box.fleet.withLock { $0 = fleet }
         return fleet
     }
@@ -110,7 +117,8 @@ public final class FakeEdgeFleet: Sendable {
         let rest = String(parts[1])
         return sites.withLock { table -> (Int, String, Double)? in
             guard var site = table[id] else { return (404, "no such site\n", 0) }
-            let kind = rest == "health" ? "health" : rest == "metrics" ? "metrics" : rest == "v1/models" ? "models" : "other"
+            let kind =
+                rest == "health" ? "health" : rest == "metrics" ? "metrics" : rest == "v1/models" ? "models" : "other"
             site.requests[kind, default: 0] += 1
             table[id] = site
             if site.mode == .dead { return nil }
@@ -120,14 +128,22 @@ public final class FakeEdgeFleet: Sendable {
                 return site.mode == .failing ? (503, "engine unhealthy\n", delay) : (200, "", delay)
             case "metrics":
                 switch site.mode {
-                case .oversized: return (200, Self.metrics(full: false) + String(repeating: "# padding\n", count: 500_000), delay)
+                case .oversized:
+                    return (200, Self.metrics(full: false) + String(repeating: "# padding\n", count: 500_000), delay)
                 case .malformed: return (200, "vllm:num_requests_running {{{ not a sample\n\u{0}\u{1}", delay)
                 case .negative: return (200, Self.metrics(full: false, running: -500, cache: "-Inf"), delay)
                 default: return (200, Self.metrics(full: site.mode == .full || site.mode == .busy), delay)
                 }
             case "models":
                 switch site.mode {
-                case .oversized: return (200, Self.modelList(site.models + (0..<50_000).map { "padding-model-\($0)-" + String(repeating: "p", count: 60) }), delay)
+                case .oversized:
+                    return (
+                        200,
+                        Self.modelList(
+                            site.models
+                                + (0..<50_000).map { "padding-model-\($0)-" + String(repeating: "p", count: 60) }),
+                        delay
+                    )
                 case .malformed: return (200, "{\"object\":\"list\",\"data\":[{\"id\":", delay)
                 case .manyModels: return (200, Self.modelList(site.models + (0..<5_000).map { "model-\($0)" }), delay)
                 default: return (200, Self.modelList(site.models), delay)
@@ -144,7 +160,11 @@ public final class FakeEdgeFleet: Sendable {
         let route = pieces.first?.split(separator: "/") ?? []
         let value = pieces.count > 1 && pieces[1].hasPrefix("set=") ? String(pieces[1].dropFirst(4)) : nil
         guard route.count == 2, let value, site(String(route[0])) != nil else {
-            return (400, "POST /SITE/mode?set=\(Mode.allCases.map(\.rawValue).joined(separator: "|")) or /SITE/models?set=a,b\n", 0)
+            return (
+                400,
+                "POST /SITE/mode?set=\(Mode.allCases.map(\.rawValue).joined(separator: "|")) or /SITE/models?set=a,b\n",
+                0
+            )
         }
         let id = String(route[0])
         switch route[1] {
@@ -215,18 +235,27 @@ final class FakeEdgeHandler: ChannelInboundHandler, @unchecked Sendable {
             let keepAlive = self.keepAlive
             let respond = { [self] in
                 var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: path.hasSuffix("metrics") ? "text/plain; version=0.0.4" : path.hasSuffix("models") ? "application/json" : "text/plain")
+                headers.add(
+                    name: "Content-Type",
+                    value: path.hasSuffix("metrics")
+                        ? "text/plain; version=0.0.4" : path.hasSuffix("models") ? "application/json" : "text/plain")
                 headers.add(name: "Content-Length", value: String(answer.body.utf8.count))
                 if !keepAlive { headers.add(name: "Connection", value: "close") }
-                let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
+                let head = HTTPResponseHead(
+                    version: .http1_1, status: HTTPResponseStatus(statusCode: answer.status), headers: headers)
                 context.write(wrapOutboundOut(.head(head)), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: answer.body)))),
+                    promise: nil)
+                let channel = context.channel
                 context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                    if !keepAlive { context.close(promise: nil) }
+                    if !keepAlive { channel.close(promise: nil) }
                 }
             }
             if answer.delay > 0 {
-                context.eventLoop.scheduleTask(in: .nanoseconds(Int64(answer.delay * 1e9))) { respond() }
+                context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(answer.delay * 1e9))) {
+                    respond()
+                }
             } else {
                 respond()
             }

@@ -13,12 +13,15 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
     public var quantized: Location {
         var copy = self
         if let point = coordinates {
-            copy.coordinates = Coordinates(latitude: (point.latitude * 2).rounded() / 2, longitude: (point.longitude * 2).rounded() / 2)
+            copy.coordinates = Coordinates(
+                latitude: (point.latitude * 2).rounded() / 2, longitude: (point.longitude * 2).rounded() / 2)
         }
         return copy
     }
 
-    public init(country: String? = nil, continent: String? = nil, coordinates: Coordinates? = nil, network: String? = nil) {
+    public init(
+        country: String? = nil, continent: String? = nil, coordinates: Coordinates? = nil, network: String? = nil
+    ) {
         self.country = country
         self.continent = continent
         self.coordinates = coordinates
@@ -29,7 +32,11 @@ public struct Location: Hashable, Sendable, CustomStringConvertible {
         guard let country else { return "unknown location" }
         var parts = [country]
         if let continent { parts.append(continent) }
-        if let coordinates { parts.append("\(formatNumber((coordinates.latitude * 100).rounded() / 100)),\(formatNumber((coordinates.longitude * 100).rounded() / 100))") }
+        if let coordinates {
+            parts.append(
+                "\(formatNumber((coordinates.latitude * 100).rounded() / 100)),\(formatNumber((coordinates.longitude * 100).rounded() / 100))"
+            )
+        }
         if let network { parts.append("network \(network)") }
         return parts.joined(separator: " ")
     }
@@ -47,7 +54,10 @@ public struct SiteHealth: Hashable, Sendable {
     public var unsettled = false
     /// When it was last up (seconds since 1970), for `when-all-down: last-known-good`.
     public var lastUp: Double? = nil
-    public init(up: Bool = true, saturated: Bool = false, models: Set<String>? = nil, unsettled: Bool = false, lastUp: Double? = nil) {
+    public init(
+        up: Bool = true, saturated: Bool = false, models: Set<String>? = nil, unsettled: Bool = false,
+        lastUp: Double? = nil
+    ) {
         self.up = up
         self.saturated = saturated
         self.models = models
@@ -109,7 +119,9 @@ public struct Decider: Sendable {
         if let servedIn = model.servedIn { restrict(servedIn) }
         if let servedIn = tenant?.servedIn { restrict(servedIn) }
         if let country = location.country {
-            for rule in policy.rules where policy.jurisdictions[rule.clientsIn]?.contains(country) == true { restrict(rule.servedIn) }
+            for rule in policy.rules where policy.jurisdictions[rule.clientsIn]?.contains(country) == true {
+                restrict(rule.servedIn)
+            }
         } else {
             // We cannot tell which rules apply: only what the operator allows for the unknown.
             restrict(policy.unknownLocationServedIn)
@@ -119,10 +131,14 @@ public struct Decider: Sendable {
 
     /// Estimated round trip: the latency map first (network, then country), else distance.
     public func rtt(from location: Location, to site: Site) -> Double? {
-        if let network = location.network, let entry = policy.latency.first(where: { $0.from == network && $0.site == site.id }) {
+        if let network = location.network,
+            let entry = policy.latency.first(where: { $0.from == network && $0.site == site.id })
+        {
             return entry.rttMilliseconds
         }
-        if let country = location.country, let entry = policy.latency.first(where: { $0.from == country && $0.site == site.id }) {
+        if let country = location.country,
+            let entry = policy.latency.first(where: { $0.from == country && $0.site == site.id })
+        {
             return entry.rttMilliseconds
         }
         guard let coordinates = location.coordinates else { return nil }
@@ -131,7 +147,8 @@ public struct Decider: Sendable {
         return 2 + coordinates.distance(to: site.coordinates) / 100
     }
 
-    public func decide(model: Model, tenant: Tenant?, location: Location, health: HealthView = HealthView()) -> Decision {
+    public func decide(model: Model, tenant: Tenant?, location: Location, health: HealthView = HealthView()) -> Decision
+    {
         var decision = Decision(ttl: model.ttl)
         let allowed = allowedJurisdictions(model: model, tenant: tenant, location: location)
         decision.allowedJurisdictions = allowed.map { $0.sorted() }
@@ -145,12 +162,26 @@ public struct Decider: Sendable {
         var down: [(candidate: Candidate, lastUp: Double?)] = []
         var unsettled: [(id: String, score: Double)] = []
         for site in policy.sites {
-            func exclude(_ reason: String) { decision.trace.append(SiteTrace(site: site.id, kept: false, reason: reason)) }
-            if !model.tiers.contains(site.tier) { exclude("tier \(site.tier.rawValue) does not serve \(model.name)"); continue }
-            if site.maxModelSize < model.size { exclude("serves up to \(formatNumber(site.maxModelSize))B, \(model.name) is \(formatNumber(model.size))B"); continue }
-            if let list = model.sites, !list.contains(site.id) { exclude("not in \(model.name)'s site list"); continue }
+            func exclude(_ reason: String) {
+                decision.trace.append(SiteTrace(site: site.id, kept: false, reason: reason))
+            }
+            if !model.tiers.contains(site.tier) {
+                exclude("tier \(site.tier.rawValue) does not serve \(model.name)")
+                continue
+            }
+            if site.maxModelSize < model.size {
+                exclude(
+                    "serves up to \(formatNumber(site.maxModelSize))B, \(model.name) is \(formatNumber(model.size))B")
+                continue
+            }
+            if let list = model.sites, !list.contains(site.id) {
+                exclude("not in \(model.name)'s site list")
+                continue
+            }
             if let allowed, !allowed.contains(site.jurisdiction) {
-                exclude("jurisdiction \(site.jurisdiction) not allowed for this client (allowed: \(allowed.sorted().joined(separator: ", ")))")
+                exclude(
+                    "jurisdiction \(site.jurisdiction) not allowed for this client (allowed: \(allowed.sorted().joined(separator: ", ")))"
+                )
                 continue
             }
             let state = health[site.id]
@@ -163,7 +194,10 @@ public struct Decider: Sendable {
                 down.append((candidate, state.lastUp))
                 continue
             }
-            if let loaded = state.models, !loaded.contains(model.name) { exclude("\(model.name) not loaded"); continue }
+            if let loaded = state.models, !loaded.contains(model.name) {
+                exclude("\(model.name) not loaded")
+                continue
+            }
             candidates.append(candidate)
         }
         // Every site that may serve this client is down: the policy says what to answer.
@@ -181,7 +215,11 @@ public struct Decider: Sendable {
                 break
             }
         }
-        candidates.sort { ($0.saturated ? 1 : 0, $0.score, $0.site.cost, $0.site.id) < ($1.saturated ? 1 : 0, $1.score, $1.site.cost, $1.site.id) }
+        candidates.sort {
+            ($0.saturated ? 1 : 0, $0.score, $0.site.cost, $0.site.id) < (
+                $1.saturated ? 1 : 0, $1.score, $1.site.cost, $1.site.id
+            )
+        }
         // Near-equal sites share clients by weight: a weighted rendezvous hash on the location
         // reorders the front group, so different places prefer different members.
         if let best = candidates.first, !best.saturated {
@@ -197,10 +235,13 @@ public struct Decider: Sendable {
             decision.trace.removeAll { used.contains($0.site) }
         }
         for candidate in candidates {
-            let reason = decision.note.map { "down; \($0)" } ?? (candidate.saturated ? "saturated: used only after sites with room" : "eligible")
-            decision.trace.append(SiteTrace(
-                site: candidate.site.id, kept: true, reason: reason,
-                rttMilliseconds: candidate.rtt, score: candidate.score))
+            let reason =
+                decision.note.map { "down; \($0)" }
+                ?? (candidate.saturated ? "saturated: used only after sites with room" : "eligible")
+            decision.trace.append(
+                SiteTrace(
+                    site: candidate.site.id, kept: true, reason: reason,
+                    rttMilliseconds: candidate.rtt, score: candidate.score))
         }
         for candidate in candidates {
             var used = false
@@ -229,7 +270,8 @@ public struct Decider: Sendable {
             decision.denial = policy.denial.mode
             decision.ttl = policy.denial.ttl
             if policy.denial.mode == .endpoint, let country = location.country,
-                let endpoint = policy.jurisdictions(of: country).lazy.compactMap({ self.policy.denial.endpoints[$0] }).first
+                let endpoint = policy.jurisdictions(of: country).lazy.compactMap({ self.policy.denial.endpoints[$0] })
+                    .first
             {
                 decision.ipv4 = endpoint.ipv4
                 decision.ipv6 = endpoint.ipv6

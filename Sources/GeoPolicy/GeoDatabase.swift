@@ -16,7 +16,11 @@ public final class GeoDatabase: @unchecked Sendable {
         self.path = path
         let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), &mmdb)
         guard status == MMDB_SUCCESS else {
-            throw PolicyErrors([PolicyError(file: path, line: 0, message: "cannot open the geo database: \(String(cString: MMDB_strerror(status)))")])
+            throw PolicyErrors([
+                PolicyError(
+                    file: path, line: 0,
+                    message: "cannot open the geo database: \(String(cString: MMDB_strerror(status)))")
+            ])
         }
         databaseType = String(cString: mmdb.metadata.database_type)
         ipVersion = Int(mmdb.metadata.ip_version)
@@ -31,7 +35,13 @@ public final class GeoDatabase: @unchecked Sendable {
         let type = databaseType.lowercased()
         guard sample != nil || type.contains("country") || type.contains("city") else {
             MMDB_close(&mmdb)
-            throw PolicyErrors([PolicyError(file: path, line: 0, message: "database type '\(databaseType)' has no country records: expected a GeoIP2/GeoLite2 City or Country layout")])
+            throw PolicyErrors([
+                PolicyError(
+                    file: path, line: 0,
+                    message:
+                        "database type '\(databaseType)' has no country records: expected a GeoIP2/GeoLite2 City or Country layout"
+                )
+            ])
         }
     }
 
@@ -80,13 +90,17 @@ public final class GeoDatabase: @unchecked Sendable {
     private func value(_ entry: inout MMDB_entry_s, _ path: [String]) -> MMDB_entry_data_s? {
         var data = MMDB_entry_data_s()
         let pointers = path.map { strdup($0) } + [nil]
-        defer { pointers.forEach { free($0) } }
-        let status = pointers.map { UnsafePointer($0) }.withUnsafeBufferPointer { MMDB_aget_value(&entry, &data, $0.baseAddress) }
+        defer { for pointer in pointers { free(pointer) } }
+        let status = pointers.map { UnsafePointer($0) }.withUnsafeBufferPointer {
+            MMDB_aget_value(&entry, &data, $0.baseAddress)
+        }
         return status == MMDB_SUCCESS && data.has_data ? data : nil
     }
 
     private func string(_ entry: inout MMDB_entry_s, _ path: [String]) -> String? {
-        guard let data = value(&entry, path), data.type == UInt32(MMDB_DATA_TYPE_UTF8_STRING), let start = data.utf8_string else { return nil }
+        guard let data = value(&entry, path), data.type == UInt32(MMDB_DATA_TYPE_UTF8_STRING),
+            let start = data.utf8_string
+        else { return nil }
         // Not NUL-terminated: exactly data_size bytes.
         return String(decoding: UnsafeRawBufferPointer(start: start, count: Int(data.data_size)), as: UTF8.self)
     }
@@ -132,9 +146,13 @@ public final class GeoDatabase: @unchecked Sendable {
                     switch Int32(type) {
                     case MMDB_RECORD_TYPE_SEARCH_NODE:
                         if skipIPv4 && value == ipv4Start { continue }
-                        if value < nodeCount && childDepth < bits { stack.append((value, childDepth, childHigh, childLow)) }
+                        if value < nodeCount && childDepth < bits {
+                            stack.append((value, childDepth, childHigh, childLow))
+                        }
                     case MMDB_RECORD_TYPE_DATA:
-                        emit(childHigh, childLow, childDepth, classify(side == 0 ? record.left_record_entry : record.right_record_entry))
+                        emit(
+                            childHigh, childLow, childDepth,
+                            classify(side == 0 ? record.left_record_entry : record.right_record_entry))
                     default:
                         break
                     }
@@ -142,12 +160,20 @@ public final class GeoDatabase: @unchecked Sendable {
             }
         }
         if ipVersion == 4 {
-            walk(root: 0, bits: 32, emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) }, skipIPv4: false)
+            walk(
+                root: 0, bits: 32,
+                emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) },
+                skipIPv4: false)
         } else {
             if mmdb.ipv4_start_node.netmask == 96 {
-                walk(root: ipv4Start, bits: 32, emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) }, skipIPv4: false)
+                walk(
+                    root: ipv4Start, bits: 32,
+                    emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) },
+                    skipIPv4: false)
             }
-            walk(root: 0, bits: 128, emit: { high, low, depth, id in v6.append((high, low, UInt8(depth), id)) }, skipIPv4: true)
+            walk(
+                root: 0, bits: 128, emit: { high, low, depth, id in v6.append((high, low, UInt8(depth), id)) },
+                skipIPv4: true)
         }
     }
 }

@@ -20,7 +20,8 @@ public struct Coordinates: Hashable, Sendable {
         let radians = Double.pi / 180
         let dLat = (other.latitude - latitude) * radians
         let dLon = (other.longitude - longitude) * radians
-        let a = sinSquared(dLat / 2) + cosine(latitude * radians) * cosine(other.latitude * radians) * sinSquared(dLon / 2)
+        let a =
+            sinSquared(dLat / 2) + cosine(latitude * radians) * cosine(other.latitude * radians) * sinSquared(dLon / 2)
         return 2 * 6371 * arcsine(min(1, a.squareRoot()))
     }
 }
@@ -217,7 +218,10 @@ public struct Policy: Hashable, Sendable {
 }
 
 // Foundation-free trigonometry for the distance estimate.
-@inline(__always) func sinSquared(_ x: Double) -> Double { let s = sine(x); return s * s }
+@inline(__always) func sinSquared(_ x: Double) -> Double {
+    let s = sine(x)
+    return s * s
+}
 
 #if canImport(Glibc)
 import Glibc

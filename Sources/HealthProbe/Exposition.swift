@@ -34,7 +34,8 @@ public enum ExpositionParser {
         var index = 0
         func fail(_ message: String) -> ExpositionError { ExpositionError(line: line, message: message) }
         func isNameByte(_ byte: UInt8, first: Bool) -> Bool {
-            (byte >= 97 && byte <= 122) || (byte >= 65 && byte <= 90) || byte == 95 || byte == 58 || (!first && byte >= 48 && byte <= 57)
+            (byte >= 97 && byte <= 122) || (byte >= 65 && byte <= 90) || byte == 95 || byte == 58
+                || (!first && byte >= 48 && byte <= 57)
         }
         func skipSpaces() { while index < bytes.count && (bytes[index] == 32 || bytes[index] == 9) { index += 1 } }
         let nameStart = index
@@ -53,14 +54,19 @@ public enum ExpositionParser {
                     break
                 }
                 let labelStart = index
-                while index < bytes.count && isNameByte(bytes[index], first: index == labelStart) && bytes[index] != 58 { index += 1 }
+                while index < bytes.count && isNameByte(bytes[index], first: index == labelStart) && bytes[index] != 58
+                { index += 1 }
                 guard index > labelStart else { throw fail("expected a label name") }
                 let label = String(decoding: bytes[labelStart..<index], as: UTF8.self)
                 skipSpaces()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: "=") else { throw fail("expected '=' after label \(label)") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "=") else {
+                    throw fail("expected '=' after label \(label)")
+                }
                 index += 1
                 skipSpaces()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw fail("expected a quoted value for label \(label)") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
+                    throw fail("expected a quoted value for label \(label)")
+                }
                 index += 1
                 var value: [UInt8] = []
                 while true {

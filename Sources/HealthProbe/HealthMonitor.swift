@@ -39,7 +39,8 @@ public struct SiteStatus: Codable, Sendable {
     public var unsettled: Bool
 
     public init(
-        site: String, state: String, why: String, since: Double, sinceText: String, forced: String?, load: Double?, models: [String]?,
+        site: String, state: String, why: String, since: Double, sinceText: String, forced: String?, load: Double?,
+        models: [String]?,
         lastProbe: String, lastSuccess: Double?, rttMilliseconds: Double?, unsettled: Bool
     ) {
         self.site = site
@@ -133,7 +134,8 @@ public final class HealthMonitor: Sendable {
         let known = state.withLock { state -> Bool in
             guard var site = state.sites[id] else { return false }
             let before = site.effective(at: now)
-            site.note(result: result.detail.isEmpty ? (result.healthy ? "ok" : "failed") : result.detail, rtt: result.rtt)
+            site.note(
+                result: result.detail.isEmpty ? (result.healthy ? "ok" : "failed") : result.detail, rtt: result.rtt)
             site.recordProbe(success: result.healthy, at: now, detail: result.detail)
             if let capacity = result.capacity {
                 site.recordCapacity(capacity.load, at: now)
@@ -157,11 +159,20 @@ public final class HealthMonitor: Sendable {
         let dimensions = [("site", id)]
         Gauge(label: "tdn_site_up", dimensions: dimensions).record(effective.up ? 1 : 0)
         Gauge(label: "tdn_site_saturated", dimensions: dimensions).record(effective.saturated ? 1 : 0)
-        if let capacity = result.capacity { Gauge(label: "tdn_site_load", dimensions: dimensions).record(capacity.load) }
-        if let lastSuccess { Gauge(label: "tdn_site_last_success_timestamp_seconds", dimensions: dimensions).record(lastSuccess) }
-        if let rtt = result.rtt { Timer(label: "tdn_probe_rtt_seconds", dimensions: dimensions).recordNanoseconds(Int64(rtt * 1e9)) }
+        if let capacity = result.capacity {
+            Gauge(label: "tdn_site_load", dimensions: dimensions).record(capacity.load)
+        }
+        if let lastSuccess {
+            Gauge(label: "tdn_site_last_success_timestamp_seconds", dimensions: dimensions).record(lastSuccess)
+        }
+        if let rtt = result.rtt {
+            Timer(label: "tdn_probe_rtt_seconds", dimensions: dimensions).recordNanoseconds(Int64(rtt * 1e9))
+        }
         for check in result.checks {
-            Counter(label: "tdn_probes_total", dimensions: [("kind", check.kind), ("result", check.ok ? "success" : "failure")]).increment()
+            Counter(
+                label: "tdn_probes_total",
+                dimensions: [("kind", check.kind), ("result", check.ok ? "success" : "failure")]
+            ).increment()
         }
         if transitioned { Counter(label: "tdn_site_state_changes_total", dimensions: dimensions).increment() }
         if viewChanged { changed.yield() }
@@ -237,7 +248,8 @@ public final class HealthMonitor: Sendable {
                     why += "; capacity data \(Int(now - capacityAt)) s old counts as full"
                 }
                 return SiteStatus(
-                    site: id, state: name, why: why, since: site.since, sinceText: Self.format(site.since), forced: site.forced?.rawValue,
+                    site: id, state: name, why: why, since: site.since, sinceText: Self.format(site.since),
+                    forced: site.forced?.rawValue,
                     load: site.load, models: site.loadedModels(at: now).map { $0.sorted() }, lastProbe: site.lastResult,
                     lastSuccess: site.lastSuccess, rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
                     unsettled: site.forced == nil && site.nearChange(at: now))

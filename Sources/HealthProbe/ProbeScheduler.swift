@@ -75,7 +75,10 @@ public final class ProbeScheduler: Sendable {
                     generation = current.generation
                     let start = now()
                     for (site, target) in current.list where known[site] == nil {
-                        heap.push(start + Double.random(in: 0..<max(0.001, min(startSpread, target.interval)), using: &random), site)
+                        heap.push(
+                            start
+                                + Double.random(in: 0..<max(0.001, min(startSpread, target.interval)), using: &random),
+                            site)
                     }
                     known = current.list
                 }

@@ -30,8 +30,10 @@ public struct ProbeTarget: Hashable, Sendable {
     public var rules: HealthRules
 
     public init(
-        site: String, http: HTTPCheck? = nil, tcp: String? = nil, metrics: String? = nil, capacity: CapacityModel = .vLLM,
-        models: String? = nil, interval: Double = 5, timeout: Double = 2, jitter: Double? = nil, rules: HealthRules = HealthRules()
+        site: String, http: HTTPCheck? = nil, tcp: String? = nil, metrics: String? = nil,
+        capacity: CapacityModel = .vLLM,
+        models: String? = nil, interval: Double = 5, timeout: Double = 2, jitter: Double? = nil,
+        rules: HealthRules = HealthRules()
     ) {
         self.site = site
         self.http = http
@@ -88,7 +90,8 @@ public final class Prober: Sendable {
         self.group = group
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
-        configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connectionsPerHost)
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: connectionsPerHost)
         configuration.decompression = .disabled
         client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: configuration)
     }
@@ -205,7 +208,9 @@ public final class Prober: Sendable {
         guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
             let data = object["data"] as? [[String: Any]]
         else { return .failure(.failed("not an OpenAI model list")) }
-        guard data.count <= maxModels else { return .failure(.failed("model list of \(data.count) entries (at most \(maxModels))")) }
+        guard data.count <= maxModels else {
+            return .failure(.failed("model list of \(data.count) entries (at most \(maxModels))"))
+        }
         var ids = Set<String>()
         for entry in data {
             guard let id = entry["id"] as? String, !id.isEmpty, id.utf8.count <= maxModelID else {
@@ -265,8 +270,12 @@ public final class Prober: Sendable {
                 _ = error
                 return Outcome(result: .failure(.failed("body larger than \(limit >> 10) KB")), seconds: elapsed())
             }
-            return Outcome(result: .success(Response(status: Int(response.status.code), body: Array(body.readableBytesView))), seconds: elapsed())
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
+            return Outcome(
+                result: .success(Response(status: Int(response.status.code), body: Array(body.readableBytesView))),
+                seconds: elapsed())
+        } catch let error as HTTPClientError
+            where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout
+        {
             return Outcome(result: .failure(.timedOut), seconds: elapsed())
         } catch {
             return Outcome(result: .failure(.failed(Self.describe(error))), seconds: elapsed())
@@ -282,7 +291,9 @@ public final class Prober: Sendable {
         var host = String(address[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         do {
-            let channel = try await ClientBootstrap(group: group).connectTimeout(timeout).connect(host: host, port: port).get()
+            let channel = try await ClientBootstrap(group: group).connectTimeout(timeout).connect(
+                host: host, port: port
+            ).get()
             try? await channel.close()
             return Outcome(result: .success(()), seconds: elapsed())
         } catch let error as ChannelError where error == .connectTimeout(timeout) {

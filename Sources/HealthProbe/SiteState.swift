@@ -12,7 +12,8 @@ public struct HealthRules: Hashable, Sendable {
     /// succeeded yet) counts as full too, from the very first probe.
     public var measuresCapacity = false
 
-    public init(rise: Int = 2, fall: Int = 3, highWater: Double = 0.9, lowWater: Double = 0.75, staleAfter: Double = 15) {
+    public init(rise: Int = 2, fall: Int = 3, highWater: Double = 0.9, lowWater: Double = 0.75, staleAfter: Double = 15)
+    {
         self.rise = rise
         self.fall = fall
         self.highWater = highWater
@@ -85,7 +86,8 @@ public struct SiteState: Hashable, Sendable {
 
     public var saved: SavedSiteState {
         SavedSiteState(
-            up: up, saturated: saturated, load: load, capacityAt: capacityAt, models: models.map { $0.sorted() }, modelsAt: modelsAt,
+            up: up, saturated: saturated, load: load, capacityAt: capacityAt, models: models.map { $0.sorted() },
+            modelsAt: modelsAt,
             forced: forced?.rawValue, since: since, reason: reason, lastUp: lastUp, lastSuccess: lastSuccess)
     }
 
@@ -147,7 +149,8 @@ public struct SiteState: Hashable, Sendable {
         guard next != saturated else { return false }
         saturated = next
         since = now
-        reason = next ? "full: load \(value) above \(rules.highWater)" : "room again: load \(value) below \(rules.lowWater)"
+        reason =
+            next ? "full: load \(value) above \(rules.highWater)" : "room again: load \(value) below \(rules.lowWater)"
         return true
     }
 

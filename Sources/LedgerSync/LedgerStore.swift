@@ -33,7 +33,9 @@ public final class LedgerStore: Sendable {
         do {
             let lines = try pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(20)") }
             return lines == ["ok"] ? [] : lines
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_CORRUPT || error.resultCode == .SQLITE_NOTADB {
+        } catch let error as DatabaseError
+            where error.resultCode == .SQLITE_CORRUPT || error.resultCode == .SQLITE_NOTADB
+        {
             return [error.message ?? "\(error)"]
         }
     }
@@ -41,47 +43,48 @@ public final class LedgerStore: Sendable {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
-            try db.execute(sql: """
-                CREATE TABLE batches (
-                    seq INTEGER PRIMARY KEY,
-                    edge TEXT NOT NULL,
-                    received_at REAL NOT NULL,
-                    records INTEGER NOT NULL,
-                    prev_hash TEXT NOT NULL,
-                    hash TEXT NOT NULL);
-                CREATE TABLE records (
-                    seq INTEGER PRIMARY KEY,
-                    id TEXT NOT NULL UNIQUE,
-                    batch INTEGER NOT NULL,
-                    site TEXT NOT NULL,
-                    tenant TEXT NOT NULL,
-                    model TEXT NOT NULL,
-                    prompt_tokens INTEGER NOT NULL,
-                    completion_tokens INTEGER NOT NULL,
-                    started_at REAL NOT NULL,
-                    ended_at REAL NOT NULL,
-                    request_id TEXT,
-                    micro_credits INTEGER NOT NULL,
-                    content_hash TEXT NOT NULL);
-                CREATE INDEX records_batch ON records(batch);
-                CREATE TABLE usage_hourly (
-                    tenant TEXT NOT NULL, model TEXT NOT NULL, site TEXT NOT NULL, hour INTEGER NOT NULL,
-                    records INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                    micro_credits INTEGER NOT NULL,
-                    PRIMARY KEY (tenant, model, site, hour)) WITHOUT ROWID;
-                CREATE TABLE usage_daily (
-                    tenant TEXT NOT NULL, model TEXT NOT NULL, site TEXT NOT NULL, day INTEGER NOT NULL,
-                    records INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                    micro_credits INTEGER NOT NULL,
-                    PRIMARY KEY (tenant, model, site, day)) WITHOUT ROWID;
-                CREATE TABLE allotments (
-                    seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, tokens INTEGER NOT NULL,
-                    micro_credits INTEGER NOT NULL, note TEXT, at REAL NOT NULL);
-                CREATE TABLE tenant_totals (
-                    tenant TEXT PRIMARY KEY,
-                    allotted_tokens INTEGER NOT NULL DEFAULT 0, allotted_micro INTEGER NOT NULL DEFAULT 0,
-                    consumed_tokens INTEGER NOT NULL DEFAULT 0, consumed_micro INTEGER NOT NULL DEFAULT 0);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE batches (
+                        seq INTEGER PRIMARY KEY,
+                        edge TEXT NOT NULL,
+                        received_at REAL NOT NULL,
+                        records INTEGER NOT NULL,
+                        prev_hash TEXT NOT NULL,
+                        hash TEXT NOT NULL);
+                    CREATE TABLE records (
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL UNIQUE,
+                        batch INTEGER NOT NULL,
+                        site TEXT NOT NULL,
+                        tenant TEXT NOT NULL,
+                        model TEXT NOT NULL,
+                        prompt_tokens INTEGER NOT NULL,
+                        completion_tokens INTEGER NOT NULL,
+                        started_at REAL NOT NULL,
+                        ended_at REAL NOT NULL,
+                        request_id TEXT,
+                        micro_credits INTEGER NOT NULL,
+                        content_hash TEXT NOT NULL);
+                    CREATE INDEX records_batch ON records(batch);
+                    CREATE TABLE usage_hourly (
+                        tenant TEXT NOT NULL, model TEXT NOT NULL, site TEXT NOT NULL, hour INTEGER NOT NULL,
+                        records INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                        micro_credits INTEGER NOT NULL,
+                        PRIMARY KEY (tenant, model, site, hour)) WITHOUT ROWID;
+                    CREATE TABLE usage_daily (
+                        tenant TEXT NOT NULL, model TEXT NOT NULL, site TEXT NOT NULL, day INTEGER NOT NULL,
+                        records INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                        micro_credits INTEGER NOT NULL,
+                        PRIMARY KEY (tenant, model, site, day)) WITHOUT ROWID;
+                    CREATE TABLE allotments (
+                        seq INTEGER PRIMARY KEY, tenant TEXT NOT NULL, tokens INTEGER NOT NULL,
+                        micro_credits INTEGER NOT NULL, note TEXT, at REAL NOT NULL);
+                    CREATE TABLE tenant_totals (
+                        tenant TEXT PRIMARY KEY,
+                        allotted_tokens INTEGER NOT NULL DEFAULT 0, allotted_micro INTEGER NOT NULL DEFAULT 0,
+                        consumed_tokens INTEGER NOT NULL DEFAULT 0, consumed_micro INTEGER NOT NULL DEFAULT 0);
+                    """)
         }
         return migrator
     }
@@ -111,9 +114,12 @@ public final class LedgerStore: Sendable {
     }
 
     /// Writes several batches in one transaction (one fsync): each is all-or-nothing on its own.
-    public func append(_ batches: [Pending], rates: [String: Rate], now: Double = Date().timeIntervalSince1970) throws -> [Outcome] {
+    public func append(
+        _ batches: [Pending], rates: [String: Rate], now: Double = Date().timeIntervalSince1970
+    ) throws -> [Outcome] {
         try pool.write { db in
-            var head = try String.fetchOne(db, sql: "SELECT hash FROM batches ORDER BY seq DESC LIMIT 1") ?? Self.genesis
+            var head =
+                try String.fetchOne(db, sql: "SELECT hash FROM batches ORDER BY seq DESC LIMIT 1") ?? Self.genesis
             var outcomes: [Outcome] = []
             for batch in batches {
                 var outcome = Outcome.stored(stored: 0, duplicates: 0)
@@ -125,16 +131,18 @@ public final class LedgerStore: Sendable {
                     // The batch row first (its hash is set once its records are known), so that
                     // records are written once, with their batch.
                     try db.execute(
-                        sql: "INSERT INTO batches (edge, received_at, records, prev_hash, hash) VALUES (?, ?, 0, ?, '')",
+                        sql:
+                            "INSERT INTO batches (edge, received_at, records, prev_hash, hash) VALUES (?, ?, 0, ?, '')",
                         arguments: [batch.edge, now, head])
                     let batchSeq = db.lastInsertedRowID
                     // Insert first; an id already there (the UNIQUE index says so) is then
                     // compared with what is stored: the common case costs one statement.
-                    let insert = try db.cachedStatement(sql: """
-                        INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at,
-                            request_id, micro_credits, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        ON CONFLICT (id) DO NOTHING
-                        """)
+                    let insert = try db.cachedStatement(
+                        sql: """
+                            INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at,
+                                request_id, micro_credits, content_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            ON CONFLICT (id) DO NOTHING
+                            """)
                     let existing = try db.cachedStatement(sql: "SELECT content_hash FROM records WHERE id = ?")
                     for (index, record) in batch.records.enumerated() {
                         let hash = record.contentHash
@@ -144,12 +152,16 @@ public final class LedgerStore: Sendable {
                             continue
                         }
                         let rate = rates[record.model] ?? Rate(prompt: 0, completion: 0)
-                        guard let credits = rate.microCredits(prompt: record.promptTokens, completion: record.completionTokens) else {
+                        guard
+                            let credits = rate.microCredits(
+                                prompt: record.promptTokens, completion: record.completionTokens)
+                        else {
                             outcome = .refused("record \(index): its credits are out of range")
                             return .rollback
                         }
                         try insert.execute(arguments: [
-                            record.id, batchSeq, record.site, record.tenant, record.model, record.promptTokens, record.completionTokens,
+                            record.id, batchSeq, record.site, record.tenant, record.model, record.promptTokens,
+                            record.completionTokens,
                             record.startedAt, record.endedAt, record.requestID, credits, hash,
                         ])
                         if db.changesCount == 1 {
@@ -157,7 +169,9 @@ public final class LedgerStore: Sendable {
                         } else if try String.fetchOne(existing, arguments: [record.id]) == hash {
                             duplicates += 1
                         } else {
-                            conflicts.append(RecordProblem(index: index, id: record.id, reason: "id already recorded with different content"))
+                            conflicts.append(
+                                RecordProblem(
+                                    index: index, id: record.id, reason: "id already recorded with different content"))
                         }
                     }
                     if !conflicts.isEmpty {
@@ -170,7 +184,9 @@ public final class LedgerStore: Sendable {
                         return .rollback
                     }
                     let chained = Self.chain(previous: head, fresh.map { ($0.1, $0.2) })
-                    try db.execute(sql: "UPDATE batches SET records = ?, hash = ? WHERE seq = ?", arguments: [fresh.count, chained, batchSeq])
+                    try db.execute(
+                        sql: "UPDATE batches SET records = ?, hash = ? WHERE seq = ?",
+                        arguments: [fresh.count, chained, batchSeq])
                     struct Key: Hashable {
                         var tenant, model, site: String
                         var bucket: Int64
@@ -181,21 +197,34 @@ public final class LedgerStore: Sendable {
                     // batch; the tenant's totals are checked against the limit below, and every
                     // rollup is a part of its tenant's total.
                     for (record, _, credits) in fresh {
-                        let key = Key(tenant: record.tenant, model: record.model, site: record.site, bucket: Int64(record.endedAt) / 3600 * 3600)
+                        let key = Key(
+                            tenant: record.tenant, model: record.model, site: record.site,
+                            bucket: Int64(record.endedAt) / 3600 * 3600)
                         let old = hourly[key] ?? (0, 0, 0, 0)
-                        hourly[key] = (old.0 + 1, old.1 + Int64(record.promptTokens), old.2 + Int64(record.completionTokens), old.3 + credits)
+                        hourly[key] = (
+                            old.0 + 1, old.1 + Int64(record.promptTokens), old.2 + Int64(record.completionTokens),
+                            old.3 + credits
+                        )
                         let tenant = consumed[record.tenant] ?? (0, 0)
-                        consumed[record.tenant] = (tenant.0 + Int64(record.promptTokens + record.completionTokens), tenant.1 + credits)
+                        consumed[record.tenant] = (
+                            tenant.0 + Int64(record.promptTokens + record.completionTokens), tenant.1 + credits
+                        )
                     }
                     for (tenant, sums) in consumed {
                         let totals = try Self.totals(db, tenant: tenant)
-                        guard Amounts.add(totals.consumedTokens, sums.0) != nil, Amounts.add(totals.consumedMicro, sums.1) != nil else {
-                            outcome = .refused("tenant \(quoted(tenant)): consumption would exceed the ledger's bound of \(Amounts.totalLimit)")
+                        guard Amounts.add(totals.consumedTokens, sums.0) != nil,
+                            Amounts.add(totals.consumedMicro, sums.1) != nil
+                        else {
+                            outcome = .refused(
+                                "tenant \(quoted(tenant)): consumption would exceed the ledger's bound of \(Amounts.totalLimit)"
+                            )
                             return .rollback
                         }
                     }
                     for (key, sums) in hourly {
-                        for (table, column, bucket) in [("usage_hourly", "hour", key.bucket), ("usage_daily", "day", key.bucket / 86400 * 86400)] {
+                        for (table, column, bucket) in [
+                            ("usage_hourly", "hour", key.bucket), ("usage_daily", "day", key.bucket / 86400 * 86400),
+                        ] {
                             try db.execute(
                                 sql: """
                                     INSERT INTO \(table) (tenant, model, site, \(column), records, prompt_tokens, completion_tokens, micro_credits)
@@ -252,17 +281,23 @@ public final class LedgerStore: Sendable {
 
     /// Records an allotment. Out-of-range amounts, or totals that would pass
     /// `Amounts.totalLimit`, throw `LedgerStoreError.outOfRange` and store nothing.
-    public func allot(tenant: String, tokens: Int64, credits: Double, note: String?, now: Double = Date().timeIntervalSince1970) throws {
+    public func allot(
+        tenant: String, tokens: Int64, credits: Double, note: String?, now: Double = Date().timeIntervalSince1970
+    ) throws {
         guard Amounts.allotmentTokens.contains(tokens) else {
-            throw LedgerStoreError.outOfRange("tokens must be \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
+            throw LedgerStoreError.outOfRange(
+                "tokens must be \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
         }
-        guard credits.isFinite, Amounts.allotmentCredits.contains(credits), let micro = Amounts.integer(credits * 1e6) else {
+        guard credits.isFinite, Amounts.allotmentCredits.contains(credits), let micro = Amounts.integer(credits * 1e6)
+        else {
             throw LedgerStoreError.outOfRange("credits must be a number from -1e9 to 1e9")
         }
         try pool.write { db in
             let totals = try Self.totals(db, tenant: tenant)
-            guard Amounts.add(totals.allottedTokens, tokens) != nil, Amounts.add(totals.allottedMicro, micro) != nil else {
-                throw LedgerStoreError.outOfRange("the tenant's allotted total would exceed the ledger's bound of \(Amounts.totalLimit)")
+            guard Amounts.add(totals.allottedTokens, tokens) != nil, Amounts.add(totals.allottedMicro, micro) != nil
+            else {
+                throw LedgerStoreError.outOfRange(
+                    "the tenant's allotted total would exceed the ledger's bound of \(Amounts.totalLimit)")
             }
             try db.execute(
                 sql: "INSERT INTO allotments (tenant, tokens, micro_credits, note, at) VALUES (?, ?, ?, ?, ?)",
@@ -287,17 +322,23 @@ public final class LedgerStore: Sendable {
     /// A tenant's stored totals, read as integers (a value SQLite holds as anything else, which
     /// only a damaged or hand-edited file can have, is an error, not a trap).
     static func totals(_ db: Database, tenant: String) throws -> Totals {
-        guard let row = try Row.fetchOne(
-            db, sql: "SELECT allotted_tokens, allotted_micro, consumed_tokens, consumed_micro FROM tenant_totals WHERE tenant = ?",
-            arguments: [tenant])
+        guard
+            let row = try Row.fetchOne(
+                db,
+                sql:
+                    "SELECT allotted_tokens, allotted_micro, consumed_tokens, consumed_micro FROM tenant_totals WHERE tenant = ?",
+                arguments: [tenant])
         else { return Totals() }
         func integer(_ index: Int) throws -> Int64 {
             guard case .int64(let value) = (row[index] as DatabaseValue).storage else {
-                throw LedgerStoreError.corrupt(path: "tenant_totals", problems: ["tenant \(quoted(tenant)): a total is not an integer"])
+                throw LedgerStoreError.corrupt(
+                    path: "tenant_totals", problems: ["tenant \(quoted(tenant)): a total is not an integer"])
             }
             return value
         }
-        return Totals(allottedTokens: try integer(0), allottedMicro: try integer(1), consumedTokens: try integer(2), consumedMicro: try integer(3))
+        return Totals(
+            allottedTokens: try integer(0), allottedMicro: try integer(1), consumedTokens: try integer(2),
+            consumedMicro: try integer(3))
     }
 
     public func balance(tenant: String) throws -> Balance {
@@ -306,10 +347,14 @@ public final class LedgerStore: Sendable {
             // Totals are within ±Amounts.totalLimit, so these differences fit; checked anyway.
             let (tokens, overflow1) = totals.allottedTokens.subtractingReportingOverflow(totals.consumedTokens)
             let (micro, overflow2) = totals.allottedMicro.subtractingReportingOverflow(totals.consumedMicro)
-            guard !overflow1, !overflow2 else { throw LedgerStoreError.outOfRange("tenant \(quoted(tenant)): balance out of range") }
+            guard !overflow1, !overflow2 else {
+                throw LedgerStoreError.outOfRange("tenant \(quoted(tenant)): balance out of range")
+            }
             return Balance(
-                tenant: tenant, allottedTokens: totals.allottedTokens, consumedTokens: totals.consumedTokens, balanceTokens: tokens,
-                allottedCredits: Double(totals.allottedMicro) / 1e6, consumedCredits: Double(totals.consumedMicro) / 1e6,
+                tenant: tenant, allottedTokens: totals.allottedTokens, consumedTokens: totals.consumedTokens,
+                balanceTokens: tokens,
+                allottedCredits: Double(totals.allottedMicro) / 1e6,
+                consumedCredits: Double(totals.consumedMicro) / 1e6,
                 balanceCredits: Double(micro) / 1e6)
         }
     }
@@ -366,14 +411,18 @@ public final class LedgerStore: Sendable {
         let dimensions = ["tenant", "model", "site"].filter { query.groupBy.contains($0) }
         var columns = dimensions
         if query.groupBy.contains("hour") || byDay { columns.append(time) }
-        let select = (columns.isEmpty ? [] : [columns.joined(separator: ", ")]) + [
-            "SUM(records)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(micro_credits)",
-        ]
+        let select =
+            (columns.isEmpty ? [] : [columns.joined(separator: ", ")]) + [
+                "SUM(records)", "SUM(prompt_tokens)", "SUM(completion_tokens)", "SUM(micro_credits)",
+            ]
         var sql = "SELECT \(select.joined(separator: ", ")) FROM \(table)"
         if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
-        if !columns.isEmpty { sql += " GROUP BY \(columns.joined(separator: ", ")) ORDER BY \(columns.joined(separator: ", "))" }
+        if !columns.isEmpty {
+            sql += " GROUP BY \(columns.joined(separator: ", ")) ORDER BY \(columns.joined(separator: ", "))"
+        }
         return try pool.read { db in
-            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap { row throws -> SummaryRow? in
+            try Row.fetchAll(db, sql: sql, arguments: StatementArguments(arguments)).compactMap {
+                row throws -> SummaryRow? in
                 var index = 0
                 func next<T: DatabaseValueConvertible>() -> T? {
                     defer { index += 1 }
@@ -424,10 +473,11 @@ public final class LedgerStore: Sendable {
             var result = Verification()
             var previous = Self.genesis
             let batches = try Row.fetchCursor(db, sql: "SELECT seq, records, prev_hash, hash FROM batches ORDER BY seq")
-            let recordsOf = try db.makeStatement(sql: """
-                SELECT seq, id, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id,
-                    micro_credits, content_hash FROM records WHERE batch = ? ORDER BY seq
-                """)
+            let recordsOf = try db.makeStatement(
+                sql: """
+                    SELECT seq, id, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id,
+                        micro_credits, content_hash FROM records WHERE batch = ? ORDER BY seq
+                    """)
             while let batch = try batches.next() {
                 result.batches += 1
                 // Values are read as optionals: a hand-edited file may hold any type anywhere,
@@ -438,7 +488,10 @@ public final class LedgerStore: Sendable {
                     result.problems.append("a batch row holds values of the wrong type: \(batch)")
                     continue
                 }
-                if prev != previous { result.problems.append("batch \(seq): previous hash does not match batch before it (a batch was removed or reordered)") }
+                if prev != previous {
+                    result.problems.append(
+                        "batch \(seq): previous hash does not match batch before it (a batch was removed or reordered)")
+                }
                 var entries: [(String, Int64)] = []
                 let rows = try Row.fetchAll(recordsOf, arguments: [seq])
                 for row in rows {
@@ -453,28 +506,39 @@ public final class LedgerStore: Sendable {
                     }
                     let requestID = String.fromDatabaseValue(row[9])
                     let record = UsageRecord(
-                        id: id, site: site, tenant: tenant, model: model, promptTokens: prompt, completionTokens: completion,
+                        id: id, site: site, tenant: tenant, model: model, promptTokens: prompt,
+                        completionTokens: completion,
                         startedAt: started, endedAt: ended, requestID: requestID)
                     if record.contentHash != stored {
-                        result.problems.append("record \(row[0] as DatabaseValue) (id \(record.id)) in batch \(seq): content altered")
+                        result.problems.append(
+                            "record \(row[0] as DatabaseValue) (id \(record.id)) in batch \(seq): content altered")
                     }
                     entries.append((record.contentHash, credits))
                 }
                 result.records += rows.count
-                if rows.count != count { result.problems.append("batch \(seq): \(rows.count) records, \(count) were written") }
-                if Self.chain(previous: prev, entries) != hash { result.problems.append("batch \(seq): hash does not match its records") }
+                if rows.count != count {
+                    result.problems.append("batch \(seq): \(rows.count) records, \(count) were written")
+                }
+                if Self.chain(previous: prev, entries) != hash {
+                    result.problems.append("batch \(seq): hash does not match its records")
+                }
                 previous = hash
             }
             result.head = previous
-            let orphans = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE batch NOT IN (SELECT seq FROM batches)") ?? 0
+            let orphans =
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE batch NOT IN (SELECT seq FROM batches)")
+                ?? 0
             if orphans > 0 { result.problems.append("\(orphans) records belong to no batch") }
-            let rollupMismatch = try Int.fetchOne(db, sql: """
-                SELECT COUNT(*) FROM (
-                    SELECT tenant, model, site, CAST(ended_at AS INTEGER) / 3600 * 3600 AS hour, COUNT(*) AS n, SUM(prompt_tokens) AS p,
-                        SUM(completion_tokens) AS c, SUM(micro_credits) AS m FROM records GROUP BY 1, 2, 3, 4) r
-                FULL OUTER JOIN usage_hourly u USING (tenant, model, site, hour)
-                WHERE r.n IS NOT u.records OR r.p IS NOT u.prompt_tokens OR r.c IS NOT u.completion_tokens OR r.m IS NOT u.micro_credits
-                """) ?? 0
+            let rollupMismatch =
+                try Int.fetchOne(
+                    db,
+                    sql: """
+                        SELECT COUNT(*) FROM (
+                            SELECT tenant, model, site, CAST(ended_at AS INTEGER) / 3600 * 3600 AS hour, COUNT(*) AS n, SUM(prompt_tokens) AS p,
+                                SUM(completion_tokens) AS c, SUM(micro_credits) AS m FROM records GROUP BY 1, 2, 3, 4) r
+                        FULL OUTER JOIN usage_hourly u USING (tenant, model, site, hour)
+                        WHERE r.n IS NOT u.records OR r.p IS NOT u.prompt_tokens OR r.c IS NOT u.completion_tokens OR r.m IS NOT u.micro_credits
+                        """) ?? 0
             if rollupMismatch > 0 { result.problems.append("\(rollupMismatch) hourly rollups differ from the records") }
             return result
         }
@@ -491,7 +555,8 @@ public enum LedgerStoreError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .corrupt(let path, let problems):
-            return "\(path) is damaged (SQLite quick_check: \(problems.prefix(3).joined(separator: "; "))): restore it from a backup or a replica;"
+            return
+                "\(path) is damaged (SQLite quick_check: \(problems.prefix(3).joined(separator: "; "))): restore it from a backup or a replica;"
                 + " it is not opened for writing"
         case .outOfRange(let message):
             return message

@@ -38,7 +38,8 @@ public final class PostgresSync: Sendable {
         self.settings = settings
         self.logger = logger
         var configuration = PostgresConnection.Configuration(
-            host: settings.host, port: settings.port, username: settings.user, password: settings.password, database: settings.database,
+            host: settings.host, port: settings.port, username: settings.user, password: settings.password,
+            database: settings.database,
             tls: .disable)
         configuration.options.connectTimeout = .seconds(5)
         self.configuration = configuration
@@ -85,7 +86,9 @@ public final class PostgresSync: Sendable {
                 if sent == 0 { try await Task.sleep(for: .milliseconds(Int64(settings.interval * 1000))) }
             } catch {
                 if Task.isCancelled { break }
-                logger.warning("ledger sync to \(settings.host):\(settings.port)/\(settings.database): \(String(reflecting: error)); retrying in \(delay) s")
+                logger.warning(
+                    "ledger sync to \(settings.host):\(settings.port)/\(settings.database): \(String(reflecting: error)); retrying in \(delay) s"
+                )
                 try? await connection?.close()
                 connection = nil
                 try? await Task.sleep(for: .milliseconds(Int64(delay * 1000)))
@@ -98,7 +101,9 @@ public final class PostgresSync: Sendable {
     /// `work` with a deadline: a connection that stops answering (a server that went away in
     /// the middle of a query) is closed and abandoned, so that the loop connects again. The
     /// wait does not depend on the stuck call ever returning.
-    static func guarded<T: Sendable>(_ connection: PostgresConnection, seconds: Double, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func guarded<T: Sendable>(
+        _ connection: PostgresConnection, seconds: Double, _ work: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         do {
             return try await within(seconds: seconds, work)
         } catch {
@@ -112,7 +117,8 @@ public final class PostgresSync: Sendable {
     }
 
     /// The result of `work`, or `Timeout` after `seconds` (then `work` is cancelled and left).
-    static func within<T: Sendable>(seconds: Double, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+    static func within<T: Sendable>(seconds: Double, _ work: @escaping @Sendable () async throws -> T) async throws -> T
+    {
         let once = Once()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
             let task = Task {
@@ -134,7 +140,8 @@ public final class PostgresSync: Sendable {
     @discardableResult
     public func shipOnce(on connection: PostgresConnection) async throws -> Int {
         let node = settings.node
-        let cursorRows = try await connection.query("SELECT seq FROM ledger_sync_cursors WHERE node = \(node)", logger: logger)
+        let cursorRows = try await connection.query(
+            "SELECT seq FROM ledger_sync_cursors WHERE node = \(node)", logger: logger)
         var cursor: Int64 = 0
         for try await seq in cursorRows.decode(Int64.self) { cursor = seq }
         let rows = try store.records(after: cursor, limit: settings.batch)
@@ -223,7 +230,8 @@ extension LedgerStore {
                 StoredRecord(
                     seq: row[0],
                     record: UsageRecord(
-                        id: row[1], site: row[2], tenant: row[3], model: row[4], promptTokens: row[5], completionTokens: row[6],
+                        id: row[1], site: row[2], tenant: row[3], model: row[4], promptTokens: row[5],
+                        completionTokens: row[6],
                         startedAt: row[7], endedAt: row[8], requestID: row[9]),
                     microCredits: row[10], contentHash: row[11])
             }

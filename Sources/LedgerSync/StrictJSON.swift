@@ -23,7 +23,9 @@ public struct StrictJSON {
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     /// Reads one whole document with `body`, then requires the end of the input.
-    public static func parse<T>(_ bytes: [UInt8], _ body: (inout StrictJSON) throws(JSONError) -> T) throws(JSONError) -> T {
+    public static func parse<T>(
+        _ bytes: [UInt8], _ body: (inout StrictJSON) throws(JSONError) -> T
+    ) throws(JSONError) -> T {
         var reader = StrictJSON(bytes)
         reader.skipWhitespace()
         let value = try body(&reader)
@@ -155,7 +157,8 @@ public struct StrictJSON {
         while position < end {
             let digit = Int64(bytes[position] &- UInt8(ascii: "0"))
             let (shifted, overflow1) = value.multipliedReportingOverflow(by: 10)
-            let (next, overflow2) = negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
+            let (next, overflow2) =
+                negative ? shifted.subtractingReportingOverflow(digit) : shifted.addingReportingOverflow(digit)
             if overflow1 || overflow2 { throw error("integer \(text(start, end)) is out of range") }
             value = next
             position += 1
@@ -176,8 +179,10 @@ public struct StrictJSON {
     public mutating func skipValue() throws(JSONError) {
         skipWhitespace()
         switch peek {
-        case UInt8(ascii: "{"): try object { (reader: inout StrictJSON, _: String) throws(JSONError) in try reader.skipValue() }
-        case UInt8(ascii: "["): try array { (reader: inout StrictJSON, _: Int) throws(JSONError) in try reader.skipValue() }
+        case UInt8(ascii: "{"):
+            try object { (reader: inout StrictJSON, _: String) throws(JSONError) in try reader.skipValue() }
+        case UInt8(ascii: "["):
+            try array { (reader: inout StrictJSON, _: Int) throws(JSONError) in try reader.skipValue() }
         case UInt8(ascii: "\""): _ = try rawString()
         case UInt8(ascii: "t"), UInt8(ascii: "f"): _ = try bool()
         case UInt8(ascii: "n"): if !null() { throw error("expected a value") }
@@ -213,7 +218,9 @@ public struct StrictJSON {
     }
 
     private func text(_ start: Int, _ end: Int) -> String {
-        quoted(String(decoding: bytes[start..<min(end, start + 40)], as: UTF8.self) + (end - start > 40 ? "…" : ""), marks: false)
+        quoted(
+            String(decoding: bytes[start..<min(end, start + 40)], as: UTF8.self) + (end - start > 40 ? "…" : ""),
+            marks: false)
     }
 
     /// The extent of a number token per RFC 8259 §6, and whether it is an integer.
@@ -221,7 +228,9 @@ public struct StrictJSON {
         let start = index
         func digits() -> Int {
             let first = index
-            while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") { index += 1 }
+            while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                index += 1
+            }
             return index - first
         }
         if peek == UInt8(ascii: "-") { index += 1 }
@@ -231,7 +240,9 @@ public struct StrictJSON {
         }
         if first == UInt8(ascii: "0") {
             index += 1
-            if let next = peek, next >= UInt8(ascii: "0"), next <= UInt8(ascii: "9") { throw error("a number has no leading zeros") }
+            if let next = peek, next >= UInt8(ascii: "0"), next <= UInt8(ascii: "9") {
+                throw error("a number has no leading zeros")
+            }
         } else {
             _ = digits()
         }
@@ -262,7 +273,9 @@ public struct StrictJSON {
             if byte == UInt8(ascii: "\"") {
                 let slice = bytes[start..<index]
                 index += 1
-                guard let text = String(validating: slice, as: UTF8.self) else { throw error("string is not valid UTF-8") }
+                guard let text = String(validating: slice, as: UTF8.self) else {
+                    throw error("string is not valid UTF-8")
+                }
                 return text
             }
             if byte == UInt8(ascii: "\\") { break }
@@ -275,7 +288,9 @@ public struct StrictJSON {
             switch byte {
             case UInt8(ascii: "\""):
                 index += 1
-                guard let text = String(validating: scalars, as: UTF8.self) else { throw error("string is not valid UTF-8") }
+                guard let text = String(validating: scalars, as: UTF8.self) else {
+                    throw error("string is not valid UTF-8")
+                }
                 return text
             case UInt8(ascii: "\\"):
                 index += 1
@@ -294,7 +309,9 @@ public struct StrictJSON {
                         guard matches("\\u") else { throw error("unpaired surrogate \\u\(String(code, radix: 16))") }
                         index += 2
                         let low = try hex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw error("unpaired surrogate \\u\(String(code, radix: 16))") }
+                        guard (0xDC00...0xDFFF).contains(low) else {
+                            throw error("unpaired surrogate \\u\(String(code, radix: 16))")
+                        }
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     } else if (0xDC00...0xDFFF).contains(code) {
                         throw error("unpaired surrogate \\u\(String(code, radix: 16))")

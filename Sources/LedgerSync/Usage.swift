@@ -45,7 +45,8 @@ public struct UsageRecord: Codable, Hashable, Sendable {
             guard text.utf8.contains(where: { $0 == 92 || $0 == 9 }) else { return text }
             return text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\t", with: "\\t")
         }
-        return "\(escaped(id))\t\(escaped(site))\t\(escaped(tenant))\t\(escaped(model))\t\(promptTokens)\t\(completionTokens)\t"
+        return
+            "\(escaped(id))\t\(escaped(site))\t\(escaped(tenant))\t\(escaped(model))\t\(promptTokens)\t\(completionTokens)\t"
             + "\(Self.format(startedAt))\t\(Self.format(endedAt))\t\(escaped(requestID ?? ""))"
     }
 
@@ -58,10 +59,13 @@ public struct UsageRecord: Codable, Hashable, Sendable {
     /// Equality by bytes: ids are keys, and two canonically equal Unicode spellings are two
     /// different ids to SQLite, so they must be two different ids here too.
     public static func == (a: UsageRecord, b: UsageRecord) -> Bool {
-        a.id.utf8.elementsEqual(b.id.utf8) && a.site.utf8.elementsEqual(b.site.utf8) && a.tenant.utf8.elementsEqual(b.tenant.utf8)
-            && a.model.utf8.elementsEqual(b.model.utf8) && a.promptTokens == b.promptTokens && a.completionTokens == b.completionTokens
+        a.id.utf8.elementsEqual(b.id.utf8) && a.site.utf8.elementsEqual(b.site.utf8)
+            && a.tenant.utf8.elementsEqual(b.tenant.utf8)
+            && a.model.utf8.elementsEqual(b.model.utf8) && a.promptTokens == b.promptTokens
+            && a.completionTokens == b.completionTokens
             && a.startedAt == b.startedAt && a.endedAt == b.endedAt
-            && (a.requestID?.utf8).map { x in (b.requestID?.utf8).map { x.elementsEqual($0) } ?? false } ?? (b.requestID == nil)
+            && (a.requestID?.utf8).map { x in (b.requestID?.utf8).map { x.elementsEqual($0) } ?? false }
+                ?? (b.requestID == nil)
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -72,8 +76,15 @@ public struct UsageRecord: Codable, Hashable, Sendable {
 
     /// Reads one record from a strict JSON reader: every field known, none twice.
     static func read(_ reader: inout StrictJSON) throws(JSONError) -> UsageRecord {
-        var id: String?, site: String?, tenant: String?, model: String?, requestID: String?
-        var prompt: Int64?, completion: Int64?, started: Double?, ended: Double?
+        var id: String?
+        var site: String?
+        var tenant: String?
+        var model: String?
+        var requestID: String?
+        var prompt: Int64?
+        var completion: Int64?
+        var started: Double?
+        var ended: Double?
         try reader.object { (reader: inout StrictJSON, key: String) throws(JSONError) in
             switch key {
             case "id": id = try reader.string()
@@ -102,11 +113,13 @@ public struct UsageRecord: Codable, Hashable, Sendable {
             throw reader.error("token count out of range")
         }
         return UsageRecord(
-            id: id, site: site, tenant: tenant, model: model, promptTokens: promptTokens, completionTokens: completionTokens,
+            id: id, site: site, tenant: tenant, model: model, promptTokens: promptTokens,
+            completionTokens: completionTokens,
             startedAt: started, endedAt: ended, requestID: requestID)
     }
 
-    static let fieldNames = "id, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id"
+    static let fieldNames =
+        "id, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id"
 }
 
 /// A batch as posted to `POST /v1/usage`.
@@ -123,7 +136,9 @@ public struct UsageBatch: Codable, Sendable {
                 guard key == "records" else { throw reader.unknownKey(key, known: "records") }
                 var list: [UsageRecord] = []
                 try reader.array { (reader: inout StrictJSON, index: Int) throws(JSONError) in
-                    guard index < UsageBatch.maxRecords else { throw reader.error("a batch has at most \(UsageBatch.maxRecords) records") }
+                    guard index < UsageBatch.maxRecords else {
+                        throw reader.error("a batch has at most \(UsageBatch.maxRecords) records")
+                    }
                     list.append(try UsageRecord.read(&reader))
                 }
                 records = list
@@ -198,7 +213,8 @@ public struct Rate: Hashable, Sendable, Codable {
     /// Micro-credits (integers: sums never drift) for a record's tokens. With tokens and rates
     /// within `Amounts`, each part is at most 10^17; out-of-range input gives nil, not a trap.
     public func microCredits(prompt tokens: Int, completion completionTokens: Int) -> Int64? {
-        guard let a = Amounts.integer(Double(tokens) * prompt * 1000), let b = Amounts.integer(Double(completionTokens) * completion * 1000)
+        guard let a = Amounts.integer(Double(tokens) * prompt * 1000),
+            let b = Amounts.integer(Double(completionTokens) * completion * 1000)
         else { return nil }
         return Amounts.add(a, b)
     }
@@ -233,28 +249,55 @@ extension LedgerSettings {
         for (index, record) in batch.records.enumerated() {
             func fail(_ reason: String) {
                 // The id is echoed only when it is valid (1–128 bytes, no control characters).
-                let echo = record.id.isEmpty || record.id.utf8.count > 128 || record.id.hasControlCharacters ? nil : record.id
+                let echo =
+                    record.id.isEmpty || record.id.utf8.count > 128 || record.id.hasControlCharacters ? nil : record.id
                 problems.append(RecordProblem(index: index, id: echo, reason: reason))
             }
-            if record.id.isEmpty || record.id.utf8.count > 128 { fail("id must be 1 to 128 bytes"); continue }
-            let strings = [("id", record.id), ("site", record.site), ("tenant", record.tenant), ("model", record.model), ("request_id", record.requestID ?? "")]
-            if let (name, _) = strings.first(where: { $0.1.hasControlCharacters }) { fail("\(name) holds a control character"); continue }
-            if !record.site.utf8.elementsEqual(edge.utf8) { fail("site \(quoted(record.site)) is not the signing edge \(quoted(edge))"); continue }
-            if !exactMember(record.tenant, tenants) { fail("unknown tenant \(quoted(record.tenant))"); continue }
-            if !exactKey(record.model, rates) { fail("unknown model \(quoted(record.model)) (no rate)"); continue }
-            if !Amounts.recordTokens.contains(Int64(record.promptTokens)) || !Amounts.recordTokens.contains(Int64(record.completionTokens)) {
+            if record.id.isEmpty || record.id.utf8.count > 128 {
+                fail("id must be 1 to 128 bytes")
+                continue
+            }
+            let strings = [
+                ("id", record.id), ("site", record.site), ("tenant", record.tenant), ("model", record.model),
+                ("request_id", record.requestID ?? ""),
+            ]
+            if let (name, _) = strings.first(where: { $0.1.hasControlCharacters }) {
+                fail("\(name) holds a control character")
+                continue
+            }
+            if !record.site.utf8.elementsEqual(edge.utf8) {
+                fail("site \(quoted(record.site)) is not the signing edge \(quoted(edge))")
+                continue
+            }
+            if !exactMember(record.tenant, tenants) {
+                fail("unknown tenant \(quoted(record.tenant))")
+                continue
+            }
+            if !exactKey(record.model, rates) {
+                fail("unknown model \(quoted(record.model)) (no rate)")
+                continue
+            }
+            if !Amounts.recordTokens.contains(Int64(record.promptTokens))
+                || !Amounts.recordTokens.contains(Int64(record.completionTokens))
+            {
                 fail("token counts must be 0 to 100,000,000")
                 continue
             }
-            if !(record.startedAt > 946_684_800 && record.startedAt < 4_102_444_800) || !(record.endedAt >= record.startedAt)
+            if !(record.startedAt > 946_684_800 && record.startedAt < 4_102_444_800)
+                || !(record.endedAt >= record.startedAt)
                 || record.endedAt - record.startedAt > 86_400
             {
                 fail("started_at and ended_at must be Unix seconds with started_at ≤ ended_at (within a day)")
                 continue
             }
-            if let requestID = record.requestID, requestID.utf8.count > 256 { fail("request_id longer than 256 bytes"); continue }
+            if let requestID = record.requestID, requestID.utf8.count > 256 {
+                fail("request_id longer than 256 bytes")
+                continue
+            }
             if let earlier = seen[ExactKey(record.id)] {
-                if batch.records[earlier] != record { fail("id \(quoted(record.id)) appears twice with different content") }
+                if batch.records[earlier] != record {
+                    fail("id \(quoted(record.id)) appears twice with different content")
+                }
                 continue
             }
             seen[ExactKey(record.id)] = index
@@ -278,7 +321,9 @@ extension LedgerSettings {
 /// TARGET is the request target exactly as sent: the path and, when there is one, `?` and the
 /// query string. A captured signature therefore cannot be replayed with other parameters.
 public enum RequestSignature {
-    public static func sign(key: String, method: String, target: String, timestamp: String, body: some DataProtocol) -> String {
+    public static func sign(
+        key: String, method: String, target: String, timestamp: String, body: some DataProtocol
+    ) -> String {
         hex(mac(key: key, method: method, target: target, timestamp: timestamp, body: body))
     }
 
@@ -292,18 +337,24 @@ public enum RequestSignature {
     /// The checks that need no body, made before a body is read: nil when the headers may
     /// carry a valid signature, else why not.
     public static func precheck(timestamp: String?, signature: String?, now: Double, skew: Double) -> String? {
-        guard let timestamp, !timestamp.isEmpty, timestamp.utf8.count <= 12, timestamp.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+        guard let timestamp, !timestamp.isEmpty, timestamp.utf8.count <= 12,
+            timestamp.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
             let time = Double(timestamp)
         else { return "missing or bad X-TDN-Timestamp (Unix seconds, digits only)" }
-        guard abs(now - time) <= skew else { return "timestamp \(timestamp) is more than \(Int(skew)) s from the ledger's clock" }
+        guard abs(now - time) <= skew else {
+            return "timestamp \(timestamp) is more than \(Int(skew)) s from the ledger's clock"
+        }
         guard let signature else { return "missing X-TDN-Signature" }
-        guard signature.utf8.count == 64, unhex(signature) != nil else { return "X-TDN-Signature must be 64 hex digits (HMAC-SHA256)" }
+        guard signature.utf8.count == 64, unhex(signature) != nil else {
+            return "X-TDN-Signature must be 64 hex digits (HMAC-SHA256)"
+        }
         return nil
     }
 
     /// Nil when valid, else why not.
     public static func check(
-        key: String, method: String, target: String, timestamp: String?, signature: String?, body: some DataProtocol, now: Double,
+        key: String, method: String, target: String, timestamp: String?, signature: String?, body: some DataProtocol,
+        now: Double,
         skew: Double
     ) -> String? {
         if let problem = precheck(timestamp: timestamp, signature: signature, now: now, skew: skew) { return problem }

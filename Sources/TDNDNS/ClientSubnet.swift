@@ -55,7 +55,9 @@ public struct ClientSubnet: Hashable, Sendable {
             throw WireError("edns.ecs", "scope prefix \(scopePrefixLength) longer than \(maximum)")
         }
         guard address.count == (Int(sourcePrefixLength) + 7) / 8 else {
-            throw WireError("edns.ecs", "address is \(address.count) octets, source prefix needs \((Int(sourcePrefixLength) + 7) / 8)")
+            throw WireError(
+                "edns.ecs",
+                "address is \(address.count) octets, source prefix needs \((Int(sourcePrefixLength) + 7) / 8)")
         }
         if sourcePrefixLength % 8 != 0, let last = address.last {
             let mask = UInt8(truncatingIfNeeded: 0xFF >> Int(sourcePrefixLength % 8))

@@ -65,7 +65,9 @@ public struct DNSClient: Sendable {
             }
             let received = recv(fd, &buffer, buffer.count, 0)
             guard received > 0 else {
-                throw Failure(description: received == 0 ? "connection closed after \(answers.count) answers" : "recv: \(errnoText())")
+                throw Failure(
+                    description: received == 0
+                        ? "connection closed after \(answers.count) answers" : "recv: \(errnoText())")
             }
             pending += buffer[0..<received]
         }

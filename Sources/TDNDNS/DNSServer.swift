@@ -26,7 +26,10 @@ public final class DNSServer: Sendable {
     private let tcp: TCPServer
     private let group: MultiThreadedEventLoopGroup
 
-    private init(store: SnapshotStore, addresses: [ListenAddress], udp: UDPServer, tcp: TCPServer, group: MultiThreadedEventLoopGroup) {
+    private init(
+        store: SnapshotStore, addresses: [ListenAddress], udp: UDPServer, tcp: TCPServer,
+        group: MultiThreadedEventLoopGroup
+    ) {
         self.store = store
         self.addresses = addresses
         self.udp = udp
@@ -46,9 +49,12 @@ public final class DNSServer: Sendable {
         var lastError: Error? = nil
         for _ in 0..<8 {
             do {
-                let udp = try UDPServer(addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload, stats: settings.stats)
+                let udp = try UDPServer(
+                    addresses: settings.listen, threads: threads, store: store, maxUDPPayload: settings.maxUDPPayload,
+                    stats: settings.stats)
                 do {
-                    let tcp = try await TCPServer.start(addresses: udp.boundAddresses, group: group, store: store, settings: tcpSettings)
+                    let tcp = try await TCPServer.start(
+                        addresses: udp.boundAddresses, group: group, store: store, settings: tcpSettings)
                     udp.start()
                     return DNSServer(store: store, addresses: udp.boundAddresses, udp: udp, tcp: tcp, group: group)
                 } catch {

@@ -34,17 +34,38 @@ public struct Header: Hashable, Sendable {
     private func bit(_ mask: UInt16) -> Bool { flags & mask != 0 }
     private mutating func set(_ mask: UInt16, _ on: Bool) { flags = on ? flags | mask : flags & ~mask }
 
-    public var isResponse: Bool { get { bit(Self.qrBit) } set { set(Self.qrBit, newValue) } }
+    public var isResponse: Bool {
+        get { bit(Self.qrBit) }
+        set { set(Self.qrBit, newValue) }
+    }
     public var opcode: UInt8 {
         get { UInt8((flags >> 11) & 0xF) }
         set { flags = (flags & ~0x7800) | (UInt16(newValue & 0xF) << 11) }
     }
-    public var authoritative: Bool { get { bit(Self.aaBit) } set { set(Self.aaBit, newValue) } }
-    public var truncated: Bool { get { bit(Self.tcBit) } set { set(Self.tcBit, newValue) } }
-    public var recursionDesired: Bool { get { bit(Self.rdBit) } set { set(Self.rdBit, newValue) } }
-    public var recursionAvailable: Bool { get { bit(Self.raBit) } set { set(Self.raBit, newValue) } }
-    public var authenticData: Bool { get { bit(Self.adBit) } set { set(Self.adBit, newValue) } }
-    public var checkingDisabled: Bool { get { bit(Self.cdBit) } set { set(Self.cdBit, newValue) } }
+    public var authoritative: Bool {
+        get { bit(Self.aaBit) }
+        set { set(Self.aaBit, newValue) }
+    }
+    public var truncated: Bool {
+        get { bit(Self.tcBit) }
+        set { set(Self.tcBit, newValue) }
+    }
+    public var recursionDesired: Bool {
+        get { bit(Self.rdBit) }
+        set { set(Self.rdBit, newValue) }
+    }
+    public var recursionAvailable: Bool {
+        get { bit(Self.raBit) }
+        set { set(Self.raBit, newValue) }
+    }
+    public var authenticData: Bool {
+        get { bit(Self.adBit) }
+        set { set(Self.adBit, newValue) }
+    }
+    public var checkingDisabled: Bool {
+        get { bit(Self.cdBit) }
+        set { set(Self.cdBit, newValue) }
+    }
     /// The low four bits of the RCODE; the rest is in the OPT record.
     public var rcodeLow: UInt8 {
         get { UInt8(flags & 0xF) }

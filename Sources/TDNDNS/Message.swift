@@ -88,7 +88,9 @@ struct WireReader {
                 guard cursor + 1 < bytes.count else { throw WireError(field, "pointer runs past the end") }
                 let target = Int(length & 0x3F) << 8 | Int(bytes[cursor + 1])
                 // Each pointer must go strictly backwards, which rules out loops.
-                guard target < lowestTarget else { throw WireError(field, "compression pointer does not point backwards") }
+                guard target < lowestTarget else {
+                    throw WireError(field, "compression pointer does not point backwards")
+                }
                 lowestTarget = target
                 if !jumped { position = cursor + 2 }
                 jumped = true
@@ -167,7 +169,9 @@ extension Message {
             guard position + 4 <= data.count else { throw WireError("additional.opt", "truncated option header") }
             let code = UInt16(data[position]) << 8 | UInt16(data[position + 1])
             let length = Int(data[position + 2]) << 8 | Int(data[position + 3])
-            guard position + 4 + length <= data.count else { throw WireError("additional.opt", "option runs past the end") }
+            guard position + 4 + length <= data.count else {
+                throw WireError("additional.opt", "option runs past the end")
+            }
             let body = data[(position + 4)..<(position + 4 + length)]
             if code == ClientSubnet.optionCode {
                 edns.clientSubnet = try ClientSubnet(optionData: body)
@@ -183,7 +187,10 @@ extension Message {
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         func u16(_ value: UInt16) { out += [UInt8(value >> 8), UInt8(value & 0xFF)] }
-        func u32(_ value: UInt32) { u16(UInt16(value >> 16)); u16(UInt16(value & 0xFFFF)) }
+        func u32(_ value: UInt32) {
+            u16(UInt16(value >> 16))
+            u16(UInt16(value & 0xFFFF))
+        }
         func record(_ r: ResourceRecord) {
             out += r.name.wire
             u16(r.type.rawValue)
@@ -209,7 +216,9 @@ extension Message {
         if let edns {
             var data: [UInt8] = []
             var options = edns.options
-            if let ecs = edns.clientSubnet { options.append(EDNSOption(code: ClientSubnet.optionCode, data: ecs.optionData)) }
+            if let ecs = edns.clientSubnet {
+                options.append(EDNSOption(code: ClientSubnet.optionCode, data: ecs.optionData))
+            }
             for option in options {
                 data += [UInt8(option.code >> 8), UInt8(option.code & 0xFF)]
                 data += [UInt8(option.data.count >> 8), UInt8(option.data.count & 0xFF)]

@@ -126,7 +126,12 @@ final class QueryCounters {
                 guard value > 0 else { continue }
                 cells[type * Self.rcodeSlots + rcode] = 0
                 let name = type == 0 ? "other" : RecordType(Self.types[type - 1]).description
-                queries.append((QueryStats.Key(transport: transport, qtype: name, rcode: ResponseCode(rawValue: UInt16(rcode)).description), value))
+                queries.append(
+                    (
+                        QueryStats.Key(
+                            transport: transport, qtype: name, rcode: ResponseCode(rawValue: UInt16(rcode)).description),
+                        value
+                    ))
             }
         }
         var answers: [(QueryStats.SteeredKey, UInt64)] = []
@@ -134,7 +139,9 @@ final class QueryCounters {
             for index in 0..<steeredCapacity where steered[index] > 0 {
                 let name = index / steeredAnswerCount
                 let answer = index % steeredAnswerCount
-                answers.append((QueryStats.SteeredKey(name: steeredNames[name], sites: steeredAnswerSites[answer]), steered[index]))
+                answers.append(
+                    (QueryStats.SteeredKey(name: steeredNames[name], sites: steeredAnswerSites[answer]), steered[index])
+                )
                 steered[index] = 0
             }
         }

@@ -26,7 +26,9 @@ public struct EDNS: Hashable, Sendable {
     public var options: [EDNSOption] = []
     public var clientSubnet: ClientSubnet?
 
-    public init(udpPayloadSize: UInt16 = 1232, version: UInt8 = 0, dnssecOK: Bool = false, clientSubnet: ClientSubnet? = nil) {
+    public init(
+        udpPayloadSize: UInt16 = 1232, version: UInt8 = 0, dnssecOK: Bool = false, clientSubnet: ClientSubnet? = nil
+    ) {
         self.udpPayloadSize = udpPayloadSize
         self.version = version
         self.dnssecOK = dnssecOK
@@ -84,7 +86,9 @@ extension ResourceRecord {
                 let length = Int(rdata[position])
                 guard position + length < rdata.count else { break }
                 let chunk = rdata[(position + 1)...(position + length)].map { byte -> String in
-                    if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return "\\" + String(UnicodeScalar(byte)) }
+                    if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                        return "\\" + String(UnicodeScalar(byte))
+                    }
                     if byte >= 32 && byte < 127 { return String(UnicodeScalar(byte)) }
                     let digits = String(byte)
                     return "\\" + String(repeating: "0", count: 3 - digits.count) + digits

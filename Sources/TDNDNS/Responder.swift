@@ -61,12 +61,16 @@ public final class Responder: @unchecked Sendable {
         deferred: UnsafeMutablePointer<SteeringLookup>? = nil, location: SteeringLocation? = nil
     ) -> Int {
         guard let counters else {
-            return answer(to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred, location: location)
+            return answer(
+                to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred,
+                location: location)
         }
         questionType = 0
         steeredName = -1
         badVersion = false
-        let written = answer(to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred, location: location)
+        let written = answer(
+            to: query, into: out, transport: transport, snapshot: snapshot, peer: peer, deferred: deferred,
+            location: location)
         if written == Responder.deferredResult { return written }
         if written <= 0 {
             counters.countDropped()
@@ -216,14 +220,17 @@ public final class Responder: @unchecked Sendable {
         if found >= 0 {
             let node = nodes[Int(found)]
             if node.steering >= 0 {
-                return steer(&r, snapshot, Int(node.steering), qtype: qtype, queryNameLength: length, peer: peer, deferred: deferred, location: location)
+                return steer(
+                    &r, snapshot, Int(node.steering), qtype: qtype, queryNameLength: length, peer: peer,
+                    deferred: deferred, location: location)
             }
             if node.referralTemplate >= 0 {
                 template = qtype == 43 && node.dsTemplate >= 0 ? node.dsTemplate : node.referralTemplate
             } else if qtype == 255 {
                 template = node.anyTemplate
             } else {
-                template = Self.typeTemplate(snapshot, Int(node.typesStart), Int(node.typesCount), qtype, node.defaultTemplate)
+                template = Self.typeTemplate(
+                    snapshot, Int(node.typesStart), Int(node.typesCount), qtype, node.defaultTemplate)
             }
         } else {
             var encloser: Int32 = -1
@@ -244,7 +251,8 @@ public final class Responder: @unchecked Sendable {
                     template = wildcard.synthAny
                 } else {
                     template = Self.typeTemplate(
-                        snapshot, Int(wildcard.synthTypesStart), Int(wildcard.synthTypesCount), qtype, wildcard.synthDefault)
+                        snapshot, Int(wildcard.synthTypesStart), Int(wildcard.synthTypesCount), qtype,
+                        wildcard.synthDefault)
                 }
             } else {
                 template = snapshot.nxdomainTemplates[Int(node.zone)]
@@ -256,7 +264,8 @@ public final class Responder: @unchecked Sendable {
     /// A model hostname: locate the client (ECS address, else the sender), read its class's
     /// answer, and say in the ECS scope how far around the client that answer holds.
     private func steer(
-        _ r: inout Reply, _ snapshot: Snapshot, _ index: Int, qtype: UInt16, queryNameLength: Int, peer: UnsafeRawPointer?,
+        _ r: inout Reply, _ snapshot: Snapshot, _ index: Int, qtype: UInt16, queryNameLength: Int,
+        peer: UnsafeRawPointer?,
         deferred: UnsafeMutablePointer<SteeringLookup>?, location: SteeringLocation?
     ) -> Int {
         var high: UInt64 = 0
@@ -316,7 +325,8 @@ public final class Responder: @unchecked Sendable {
     /// Locates deferred queries together: their trie walks advance in lockstep, so the loads of
     /// different walks are independent and their cache misses overlap instead of queueing.
     public static func locate(
-        _ lookups: UnsafeMutablePointer<SteeringLookup>, count: Int, snapshot: Snapshot, into results: UnsafeMutablePointer<SteeringLocation>
+        _ lookups: UnsafeMutablePointer<SteeringLookup>, count: Int, snapshot: Snapshot,
+        into results: UnsafeMutablePointer<SteeringLocation>
     ) {
         for index in 0..<count {
             lookups[index] = lookups[index].normalised
@@ -327,11 +337,14 @@ public final class Responder: @unchecked Sendable {
             for index in 0..<count where results[index].scope < 0 {
                 let lookup = lookups[index]
                 let trie = lookup.trie(snapshot)
-                if let (classID, depth) = Snapshot.step(trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.bits) {
+                if let (classID, depth) = Snapshot.step(
+                    trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.bits)
+                {
                     results[index] = SteeringLocation(classID: classID, scope: lookup.scope(depth))
                     pending -= 1
                 } else {
-                    lookups[index].node = Int(trie[16 * lookup.node + Snapshot.nibble(lookup.high, lookup.low, lookup.depth)])
+                    lookups[index].node = Int(
+                        trie[16 * lookup.node + Snapshot.nibble(lookup.high, lookup.low, lookup.depth)])
                     lookups[index].depth += 4
                 }
             }
@@ -358,12 +371,15 @@ public final class Responder: @unchecked Sendable {
     @inline(__always)
     static func classify(_ snapshot: Snapshot, high: UInt64, low: UInt64, isIPv6: Bool) -> (Int32, Int) {
         let lookup = SteeringLookup(high: high, low: low, isIPv6: isIPv6).normalised
-        let (classID, depth) = Snapshot.classify(lookup.trie(snapshot), high: lookup.high, low: lookup.low, bits: lookup.bits)
+        let (classID, depth) = Snapshot.classify(
+            lookup.trie(snapshot), high: lookup.high, low: lookup.low, bits: lookup.bits)
         return (classID, lookup.scope(depth))
     }
 
     @inline(__always)
-    private static func typeTemplate(_ snapshot: Snapshot, _ start: Int, _ count: Int, _ qtype: UInt16, _ fallback: Int32) -> Int32 {
+    private static func typeTemplate(
+        _ snapshot: Snapshot, _ start: Int, _ count: Int, _ qtype: UInt16, _ fallback: Int32
+    ) -> Int32 {
         var index = start
         let end = start + count
         while index < end {
@@ -459,7 +475,10 @@ struct Reply {
     /// The ECS scope prefix of the reply (RFC 7871 §7.2.1).
     var scope: UInt8 = 0
 
-    init(out: UnsafeMutablePointer<UInt8>, capacity: Int, query: UnsafePointer<UInt8>, transport: Transport, ourPayload: UInt16) {
+    init(
+        out: UnsafeMutablePointer<UInt8>, capacity: Int, query: UnsafePointer<UInt8>, transport: Transport,
+        ourPayload: UInt16
+    ) {
         self.out = out
         self.capacity = capacity
         self.query = query
@@ -558,7 +577,9 @@ struct Reply {
             header(aa: t.authoritative, tc: true, rcode: rcode, qd: 1, an: 0, ns: 0, ar: 0)
             return writeOPT(at: base, rcode: rcode)
         }
-        header(aa: t.authoritative, tc: false, rcode: rcode, qd: 1, an: t.answerCount, ns: t.authorityCount, ar: additional)
+        header(
+            aa: t.authoritative, tc: false, rcode: rcode, qd: 1, an: t.answerCount, ns: t.authorityCount, ar: additional
+        )
         let body = out + base
         memcpy(body, snapshot.bodies.baseAddress! + Int(t.bodyStart), bodyLength)
         let shift = UInt16(truncatingIfNeeded: queryNameLength - Int(t.baseLength))

@@ -84,11 +84,13 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
 
     private static let generations = ManagedAtomic<UInt64>(0)
 
-    init(nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
-         templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
-         trie4: [Int32] = [-1, -1], trie6: [Int32] = [-1, -1], steeredRows: [Int32] = [], classAnswers: [Int32] = [],
-         steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = [],
-         steeredNames: [String] = [], steeredAnswerSites: [[String]] = []) {
+    init(
+        nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
+        templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
+        trie4: [Int32] = [-1, -1], trie6: [Int32] = [-1, -1], steeredRows: [Int32] = [], classAnswers: [Int32] = [],
+        steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = [],
+        steeredNames: [String] = [], steeredAnswerSites: [[String]] = []
+    ) {
         func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
             let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
             _ = buffer.initialize(from: array)
@@ -144,7 +146,9 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// One step of a walk: the (class, scope) when the entry is a leaf, nil to go on to
     /// `trie[16 * node + nibble]`, which is then the next node.
     @inline(__always)
-    static func step(_ trie: UnsafeMutableBufferPointer<UInt32>, node: Int, depth: Int, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int)? {
+    static func step(
+        _ trie: UnsafeMutableBufferPointer<UInt32>, node: Int, depth: Int, high: UInt64, low: UInt64, bits: Int
+    ) -> (Int32, Int)? {
         guard depth < bits else { return (0, bits) }
         let entry = trie[16 * node + nibble(high, low, depth)]
         guard entry & StrideTrie.leafFlag != 0 else { return nil }
@@ -159,7 +163,9 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// The class of a client address and the prefix length over which it holds (the exact depth
     /// of the binary leaf, kept in the entry).
     @inline(__always)
-    static func classify(_ trie: UnsafeMutableBufferPointer<UInt32>, high: UInt64, low: UInt64, bits: Int) -> (Int32, Int) {
+    static func classify(
+        _ trie: UnsafeMutableBufferPointer<UInt32>, high: UInt64, low: UInt64, bits: Int
+    ) -> (Int32, Int) {
         var node = 0
         var depth = 0
         while true {

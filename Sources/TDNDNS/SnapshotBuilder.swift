@@ -64,7 +64,9 @@ public struct SnapshotBuilder {
             let apex = zone.origin.lowercased
             for (owner, rrsets) in zone.rrsets {
                 // A name inside a deeper zone we also serve belongs to that zone.
-                if origins.contains(where: { $0 != apex && $0.labelCount > apex.labelCount && owner.isSubdomain(of: $0) }) {
+                if origins.contains(where: {
+                    $0 != apex && $0.labelCount > apex.labelCount && owner.isSubdomain(of: $0)
+                }) {
                     continue
                 }
                 info[owner] = NodeInfo(zone: index, rrsets: rrsets, cut: nil)
@@ -145,7 +147,9 @@ public struct SnapshotBuilder {
     }
 
     /// The answer for `qtype` at a name with `rrsets`, following an in-zone CNAME chain.
-    private func answer(owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], qtype: RecordType, base: DomainName, zone: Int) -> TemplateSpec {
+    private func answer(
+        owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], qtype: RecordType, base: DomainName, zone: Int
+    ) -> TemplateSpec {
         var spec = TemplateSpec(base: base)
         if let set = rrsets[qtype] {
             spec.answer = [Placed(owner: owner, rrset: set)]
@@ -168,7 +172,11 @@ public struct SnapshotBuilder {
                 next = info[found]!.rrsets
                 nextZone = info[found]!.zone
             case .wildcard(let source):
-                next = info[source]!.rrsets.mapValues { var set = $0; set.owner = name; return set }
+                next = info[source]!.rrsets.mapValues {
+                    var set = $0
+                    set.owner = name
+                    return set
+                }
                 nextZone = info[source]!.zone
             case .nxdomain(let zone):
                 // RFC 6604: the RCODE describes the last name in the chain.
@@ -238,11 +246,11 @@ public struct SnapshotBuilder {
     private mutating func add(_ spec: TemplateSpec, key: String? = nil) -> Int32 {
         if let key, let cached = templateCache[key] { return cached }
         var encoder = TemplateEncoder(base: spec.base)
-        spec.answer.forEach { encoder.write($0) }
-        spec.authority.forEach { encoder.write($0) }
+        for placed in spec.answer { encoder.write(placed) }
+        for placed in spec.authority { encoder.write(placed) }
         let minimalLength = encoder.body.count
         let minimalRelocations = encoder.relocations.count
-        spec.additional.forEach { encoder.write($0) }
+        for placed in spec.additional { encoder.write(placed) }
         let count = { (placed: [Placed]) in UInt16(placed.reduce(0) { $0 + $1.rrset.rdatas.count }) }
         let template = Template(
             bodyStart: UInt32(bodies.count), bodyLength: UInt16(encoder.body.count),
@@ -261,7 +269,9 @@ public struct SnapshotBuilder {
     }
 
     /// Templates for each type at a name plus its default and ANY templates.
-    private mutating func answerSet(owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], base: DomainName, zone: Int)
+    private mutating func answerSet(
+        owner: Owner, ownerName: DomainName, rrsets: [RecordType: RRset], base: DomainName, zone: Int
+    )
         -> (types: [(UInt16, Int32)], fallback: Int32, any: Int32)
     {
         var types: [(UInt16, Int32)] = []
@@ -272,7 +282,8 @@ public struct SnapshotBuilder {
             types.append((type.rawValue, add(spec)))
         }
         // A type nobody holds: NODATA, or the CNAME chain ending in NODATA or NXDOMAIN.
-        let other = answer(owner: owner, ownerName: ownerName, rrsets: rrsets, qtype: RecordType(0), base: base, zone: zone)
+        let other = answer(
+            owner: owner, ownerName: ownerName, rrsets: rrsets, qtype: RecordType(0), base: base, zone: zone)
         let fallback = add(other)
         let any = add(anyAnswer(owner: owner, rrsets: rrsets, base: base, zone: zone))
         return (types, fallback, any)
@@ -299,7 +310,11 @@ public struct SnapshotBuilder {
                 case .addresses where addresses.isEmpty:
                     spec.authority = [negativeSOA(zone)]
                 case .addresses:
-                    spec.answer = [Placed(owner: .queryName, rrset: RRset(owner: apex, type: type, ttl: answer.ttl, rdatas: addresses))]
+                    spec.answer = [
+                        Placed(
+                            owner: .queryName, rrset: RRset(owner: apex, type: type, ttl: answer.ttl, rdatas: addresses)
+                        )
+                    ]
                 }
                 out.append(add(spec))
             }
@@ -340,7 +355,8 @@ public struct SnapshotBuilder {
                 if cut == name {
                     // RFC 4035 §3.1.4.1: DS lives on the parent side of the cut.
                     let parentSide = node.rrsets.filter { $0.key == .ds }
-                    let spec = answer(owner: .queryName, ownerName: name, rrsets: parentSide, qtype: .ds, base: name, zone: node.zone)
+                    let spec = answer(
+                        owner: .queryName, ownerName: name, rrsets: parentSide, qtype: .ds, base: name, zone: node.zone)
                     entry.dsTemplate = add(spec)
                 }
             } else {
@@ -351,14 +367,16 @@ public struct SnapshotBuilder {
                     typeTemplates += types.map(\.1)
                     return start
                 }
-                let set = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
+                let set = answerSet(
+                    owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
                 entry.typesStart = append(set.types)
                 entry.typesCount = UInt16(set.types.count)
                 entry.defaultTemplate = set.fallback
                 entry.anyTemplate = set.any
                 if name.isWildcard, let closest = name.parent {
                     // The same data again, encoded for names the wildcard covers (base: its parent).
-                    let synth = answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone)
+                    let synth = answerSet(
+                        owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone)
                     entry.synthTypesStart = append(synth.types)
                     entry.synthTypesCount = UInt16(synth.types.count)
                     entry.synthDefault = synth.fallback
@@ -385,7 +403,9 @@ public struct SnapshotBuilder {
         var rows: [[Int32]] = []
         var rowIndex: [[Int32]: Int32] = [:]
         for location in 0..<classCount {
-            let row = steering.names.map { location < $0.answerOfClass.count ? $0.answerOfClass[location] : ($0.answerOfClass.first ?? 0) }
+            let row = steering.names.map {
+                location < $0.answerOfClass.count ? $0.answerOfClass[location] : ($0.answerOfClass.first ?? 0)
+            }
             if let known = rowIndex[row] {
                 answerClassOf[location] = known
             } else {
@@ -394,7 +414,9 @@ public struct SnapshotBuilder {
                 rows.append(row)
             }
         }
-        func answerClass(_ location: Int32) -> Int32 { location >= 0 && Int(location) < classCount ? answerClassOf[Int(location)] : answerClassOf[0] }
+        func answerClass(_ location: Int32) -> Int32 {
+            location >= 0 && Int(location) < classCount ? answerClassOf[Int(location)] : answerClassOf[0]
+        }
         var trie4 = PrefixTrieBuilder()
         for (address, length, location) in steering.v4 {
             trie4.insert(high: UInt64(address) << 32, low: 0, length: Int(length), classID: answerClass(location))

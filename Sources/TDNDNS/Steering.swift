@@ -143,7 +143,8 @@ enum StrideTrie {
         nodes = [UInt32](repeating: 0, count: 16)
         fill(0, 0, 0)
         let buffer = UnsafeMutableBufferPointer<UInt32>(
-            start: UnsafeMutableRawPointer.allocate(byteCount: nodes.count * 4, alignment: 64).bindMemory(to: UInt32.self, capacity: nodes.count),
+            start: UnsafeMutableRawPointer.allocate(byteCount: nodes.count * 4, alignment: 64).bindMemory(
+                to: UInt32.self, capacity: nodes.count),
             count: nodes.count)
         _ = buffer.initialize(from: nodes)
         return buffer

@@ -112,7 +112,9 @@ struct LengthPrefixedFrameDecoder: ByteToMessageDecoder {
         return .continue
     }
 
-    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+    mutating func decodeLast(
+        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+    ) throws -> DecodingState {
         deadline?.cancel()
         deadline = nil
         return try decode(context: context, buffer: &buffer)
@@ -134,7 +136,9 @@ final class ClientConnectionCounts: Sendable {
             return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
         case .v6(let v6):
             let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF { return Array(bytes[12..<16]) }
+            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
+                return Array(bytes[12..<16])
+            }
             return Array(bytes[0..<8])
         default:
             return []
@@ -182,7 +186,9 @@ final class TCPQueryHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         if let remote = context.channel.remoteAddress {
             remote.withSockAddr { address, length in
-                withUnsafeMutableBytes(of: &peer) { $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: min(length, $0.count))) }
+                withUnsafeMutableBytes(of: &peer) {
+                    $0.copyMemory(from: UnsafeRawBufferPointer(start: address, count: min(length, $0.count)))
+                }
             }
             hasPeer = true
         }
@@ -200,7 +206,8 @@ final class TCPQueryHandler: ChannelInboundHandler {
             query.withUnsafeReadableBytes { input in
                 reply.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { output in
                     responder.respond(
-                        to: input, into: UnsafeMutableRawBufferPointer(rebasing: output.prefix(capacity)), transport: .tcp,
+                        to: input, into: UnsafeMutableRawBufferPointer(rebasing: output.prefix(capacity)),
+                        transport: .tcp,
                         snapshot: snapshot, peer: hasPeer ? peerBytes.baseAddress : nil)
                 }
             }

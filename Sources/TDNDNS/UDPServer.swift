@@ -24,7 +24,9 @@ public final class UDPServer: @unchecked Sendable {
 
     /// Binds the sockets. Port 0 picks a free port once; every address asking for port 0 and
     /// every thread then uses that same port.
-    public init(addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: QueryStats? = nil) throws {
+    public init(
+        addresses: [ListenAddress], threads: Int, store: SnapshotStore, maxUDPPayload: Int, stats: QueryStats? = nil
+    ) throws {
         var picked: Int? = nil
         for requested in addresses {
             var address = requested
@@ -35,7 +37,8 @@ public final class UDPServer: @unchecked Sendable {
                     for worker in workers { close(worker.fd) }
                     throw error
                 }
-                workers.append(UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
+                workers.append(
+                    UDPWorker(fd: fd, store: store, running: running, maxUDPPayload: maxUDPPayload, stats: stats))
             }
             if requested.port == 0 { picked = address.port }
             boundAddresses.append(address)
@@ -48,7 +51,8 @@ public final class UDPServer: @unchecked Sendable {
         // two would then share datagrams. A plain socket picks a port nobody holds.
         if address.port == 0 { address.port = try pickFreePort(address) }
         guard var storage = address.socketAddress() else { throw SocketError("bad address", address) }
-        let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError("socket", address) }
         guard tdn_configure_udp_socket(fd, address.isIPv6 ? 1 : 0, 250) == 0 else {
             close(fd)
@@ -68,7 +72,8 @@ public final class UDPServer: @unchecked Sendable {
     /// A UDP port free on `address`, found with a throwaway socket without SO_REUSEPORT.
     static func pickFreePort(_ address: ListenAddress) throws -> Int {
         guard var storage = address.socketAddress() else { throw SocketError("bad address", address) }
-        let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError("socket", address) }
         defer { close(fd) }
         let length = socklen_t(address.isIPv6 ? MemoryLayout<sockaddr_in6>.size : MemoryLayout<sockaddr_in>.size)

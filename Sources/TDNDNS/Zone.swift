@@ -44,13 +44,17 @@ extension Zone {
         for zone in previous { old[zone.origin] = zone }
         var errors: [ConfigError] = []
         for zone in next {
-            guard let before = old[zone.origin], !serialIncreased(from: before.serial, to: zone.serial), before.rrsets != zone.rrsets else {
+            guard let before = old[zone.origin], !serialIncreased(from: before.serial, to: zone.serial),
+                before.rrsets != zone.rrsets
+            else {
                 continue
             }
-            errors.append(ConfigError(
-                file: zone.file, line: 0,
-                message: "zone \(zone.origin) changed but its serial \(zone.serial) did not increase (was \(before.serial));"
-                    + " still serving the previous data: raise the serial, or send SIGHUP to load it as it is"))
+            errors.append(
+                ConfigError(
+                    file: zone.file, line: 0,
+                    message:
+                        "zone \(zone.origin) changed but its serial \(zone.serial) did not increase (was \(before.serial));"
+                        + " still serving the previous data: raise the serial, or send SIGHUP to load it as it is"))
         }
         return errors
     }

@@ -23,7 +23,8 @@ public enum ZoneCompiler {
     /// `.zone` (`tdn.example.zone` → `tdn.example.`), which is also the initial `$ORIGIN`.
     public static func load(directory: String) -> Result<[Zone], ConfigErrors> {
         guard let files = zoneFiles(in: directory) else {
-            return .failure(ConfigErrors([ConfigError(file: directory, line: 0, message: "cannot read the zones directory")]))
+            return .failure(
+                ConfigErrors([ConfigError(file: directory, line: 0, message: "cannot read the zones directory")]))
         }
         var zones: [Zone] = []
         var errors: [ConfigError] = []
@@ -32,7 +33,9 @@ public enum ZoneCompiler {
             switch load(path: path, zoneName: String(file.dropLast(5))) {
             case .success(let zone):
                 if let clash = zones.first(where: { $0.origin == zone.origin }) {
-                    errors.append(ConfigError(file: path, line: 0, message: "zone \(zone.origin) is also loaded from \(clash.file)"))
+                    errors.append(
+                        ConfigError(
+                            file: path, line: 0, message: "zone \(zone.origin) is also loaded from \(clash.file)"))
                 } else {
                     zones.append(zone)
                 }
@@ -47,7 +50,10 @@ public enum ZoneCompiler {
     public static func load(path: String, zoneName: String) -> Result<Zone, ConfigErrors> {
         let origin: DomainName
         do { origin = try DomainName(zoneName.hasSuffix(".") ? zoneName : zoneName + ".") } catch {
-            return .failure(ConfigErrors([ConfigError(file: path, line: 0, message: "file name is not a zone name: \(error.message)")]))
+            return .failure(
+                ConfigErrors([
+                    ConfigError(file: path, line: 0, message: "file name is not a zone name: \(error.message)")
+                ]))
         }
         let reader = ZoneFileReader.read(path: path, origin: origin)
         var errors = reader.errors
@@ -56,7 +62,9 @@ public enum ZoneCompiler {
         return .failure(ConfigErrors(errors))
     }
 
-    static func check(_ records: [ZoneRecord], origin: DomainName, file: String, files: [String], errors: inout [ConfigError]) -> Zone? {
+    static func check(
+        _ records: [ZoneRecord], origin: DomainName, file: String, files: [String], errors: inout [ConfigError]
+    ) -> Zone? {
         var rrsets: [DomainName: [RecordType: RRset]] = [:]
         var firstLine: [DomainName: [RecordType: (file: String, line: Int)]] = [:]
         func report(_ at: ZoneRecord, _ message: String) {
@@ -80,7 +88,8 @@ public enum ZoneCompiler {
                 report(item, "more than one CNAME at \(record.name)")
                 continue
             }
-            if isCNAME && !others.isEmpty || !isCNAME && types[.cname] != nil && !Self.mayStandBesideCNAME(record.type) {
+            if isCNAME && !others.isEmpty || !isCNAME && types[.cname] != nil && !Self.mayStandBesideCNAME(record.type)
+            {
                 report(item, "CNAME and other data at \(record.name)")
                 continue
             }
@@ -94,7 +103,8 @@ public enum ZoneCompiler {
                 if !set.rdatas.contains(record.rdata) { set.rdatas.append(record.rdata) }
                 types[record.type] = set
             } else {
-                types[record.type] = RRset(owner: record.name, type: record.type, ttl: record.ttl, rdatas: [record.rdata])
+                types[record.type] = RRset(
+                    owner: record.name, type: record.type, ttl: record.ttl, rdatas: [record.rdata])
                 firstLine[key, default: [:]][record.type] = (item.file, item.line)
             }
             rrsets[key] = types
@@ -109,9 +119,13 @@ public enum ZoneCompiler {
             errors.append(ConfigError(file: file, line: line, message: "no NS records at the zone apex \(origin)"))
         }
         for (owner, types) in rrsets {
-            for (type, set) in types where set.rdatas.reduce(0, { $0 + $1.count + 12 + set.owner.wire.count }) > 60_000 {
+            for (type, set) in types where set.rdatas.reduce(0, { $0 + $1.count + 12 + set.owner.wire.count }) > 60_000
+            {
                 let at = firstLine[owner]?[type] ?? (file, 0)
-                errors.append(ConfigError(file: at.file, line: at.line, message: "\(type) RRset at \(set.owner) is too large for a DNS message"))
+                errors.append(
+                    ConfigError(
+                        file: at.file, line: at.line,
+                        message: "\(type) RRset at \(set.owner) is too large for a DNS message"))
             }
         }
         // Every in-zone name server needs an address in the zone, or nobody can reach it.
@@ -123,8 +137,11 @@ public enum ZoneCompiler {
                 let targetTypes = rrsets[target.lowercased] ?? [:]
                 if targetTypes[.a] == nil && targetTypes[.aaaa] == nil {
                     let kind = owner == apex ? "name server" : "delegation to"
-                    errors.append(ConfigError(file: at.file, line: at.line,
-                        message: "\(kind) \(target) at \(ns.owner) has no A or AAAA record in the zone (missing glue)"))
+                    errors.append(
+                        ConfigError(
+                            file: at.file, line: at.line,
+                            message:
+                                "\(kind) \(target) at \(ns.owner) has no A or AAAA record in the zone (missing glue)"))
                 }
             }
         }

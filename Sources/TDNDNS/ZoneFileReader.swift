@@ -46,7 +46,10 @@ public struct ZoneFileReader {
             if first.hasPrefix("$") {
                 switch first.uppercased() {
                 case "$ORIGIN":
-                    guard fields.count == 2 else { errors.append(fail("$ORIGIN takes one domain name")); continue }
+                    guard fields.count == 2 else {
+                        errors.append(fail("$ORIGIN takes one domain name"))
+                        continue
+                    }
                     do { origin = try DomainName(String(fields[1]), origin: origin) } catch {
                         errors.append(fail("$ORIGIN: \(error.message)"))
                     }
@@ -73,16 +76,21 @@ public struct ZoneFileReader {
                         }
                     }
                     let name = String(fields[1])
-                    let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+                    let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(
+                        separator: "/")
                     let includePath = name.hasPrefix("/") || directory.isEmpty ? name : directory + "/" + name
-                    let displayDirectory = display.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-                    let includeDisplay = name.hasPrefix("/") || displayDirectory.isEmpty ? name : displayDirectory + "/" + name
+                    let displayDirectory = display.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+                        .joined(separator: "/")
+                    let includeDisplay =
+                        name.hasPrefix("/") || displayDirectory.isEmpty ? name : displayDirectory + "/" + name
                     guard readWholeFile(includePath) != nil else {
                         errors.append(fail("$INCLUDE: cannot read \(includeDisplay)"))
                         continue
                     }
                     // RFC 1035 §5.1: the included file's $ORIGIN does not leak back here.
-                    readFile(path: includePath, display: includeDisplay, origin: includeOrigin, defaultTTL: defaultTTL, depth: depth + 1)
+                    readFile(
+                        path: includePath, display: includeDisplay, origin: includeOrigin, defaultTTL: defaultTTL,
+                        depth: depth + 1)
                 default:
                     errors.append(fail("unknown directive \(first)"))
                 }
@@ -164,7 +172,8 @@ public struct ZoneFileReader {
             }
         }
         if depth > 0 {
-            errors.append(ConfigError(file: file, line: entryLine, message: "'(' not closed before the end of the file"))
+            errors.append(
+                ConfigError(file: file, line: entryLine, message: "'(' not closed before the end of the file"))
         } else {
             finish()
         }
@@ -204,7 +213,9 @@ public struct ZoneFileReader {
         case failure(String)
     }
 
-    static func parseRecord(_ text: String, origin: DomainName, defaultTTL: UInt32?, previousOwner: inout OpaquePointer?) -> ParseResult {
+    static func parseRecord(
+        _ text: String, origin: DomainName, defaultTTL: UInt32?, previousOwner: inout OpaquePointer?
+    ) -> ParseResult {
         guard let originRdf = ldns_dname_new_frm_str(origin.description) else {
             return .failure("cannot use origin \(origin)")
         }
@@ -212,7 +223,8 @@ public struct ZoneFileReader {
         var rr: UnsafeMutablePointer<ldns_rr>? = nil
         var prev = UnsafeMutablePointer<ldns_rdf>(previousOwner)
         // ldns reads a default TTL of 0 as "use 3600": `$TTL 0` goes in as a sentinel instead.
-        let status = ldns_rr_new_frm_str(&rr, text, defaultTTL == 0 ? zeroTTLSentinel : defaultTTL ?? 3600, originRdf, &prev)
+        let status = ldns_rr_new_frm_str(
+            &rr, text, defaultTTL == 0 ? zeroTTLSentinel : defaultTTL ?? 3600, originRdf, &prev)
         previousOwner = OpaquePointer(prev)
         guard status == LDNS_STATUS_OK, let rr else {
             let reason = ldns_get_errorstr_by_id(status).map { String(cString: $0) } ?? "cannot parse the record"

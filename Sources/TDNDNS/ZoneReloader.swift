@@ -1,7 +1,8 @@
+import Logging
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Logging
 
 /// Recompiles the zones off the query path and publishes the result; on any error the old
 /// snapshot keeps serving and every error is logged as `file:line: message`.
@@ -57,7 +58,9 @@ public final class ZoneReloader: @unchecked Sendable {
         directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
         clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
     ) {
-        self.init(directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle, clock: clock, load: load)
+        self.init(
+            directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle,
+            clock: clock, load: load)
     }
 
     public static func monotonicSeconds() -> Double {

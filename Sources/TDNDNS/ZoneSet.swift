@@ -46,7 +46,9 @@ public struct ZoneSet: Sendable {
             for file in files {
                 var info = stat()
                 if stat(file, &info) == 0 {
-                    entries[file] = [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec), Int(info.st_ino)]
+                    entries[file] = [
+                        Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec), Int(info.st_ino),
+                    ]
                 } else {
                     entries[file] = []
                 }

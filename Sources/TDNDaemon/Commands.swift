@@ -72,7 +72,9 @@ struct CommonOptions: ParsableArguments {
         if !listen.isEmpty {
             config.listen = []
             for text in listen {
-                if let address = ListenAddress(text) { config.listen.append(address) } else {
+                if let address = ListenAddress(text) {
+                    config.listen.append(address)
+                } else {
                     fail("--listen \(text): expected HOST:PORT (IPv6 as [::1]:5353)")
                 }
             }
@@ -132,7 +134,9 @@ struct Check: AsyncParsableCommand {
                 print("ok: zone \(zone.origin) serial \(zone.serial) from \(zone.file)")
             }
             if let policy = loaded.policy {
-                print("ok: policy \(policy.file): \(policy.sites.count) sites, \(policy.models.count) models, \(policy.tenants.count) tenants; \(loaded.set.summary)")
+                print(
+                    "ok: policy \(policy.file): \(policy.sites.count) sites, \(policy.models.count) models, \(policy.tenants.count) tenants; \(loaded.set.summary)"
+                )
             }
             if let geo = loaded.geo { print("ok: geo database \(geo.path) (\(geo.databaseType), IPv\(geo.ipVersion))") }
             print("ok: configuration \(config.file ?? "(built-in defaults)")")

@@ -32,7 +32,9 @@ struct ConfigurationLoader: Sendable {
             guard let policy, let geography else { return self }
             var copy = self
             let (steering, summary) = ConfigurationLoader.steering(policy: policy, geography: geography, health: health)
-            copy.set = ZoneSet(snapshot: SnapshotBuilder.build(zones, steering: steering), fingerprint: set.fingerprint, summary: summary)
+            copy.set = ZoneSet(
+                snapshot: SnapshotBuilder.build(zones, steering: steering), fingerprint: set.fingerprint,
+                summary: summary)
             copy.health = health
             return copy
         }
@@ -42,7 +44,8 @@ struct ConfigurationLoader: Sendable {
 
     static func steering(policy: Policy, geography: SteeringGeography, health: HealthView) -> (SteeringTable, String) {
         let made = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
-        let summary = "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
+        let summary =
+            "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
         return (table(made), summary)
     }
 
@@ -70,7 +73,9 @@ struct ConfigurationLoader: Sendable {
         var geo: GeoDatabase? = nil
         if let path = config.geoip {
             if access(path, F_OK) != 0 {
-                errors.append(ConfigError(file: path, line: 0, message: "geo database not found (the demo's is built by `make geoip`)"))
+                errors.append(
+                    ConfigError(
+                        file: path, line: 0, message: "geo database not found (the demo's is built by `make geoip`)"))
             } else {
                 do { geo = try GeoDatabase(path: path) } catch { add(error) }
             }
@@ -86,14 +91,23 @@ struct ConfigurationLoader: Sendable {
             watched.append(policy.file)
             if let geo { watched.append(geo.path) }
             guard zones.contains(where: { $0.origin.description.lowercased() == policy.zone.lowercased() }) else {
-                return .failure(ConfigErrors([ConfigError(file: policy.file, line: 1, message: "zone: \(policy.zone) is not served (no \(policy.zone.dropLast()).zone in \(config.zones))")]))
+                return .failure(
+                    ConfigErrors([
+                        ConfigError(
+                            file: policy.file, line: 1,
+                            message:
+                                "zone: \(policy.zone) is not served (no \(policy.zone.dropLast()).zone in \(config.zones))"
+                        )
+                    ]))
             }
             geography = SteeringPlanner.geography(policy: policy, geo: geo)
             healthView = health?(policy) ?? HealthView()
             (steering, summary) = Self.steering(policy: policy, geography: geography!, health: healthView)
             let conflicts = SnapshotBuilder.conflicts(zones, steering: steering)
             guard conflicts.isEmpty else {
-                return .failure(ConfigErrors(conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
+                return .failure(
+                    ConfigErrors(
+                        conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
             }
         }
         let set = ZoneSet(
@@ -118,7 +132,9 @@ struct ConfigurationLoader: Sendable {
             switch (answer.denied, answer.denial) {
             case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)
             case (true, .empty): return SteeringTable.Answer(kind: .denied, ttl: answer.ttl)
-            default: return SteeringTable.Answer(kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
+            default:
+                return SteeringTable.Answer(
+                    kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
             }
         }
         return table

@@ -58,7 +58,8 @@ public struct DaemonConfig: Sendable {
     /// configuration of the source tree it was built from.
     public static func defaultFile() -> String? {
         if access("tdnd.yaml", R_OK) == 0 { return "tdnd.yaml" }
-        let source = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/")
+        let source = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(
+            separator: "/")
         let candidate = source + "/tdnd.yaml"
         return access(candidate, R_OK) == 0 ? candidate : nil
     }
@@ -80,7 +81,9 @@ public struct DaemonConfig: Sendable {
         }
         guard let root else { return config }
         guard let mapping = root.mapping else {
-            throw ConfigErrors([ConfigError(file: path, line: root.mark?.line ?? 0, message: "expected a mapping of settings")])
+            throw ConfigErrors([
+                ConfigError(file: path, line: root.mark?.line ?? 0, message: "expected a mapping of settings")
+            ])
         }
         var errors: [ConfigError] = []
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
@@ -90,7 +93,9 @@ public struct DaemonConfig: Sendable {
         for (keyNode, value) in mapping {
             let key = keyNode.string ?? ""
             let line = keyNode.mark?.line ?? 0
-            func fail(_ message: String) { errors.append(ConfigError(file: path, line: line, message: "\(key): \(message)")) }
+            func fail(_ message: String) {
+                errors.append(ConfigError(file: path, line: line, message: "\(key): \(message)"))
+            }
             func integer(_ range: ClosedRange<Int>) -> Int? {
                 guard let number = value.int, range.contains(number) else {
                     fail("expected a whole number from \(range.lowerBound) to \(range.upperBound)")
@@ -100,11 +105,23 @@ public struct DaemonConfig: Sendable {
             }
             switch key {
             case "zones":
-                if let text = value.string, !text.isEmpty { config.zones = relative(text) } else { fail("expected a directory") }
+                if let text = value.string, !text.isEmpty {
+                    config.zones = relative(text)
+                } else {
+                    fail("expected a directory")
+                }
             case "policy":
-                if let text = value.string, !text.isEmpty { config.policy = relative(text) } else { fail("expected a file") }
+                if let text = value.string, !text.isEmpty {
+                    config.policy = relative(text)
+                } else {
+                    fail("expected a file")
+                }
             case "geoip":
-                if let text = value.string, !text.isEmpty { config.geoip = relative(text) } else { fail("expected a file") }
+                if let text = value.string, !text.isEmpty {
+                    config.geoip = relative(text)
+                } else {
+                    fail("expected a file")
+                }
             case "listen":
                 let items = value.sequence.map { Array($0) } ?? [value]
                 var addresses: [ListenAddress] = []
@@ -112,8 +129,10 @@ public struct DaemonConfig: Sendable {
                     if let text = item.string, let address = ListenAddress(text) {
                         addresses.append(address)
                     } else {
-                        errors.append(ConfigError(file: path, line: item.mark?.line ?? line,
-                            message: "listen: '\(item.string ?? "?")' is not HOST:PORT (IPv6 as [::1]:5353)"))
+                        errors.append(
+                            ConfigError(
+                                file: path, line: item.mark?.line ?? line,
+                                message: "listen: '\(item.string ?? "?")' is not HOST:PORT (IPv6 as [::1]:5353)"))
                     }
                 }
                 if addresses.isEmpty { fail("at least one address is needed") }
@@ -149,13 +168,25 @@ public struct DaemonConfig: Sendable {
             case "http-body-timeout":
                 if let number = integer(1...3600) { config.http.bodyTimeout = .seconds(Int64(number)) }
             case "state-dir":
-                if let text = value.string, !text.isEmpty { config.stateDir = relative(text) } else { fail("expected a directory") }
+                if let text = value.string, !text.isEmpty {
+                    config.stateDir = relative(text)
+                } else {
+                    fail("expected a directory")
+                }
             case "admin-token":
-                if let text = value.string, text.count >= 16 { config.adminToken = text } else { fail("expected a token of at least 16 characters") }
+                if let text = value.string, text.count >= 16 {
+                    config.adminToken = text
+                } else {
+                    fail("expected a token of at least 16 characters")
+                }
             case "admin-token-file":
                 if let text = value.string, let bytes = readWholeFile(relative(text)) {
                     let token = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                    if token.count >= 16 { config.adminToken = token } else { fail("the token in \(text) is shorter than 16 characters") }
+                    if token.count >= 16 {
+                        config.adminToken = token
+                    } else {
+                        fail("the token in \(text) is shorter than 16 characters")
+                    }
                 } else {
                     fail("cannot read the token file")
                 }
@@ -171,57 +202,141 @@ public struct DaemonConfig: Sendable {
                 for (itemKey, item) in section {
                     let name = itemKey.string ?? ""
                     let itemLine = itemKey.mark?.line ?? line
-                    func bad(_ message: String) { errors.append(ConfigError(file: path, line: itemLine, message: "ledger.\(name): \(message)")) }
+                    func bad(_ message: String) {
+                        errors.append(ConfigError(file: path, line: itemLine, message: "ledger.\(name): \(message)"))
+                    }
                     switch name {
                     case "listen":
-                        if let text = item.string, let address = ListenAddress(text) { config.ledger.listen = address } else { bad("expected HOST:PORT") }
+                        if let text = item.string, let address = ListenAddress(text) {
+                            config.ledger.listen = address
+                        } else {
+                            bad("expected HOST:PORT")
+                        }
                     case "data":
-                        if let text = item.string, !text.isEmpty { config.ledger.data = relative(text) } else { bad("expected a directory") }
+                        if let text = item.string, !text.isEmpty {
+                            config.ledger.data = relative(text)
+                        } else {
+                            bad("expected a directory")
+                        }
                     case "clock-skew":
-                        if let number = item.int, (1...3600).contains(number) { config.ledger.settings.clockSkew = Double(number) } else { bad("expected seconds, 1 to 3600") }
+                        if let number = item.int, (1...3600).contains(number) {
+                            config.ledger.settings.clockSkew = Double(number)
+                        } else {
+                            bad("expected seconds, 1 to 3600")
+                        }
                     case "admin-key":
-                        if let text = item.string, text.count >= 16 { config.ledger.settings.adminKey = text } else { bad("expected a key of at least 16 characters") }
+                        if let text = item.string, text.count >= 16 {
+                            config.ledger.settings.adminKey = text
+                        } else {
+                            bad("expected a key of at least 16 characters")
+                        }
                     case "edges":
-                        guard let edges = item.mapping else { bad("expected site: key pairs"); continue }
+                        guard let edges = item.mapping else {
+                            bad("expected site: key pairs")
+                            continue
+                        }
                         for (edge, key) in edges {
-                            if let id = edge.string, let text = key.string, text.count >= 16 { config.ledger.settings.edges[id] = text } else {
-                                errors.append(ConfigError(file: path, line: edge.mark?.line ?? itemLine, message: "ledger.edges.\(edge.string ?? "?"): expected a key of at least 16 characters"))
+                            if let id = edge.string, let text = key.string, text.count >= 16 {
+                                config.ledger.settings.edges[id] = text
+                            } else {
+                                errors.append(
+                                    ConfigError(
+                                        file: path, line: edge.mark?.line ?? itemLine,
+                                        message:
+                                            "ledger.edges.\(edge.string ?? "?"): expected a key of at least 16 characters"
+                                    ))
                             }
                         }
                     case "tenants":
                         let names = item.sequence.map { $0.compactMap(\.string) } ?? []
-                        if names.isEmpty { bad("expected a list of tenant names") } else { config.ledger.settings.tenants = Set(names) }
+                        if names.isEmpty {
+                            bad("expected a list of tenant names")
+                        } else {
+                            config.ledger.settings.tenants = Set(names)
+                        }
                     case "rates":
-                        guard let rates = item.mapping else { bad("expected model: {prompt, completion}"); continue }
+                        guard let rates = item.mapping else {
+                            bad("expected model: {prompt, completion}")
+                            continue
+                        }
                         for (model, rate) in rates {
-                            let fields = rate.mapping.map { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.string ?? "", $0.value) }) } ?? [:]
+                            let fields =
+                                rate.mapping.map {
+                                    Dictionary(uniqueKeysWithValues: $0.map { ($0.key.string ?? "", $0.value) })
+                                } ?? [:]
                             let prompt = fields["prompt"].flatMap { $0.float ?? $0.int.map(Double.init) }
                             let completion = fields["completion"].flatMap { $0.float ?? $0.int.map(Double.init) }
-                            if let id = model.string, let prompt, let completion, Amounts.rate.contains(prompt), Amounts.rate.contains(completion), fields.count == 2 {
+                            if let id = model.string, let prompt, let completion, Amounts.rate.contains(prompt),
+                                Amounts.rate.contains(completion), fields.count == 2
+                            {
                                 config.ledger.settings.rates[id] = Rate(prompt: prompt, completion: completion)
                             } else {
-                                errors.append(ConfigError(file: path, line: model.mark?.line ?? itemLine,
-                                    message: "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens (0 to 1,000,000)"))
+                                errors.append(
+                                    ConfigError(
+                                        file: path, line: model.mark?.line ?? itemLine,
+                                        message:
+                                            "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens (0 to 1,000,000)"
+                                    ))
                             }
                         }
                     case "sync":
-                        guard let fields = item.mapping else { bad("expected {host, port, user, password, database, node, batch, interval}"); continue }
+                        guard let fields = item.mapping else {
+                            bad("expected {host, port, user, password, database, node, batch, interval}")
+                            continue
+                        }
                         var sync = SyncSettings()
                         for (field, value) in fields {
                             let key = field.string ?? ""
                             func wrong(_ message: String) {
-                                errors.append(ConfigError(file: path, line: field.mark?.line ?? itemLine, message: "ledger.sync.\(key): \(message)"))
+                                errors.append(
+                                    ConfigError(
+                                        file: path, line: field.mark?.line ?? itemLine,
+                                        message: "ledger.sync.\(key): \(message)"))
                             }
                             switch key {
-                            case "host": if let text = value.string, !text.isEmpty { sync.host = text } else { wrong("expected a host") }
-                            case "port": if let number = value.int, (1...65535).contains(number) { sync.port = number } else { wrong("expected a port") }
-                            case "user": if let text = value.string, !text.isEmpty { sync.user = text } else { wrong("expected a user name") }
+                            case "host":
+                                if let text = value.string, !text.isEmpty {
+                                    sync.host = text
+                                } else {
+                                    wrong("expected a host")
+                                }
+                            case "port":
+                                if let number = value.int, (1...65535).contains(number) {
+                                    sync.port = number
+                                } else {
+                                    wrong("expected a port")
+                                }
+                            case "user":
+                                if let text = value.string, !text.isEmpty {
+                                    sync.user = text
+                                } else {
+                                    wrong("expected a user name")
+                                }
                             case "password": sync.password = value.string
-                            case "database": if let text = value.string, !text.isEmpty { sync.database = text } else { wrong("expected a database name") }
-                            case "node": if let text = value.string, !text.isEmpty { sync.node = text } else { wrong("expected this ledger's name") }
-                            case "batch": if let number = value.int, (1...100_000).contains(number) { sync.batch = number } else { wrong("expected 1 to 100000") }
+                            case "database":
+                                if let text = value.string, !text.isEmpty {
+                                    sync.database = text
+                                } else {
+                                    wrong("expected a database name")
+                                }
+                            case "node":
+                                if let text = value.string, !text.isEmpty {
+                                    sync.node = text
+                                } else {
+                                    wrong("expected this ledger's name")
+                                }
+                            case "batch":
+                                if let number = value.int, (1...100_000).contains(number) {
+                                    sync.batch = number
+                                } else {
+                                    wrong("expected 1 to 100000")
+                                }
                             case "interval":
-                                if let number = value.float ?? value.int.map(Double.init), number > 0, number <= 3600 { sync.interval = number } else { wrong("expected seconds") }
+                                if let number = value.float ?? value.int.map(Double.init), number > 0, number <= 3600 {
+                                    sync.interval = number
+                                } else {
+                                    wrong("expected seconds")
+                                }
                             default: wrong("unknown setting")
                             }
                         }

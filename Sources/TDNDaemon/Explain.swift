@@ -6,7 +6,9 @@ import TDNDNS
 /// `tdnd explain HOSTNAME --client IP[/LEN]`: the production decision, offline, with its reasons.
 struct Explain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show how a model hostname is answered for a client: location, every site considered, the answer, TTL and ECS scope.")
+        abstract:
+            "Show how a model hostname is answered for a client: location, every site considered, the answer, TTL and ECS scope."
+    )
 
     @Argument(help: "A model hostname, e.g. llama-13b.tdn.example or llama-13b.acme.tdn.example.")
     var hostname: String
@@ -22,7 +24,12 @@ struct Explain: AsyncParsableCommand {
     func run() async throws {
         let config = try options.resolveOrExit()
         guard config.policy != nil else {
-            report(ConfigErrors([ConfigError(file: config.file ?? "configuration", line: 0, message: "no policy configured (policy: or --policy)")]))
+            report(
+                ConfigErrors([
+                    ConfigError(
+                        file: config.file ?? "configuration", line: 0,
+                        message: "no policy configured (policy: or --policy)")
+                ]))
             throw ExitCode(1)
         }
         let loaded: ConfigurationLoader.Loaded
@@ -75,34 +82,53 @@ struct ExplainReport: Codable, Sendable {
     }
 
     /// Runs the production decision: the same locator, decider and compiled table as the server.
-    static func make(loaded: ConfigurationLoader.Loaded, hostname: String, client: String) throws(Failure) -> ExplainReport {
+    static func make(
+        loaded: ConfigurationLoader.Loaded, hostname: String, client: String
+    ) throws(Failure) -> ExplainReport {
         guard let policy = loaded.policy else { throw Failure(description: "no policy configured") }
-        guard let prefix = IPPrefix(client) else { throw Failure(description: "client: '\(client)' is not an address or address/length") }
+        guard let prefix = IPPrefix(client) else {
+            throw Failure(description: "client: '\(client)' is not an address or address/length")
+        }
         let zone = policy.zone.lowercased()
         var name = hostname.lowercased()
         if !name.hasSuffix(".") { name += "." }
-        guard name.hasSuffix("." + zone) else { throw Failure(description: "\(hostname) is not under the policy's zone \(policy.zone)") }
+        guard name.hasSuffix("." + zone) else {
+            throw Failure(description: "\(hostname) is not under the policy's zone \(policy.zone)")
+        }
         let labels = name.dropLast(zone.count + 1).split(separator: ".").map(String.init)
         guard let model = policy.models.first(where: { $0.name == labels.first }), labels.count <= 2 else {
-            throw Failure(description: "\(hostname) is not a model hostname (models: \(policy.models.map(\.name).joined(separator: ", ")))")
+            throw Failure(
+                description:
+                    "\(hostname) is not a model hostname (models: \(policy.models.map(\.name).joined(separator: ", ")))"
+            )
         }
         var tenant: Tenant? = nil
         if labels.count == 2 {
-            guard let found = policy.tenants.first(where: { $0.name == labels[1] }), found.models?.contains(model.name) ?? true else {
+            guard let found = policy.tenants.first(where: { $0.name == labels[1] }),
+                found.models?.contains(model.name) ?? true
+            else {
                 throw Failure(description: "\(labels[1]) is not a tenant of \(model.name)")
             }
             tenant = found
         }
         let located = Locator(policy: policy, geo: loaded.geo).locate(prefix.address)
-        let decision = Decider(policy: policy).decide(model: model, tenant: tenant, location: located.location, health: loaded.health)
+        let decision = Decider(policy: policy).decide(
+            model: model, tenant: tenant, location: located.location, health: loaded.health)
         // The scope comes from the compiled table the server answers from.
         let scope = prefix.length == 0 ? 0 : loaded.set.snapshot.classify(prefix.address).scope
         return ExplainReport(
-            hostname: name, model: model.name, tenant: tenant?.name, client: prefix.description, locatedBy: located.source,
+            hostname: name, model: model.name, tenant: tenant?.name, client: prefix.description,
+            locatedBy: located.source,
             location: located.location.description, allowedJurisdictions: decision.allowedJurisdictions,
-            sites: decision.trace.map { SiteLine(site: $0.site, kept: $0.kept, reason: $0.reason, rttMs: $0.rttMilliseconds.map(round1), score: $0.score.map(round1)) },
-            answerSites: decision.sites, ipv4: decision.ipv4.map(IPPrefix.format), ipv6: decision.ipv6.map(IPPrefix.format),
-            denied: decision.denied, denial: decision.denied ? decision.denial.rawValue : nil, ttl: decision.ttl, ecsScope: scope)
+            sites: decision.trace.map {
+                SiteLine(
+                    site: $0.site, kept: $0.kept, reason: $0.reason, rttMs: $0.rttMilliseconds.map(round1),
+                    score: $0.score.map(round1))
+            },
+            answerSites: decision.sites, ipv4: decision.ipv4.map(IPPrefix.format),
+            ipv6: decision.ipv6.map(IPPrefix.format),
+            denied: decision.denied, denial: decision.denied ? decision.denial.rawValue : nil, ttl: decision.ttl,
+            ecsScope: scope)
     }
 
     func json() throws -> Data {
@@ -120,15 +146,21 @@ struct ExplainReport: Codable, Sendable {
             "sites, best first:",
         ]
         for line in sites where line.kept {
-            lines.append("  \(pad(line.site)) rtt \(pad(line.rttMs.map { "\($0) ms" } ?? "unknown")) score \(line.score ?? 0)  \(line.reason)")
+            lines.append(
+                "  \(pad(line.site)) rtt \(pad(line.rttMs.map { "\($0) ms" } ?? "unknown")) score \(line.score ?? 0)  \(line.reason)"
+            )
         }
         lines.append("excluded:")
         for line in sites where !line.kept { lines.append("  \(pad(line.site)) \(line.reason)") }
         if denied {
             let addresses = ipv4 + ipv6
-            lines.append("answer: denied (\(denial ?? "")): \(addresses.isEmpty ? "no addresses" : addresses.joined(separator: " "))")
+            lines.append(
+                "answer: denied (\(denial ?? "")): \(addresses.isEmpty ? "no addresses" : addresses.joined(separator: " "))"
+            )
         } else {
-            lines.append("answer: \(answerSites.joined(separator: ", ")) → A \(ipv4.joined(separator: " ")) AAAA \(ipv6.joined(separator: " "))")
+            lines.append(
+                "answer: \(answerSites.joined(separator: ", ")) → A \(ipv4.joined(separator: " ")) AAAA \(ipv6.joined(separator: " "))"
+            )
         }
         lines.append("ttl: \(ttl)  ecs scope: /\(ecsScope)")
         return lines.joined(separator: "\n")

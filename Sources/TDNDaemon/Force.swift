@@ -22,9 +22,15 @@ struct Force: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.resolveOrExit()
-        guard ["up", "down", "drain", "auto"].contains(state) else { throw ValidationError("state must be up, down, drain or auto") }
-        guard let status = config.status else { throw ValidationError("the status server is off (status: off), so there is no admin endpoint") }
-        guard let token = token ?? config.adminToken else { throw ValidationError("no admin token: pass --token or set admin-token in the configuration") }
+        guard ["up", "down", "drain", "auto"].contains(state) else {
+            throw ValidationError("state must be up, down, drain or auto")
+        }
+        guard let status = config.status else {
+            throw ValidationError("the status server is off (status: off), so there is no admin endpoint")
+        }
+        guard let token = token ?? config.adminToken else {
+            throw ValidationError("no admin token: pass --token or set admin-token in the configuration")
+        }
         let host = status.host.contains(":") ? "[\(status.host)]" : status.host
         let escaped = site.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? site
         let outcome = await Result(catching: {

@@ -89,18 +89,21 @@ final class RequestDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandle
 /// port bound, for port 0); its own per-request logs only from notice up. `limits` caps its
 /// connections and times out slow request heads and bodies.
 func httpService(
-    _ router: Router<BasicRequestContext>, address: ListenAddress, serverName: String, what: String, limits: HTTPLimits, logger: Logger
+    _ router: Router<BasicRequestContext>, address: ListenAddress, serverName: String, what: String, limits: HTTPLimits,
+    logger: Logger
 ) -> some Service {
     var quiet = logger
     quiet.logLevel = max(logger.logLevel, .notice)
     return Application(
         router: router,
-        server: .http1(configuration: .init(additionalChannelHandlers: [RequestDeadlineHandler(limits: limits)], idleTimeout: nil)),
+        server: .http1(
+            configuration: .init(additionalChannelHandlers: [RequestDeadlineHandler(limits: limits)], idleTimeout: nil)),
         configuration: .init(
             address: .hostname(address.host, port: address.port), serverName: serverName,
             availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections, logger: quiet)),
         onServerRunning: { channel in
-            logger.info("\(what) on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
+            logger.info(
+                "\(what) on \(ListenAddress(host: address.host, port: channel.localAddress?.port ?? address.port))")
         },
         logger: quiet)
 }

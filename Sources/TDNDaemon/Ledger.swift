@@ -36,7 +36,8 @@ struct LedgerOptions: ParsableArguments {
 }
 
 struct LedgerServe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "serve", abstract: "Serve the ledger's HTTP API (default 127.0.0.1:9154).")
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Serve the ledger's HTTP API (default 127.0.0.1:9154).")
 
     @OptionGroup var options: LedgerOptions
 
@@ -49,7 +50,9 @@ struct LedgerServe: AsyncParsableCommand {
     func run() async throws {
         var config = try options.resolve()
         if let listen {
-            guard let address = ListenAddress(listen) else { throw ValidationError("--listen \(listen): expected HOST:PORT") }
+            guard let address = ListenAddress(listen) else {
+                throw ValidationError("--listen \(listen): expected HOST:PORT")
+            }
             config.ledger.listen = address
         }
         var logger = Logger(label: "tdn.ledger") { StreamLogHandler.standardError(label: $0) }
@@ -62,14 +65,17 @@ struct LedgerServe: AsyncParsableCommand {
             throw ExitCode(1)
         }
         ensureDescriptors(needed: config.http.maxConnections + 64, what: "ledger", logger: logger)
-        let app = LedgerAPI.make(store: store, settings: settings, address: config.ledger.listen, limits: config.http, logger: logger)
+        let app = LedgerAPI.make(
+            store: store, settings: settings, address: config.ledger.listen, limits: config.http, logger: logger)
         logger.info("ledger: \(store.path)")
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
         if let sync = config.ledger.sync {
             logger.info("ledger sync: node \(sync.node) to postgres \(sync.host):\(sync.port)/\(sync.database)")
-            services.append(.init(service: SyncService(sync: PostgresSync(store: store, settings: sync, logger: logger))))
+            services.append(
+                .init(service: SyncService(sync: PostgresSync(store: store, settings: sync, logger: logger))))
         }
-        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -87,13 +93,17 @@ struct SyncService: Service {
 enum LedgerAPI {
     static let maxBody = 8 << 20
 
-    static func make(store: LedgerStore, settings: LedgerSettings, address: ListenAddress, limits: HTTPLimits, logger: Logger) -> some Service {
+    static func make(
+        store: LedgerStore, settings: LedgerSettings, address: ListenAddress, limits: HTTPLimits, logger: Logger
+    ) -> some Service {
         let queue = IngestQueue(store: store, rates: settings.rates)
         let router = Router()
         router.get("healthz") { _, _ -> String in "ok\n" }
 
         @Sendable func isAdmin(_ request: Request) -> Bool {
-            guard let adminKey = settings.adminKey, let header = request.headers[.authorization], header.hasPrefix("Bearer ") else { return false }
+            guard let adminKey = settings.adminKey, let header = request.headers[.authorization],
+                header.hasPrefix("Bearer ")
+            else { return false }
             return constantTimeEqual(String(header.dropFirst(7)), adminKey)
         }
 
@@ -103,13 +113,17 @@ enum LedgerAPI {
         @Sendable func precheck(_ request: Request) -> Result<String, LedgerError> {
             if isAdmin(request) { return .success("admin") }
             guard let edge = header(request, "X-TDN-Edge") else {
-                return .failure(LedgerError(.unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
+                return .failure(
+                    LedgerError(
+                        .unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
-            guard settings.edges[edge] != nil, settings.edges.keys.contains(where: { $0.utf8.elementsEqual(edge.utf8) }) else {
+            guard settings.edges[edge] != nil, settings.edges.keys.contains(where: { $0.utf8.elementsEqual(edge.utf8) })
+            else {
                 return .failure(LedgerError(.unauthorized, "unknown edge \(quoted(edge))"))
             }
             if let problem = RequestSignature.precheck(
-                timestamp: header(request, "X-TDN-Timestamp"), signature: header(request, "X-TDN-Signature"), now: Date().timeIntervalSince1970,
+                timestamp: header(request, "X-TDN-Timestamp"), signature: header(request, "X-TDN-Signature"),
+                now: Date().timeIntervalSince1970,
                 skew: settings.clockSkew)
             {
                 return .failure(LedgerError(.unauthorized, problem))
@@ -122,8 +136,10 @@ enum LedgerAPI {
             let who = precheck(request)
             guard case .success(let edge) = who, edge != "admin", let key = settings.edges[edge] else { return who }
             let problem = RequestSignature.check(
-                key: key, method: request.method.rawValue, target: request.uri.string, timestamp: header(request, "X-TDN-Timestamp"),
-                signature: header(request, "X-TDN-Signature"), body: body.readableBytesView, now: Date().timeIntervalSince1970,
+                key: key, method: request.method.rawValue, target: request.uri.string,
+                timestamp: header(request, "X-TDN-Timestamp"),
+                signature: header(request, "X-TDN-Signature"), body: body.readableBytesView,
+                now: Date().timeIntervalSince1970,
                 skew: settings.clockSkew)
             if let problem { return .failure(LedgerError(.unauthorized, problem)) }
             return .success(edge)
@@ -140,7 +156,9 @@ enum LedgerAPI {
             case .failure(let error): return error.response
             case .success(let who): edge = who
             }
-            guard edge != "admin" else { return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response }
+            guard edge != "admin" else {
+                return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response
+            }
             let batch: UsageBatch
             do { batch = try UsageBatch.decode(strict: Array(body.readableBytesView)) } catch {
                 return LedgerError(.badRequest, "not a usage batch: \(error)").response
@@ -157,13 +175,16 @@ enum LedgerAPI {
                 case .stored(let stored, let duplicates):
                     return try encoded(.ok, ["stored": stored, "duplicates": duplicates])
                 case .conflict(let problems):
-                    return LedgerError(.conflict, "ids already recorded with different content: nothing was stored", records: problems).response
+                    return LedgerError(
+                        .conflict, "ids already recorded with different content: nothing was stored", records: problems
+                    ).response
                 case .refused(let reason):
                     return LedgerError(.badRequest, "the batch was refused: nothing was stored: \(reason)").response
                 }
             } catch {
                 logger.error("write failed: \(error)")
-                return LedgerError(.serviceUnavailable, "the ledger could not write; nothing was stored, retry").response
+                return LedgerError(.serviceUnavailable, "the ledger could not write; nothing was stored, retry")
+                    .response
             }
         }
 
@@ -179,7 +200,9 @@ enum LedgerAPI {
 
         router.get("v1/usage/summary") { request, _ -> Response in
             if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
-            if let error = strictQuery(request, allowed: ["tenant", "model", "site", "from", "to", "group-by"]) { return error.response }
+            if let error = strictQuery(request, allowed: ["tenant", "model", "site", "from", "to", "group-by"]) {
+                return error.response
+            }
             let parameters = request.uri.queryParameters
             var query = LedgerStore.SummaryQuery()
             query.tenant = parameters["tenant"].map(String.init)
@@ -205,18 +228,27 @@ enum LedgerAPI {
             }
             let allotment: Allotment
             do { allotment = try Allotment.decode(strict: Array(body.readableBytesView)) } catch {
-                return LedgerError(.badRequest, "not an allotment (expected {\"tenant\": …, \"tokens\": N, \"credits\": X, \"note\": …}): \(error)").response
+                return LedgerError(
+                    .badRequest,
+                    "not an allotment (expected {\"tenant\": …, \"tokens\": N, \"credits\": X, \"note\": …}): \(error)"
+                ).response
             }
             if allotment.tenant.hasControlCharacters || (allotment.note?.hasControlCharacters ?? false) {
                 return LedgerError(.badRequest, "tenant and note must not hold control characters").response
             }
-            if let note = allotment.note, note.utf8.count > 1024 { return LedgerError(.badRequest, "note: at most 1,024 bytes").response }
+            if let note = allotment.note, note.utf8.count > 1024 {
+                return LedgerError(.badRequest, "note: at most 1,024 bytes").response
+            }
             guard settings.exactMember(allotment.tenant, settings.tenants) else {
                 return LedgerError(.badRequest, "unknown tenant \(quoted(allotment.tenant))").response
             }
-            guard allotment.tokens != nil || allotment.credits != nil else { return LedgerError(.badRequest, "allot tokens, credits or both").response }
+            guard allotment.tokens != nil || allotment.credits != nil else {
+                return LedgerError(.badRequest, "allot tokens, credits or both").response
+            }
             return storeResponse {
-                try store.allot(tenant: allotment.tenant, tokens: allotment.tokens ?? 0, credits: allotment.credits ?? 0, note: allotment.note)
+                try store.allot(
+                    tenant: allotment.tenant, tokens: allotment.tokens ?? 0, credits: allotment.credits ?? 0,
+                    note: allotment.note)
                 return try encoded(.ok, try store.balance(tenant: allotment.tenant))
             }
         }
@@ -234,7 +266,8 @@ enum LedgerAPI {
             }
         }
 
-        return httpService(router, address: address, serverName: "tdnd-ledger", what: "ledger API", limits: limits, logger: logger)
+        return httpService(
+            router, address: address, serverName: "tdnd-ledger", what: "ledger API", limits: limits, logger: logger)
     }
 
     /// A request header by name (`X-TDN-Edge`, …).
@@ -253,7 +286,9 @@ enum LedgerAPI {
                 let known = allowed.isEmpty ? "none" : allowed.sorted().joined(separator: ", ")
                 return LedgerError(.badRequest, "unknown query parameter \(quoted(name)) (known: \(known))")
             }
-            guard seen.insert(name).inserted else { return LedgerError(.badRequest, "query parameter \(name) given twice") }
+            guard seen.insert(name).inserted else {
+                return LedgerError(.badRequest, "query parameter \(name) given twice")
+            }
             let text = String(value)
             if text.hasControlCharacters || text.utf8.count > 256 {
                 return LedgerError(.badRequest, "query parameter \(name): at most 256 bytes, no control characters")
@@ -266,7 +301,8 @@ enum LedgerAPI {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys]
-        var response = Response(status: status, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
+        var response = Response(
+            status: status, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(value))))
         response.headers[.contentType] = "application/json"
         return response
     }
@@ -287,7 +323,10 @@ enum LedgerAPI {
     /// Unix seconds, a date (2026-11-22) or an RFC 3339 time, within 1970–9999 (anything
     /// else, NaN and infinities included, is refused: no conversion can trap).
     static func parseTime(_ text: String, name: String) throws(LedgerError) -> Int64 {
-        let problem = LedgerError(.badRequest, "\(name) \(quoted(text)): expected Unix seconds (0 to 253402300799), a date (2026-11-22) or an RFC 3339 time")
+        let problem = LedgerError(
+            .badRequest,
+            "\(name) \(quoted(text)): expected Unix seconds (0 to 253402300799), a date (2026-11-22) or an RFC 3339 time"
+        )
         var seconds: Double?
         if text.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 46 }), let value = Double(text) {
             seconds = value
@@ -309,7 +348,9 @@ enum LedgerAPI {
         for group in groups where !LedgerStore.groupings.contains(group) {
             throw LedgerError(.badRequest, "group-by: \(quoted(group)) is not one of tenant, model, site, hour, day")
         }
-        if groups.contains("hour") && groups.contains("day") { throw LedgerError(.badRequest, "group-by: hour or day, not both") }
+        if groups.contains("hour") && groups.contains("day") {
+            throw LedgerError(.badRequest, "group-by: hour or day, not both")
+        }
         return groups
     }
 }
@@ -323,7 +364,10 @@ struct Allotment {
 
     static func decode(strict bytes: [UInt8]) throws(JSONError) -> Allotment {
         try StrictJSON.parse(bytes) { (reader: inout StrictJSON) throws(JSONError) -> Allotment in
-            var tenant: String?, tokens: Int64?, credits: Double?, note: String?
+            var tenant: String?
+            var tokens: Int64?
+            var credits: Double?
+            var note: String?
             try reader.object { (reader: inout StrictJSON, key: String) throws(JSONError) in
                 switch key {
                 case "tenant": tenant = try reader.string()
@@ -357,13 +401,15 @@ struct LedgerError: Error {
     }
 
     var response: Response {
-        (try? LedgerAPI.encoded(status, Body(error: message, records: records.isEmpty ? nil : records))) ?? Response(status: status)
+        (try? LedgerAPI.encoded(status, Body(error: message, records: records.isEmpty ? nil : records)))
+            ?? Response(status: status)
     }
 }
 
 struct LedgerVerify: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "verify", abstract: "Check the hash chain, every record's content, and the rollups; exit 1 on any problem.")
+        commandName: "verify",
+        abstract: "Check the hash chain, every record's content, and the rollups; exit 1 on any problem.")
 
     @OptionGroup var options: LedgerOptions
 
@@ -381,7 +427,8 @@ struct LedgerVerify: AsyncParsableCommand {
 }
 
 struct LedgerReport: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "report", abstract: "Usage and credits from the rollups, as a table, CSV or JSON.")
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Usage and credits from the rollups, as a table, CSV or JSON.")
 
     @OptionGroup var options: LedgerOptions
     @Option var tenant: String?
@@ -389,7 +436,8 @@ struct LedgerReport: AsyncParsableCommand {
     @Option var site: String?
     @Option(help: "Unix seconds, a date or an RFC 3339 time (inclusive).") var from: String?
     @Option(help: "Unix seconds, a date or an RFC 3339 time (exclusive).") var to: String?
-    @Option(name: .customLong("group-by"), help: "Comma-separated: tenant, model, site, and hour or day.") var groupBy = "tenant,model,site"
+    @Option(name: .customLong("group-by"), help: "Comma-separated: tenant, model, site, and hour or day.") var groupBy =
+        "tenant,model,site"
     @Option(help: "table, csv or json.") var format = "table"
 
     func run() async throws {
@@ -414,7 +462,8 @@ struct LedgerReport: AsyncParsableCommand {
             print(String(decoding: try encoder.encode(["rows": rows]), as: UTF8.self))
         case "csv", "table":
             let timeColumn = query.groupBy.contains("day") ? "day" : query.groupBy.contains("hour") ? "hour" : nil
-            let dimensions = ["tenant", "model", "site"].filter { query.groupBy.contains($0) } + (timeColumn.map { [$0] } ?? [])
+            let dimensions =
+                ["tenant", "model", "site"].filter { query.groupBy.contains($0) } + (timeColumn.map { [$0] } ?? [])
             let header = dimensions + ["records", "prompt_tokens", "completion_tokens", "total_tokens", "credits"]
             let formatter = ISO8601DateFormatter()
             let lines: [[String]] = rows.map { row in
@@ -422,16 +471,26 @@ struct LedgerReport: AsyncParsableCommand {
                 if query.groupBy.contains("tenant") { cells.append(row.tenant ?? "") }
                 if query.groupBy.contains("model") { cells.append(row.model ?? "") }
                 if query.groupBy.contains("site") { cells.append(row.site ?? "") }
-                if timeColumn != nil { cells.append(row.period.map { formatter.string(from: Date(timeIntervalSince1970: Double($0))) } ?? "") }
-                return cells + [String(row.records), String(row.promptTokens), String(row.completionTokens), String(row.totalTokens), String(format: "%.6f", row.credits)]
+                if timeColumn != nil {
+                    cells.append(
+                        row.period.map { formatter.string(from: Date(timeIntervalSince1970: Double($0))) } ?? "")
+                }
+                return cells + [
+                    String(row.records), String(row.promptTokens), String(row.completionTokens),
+                    String(row.totalTokens), String(format: "%.6f", row.credits),
+                ]
             }
             if format == "csv" {
                 print(header.joined(separator: ","))
                 for line in lines { print(line.map { $0.contains(",") ? "\"\($0)\"" : $0 }.joined(separator: ",")) }
             } else {
-                let widths = header.indices.map { column in ([header[column]] + lines.map { $0[column] }).map(\.count).max() ?? 0 }
+                let widths = header.indices.map { column in
+                    ([header[column]] + lines.map { $0[column] }).map(\.count).max() ?? 0
+                }
                 func render(_ cells: [String]) -> String {
-                    cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+                    cells.enumerated().map {
+                        $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0)
+                    }.joined(separator: "  ")
                 }
                 print(render(header))
                 for line in lines { print(render(line)) }
@@ -444,7 +503,8 @@ struct LedgerReport: AsyncParsableCommand {
 
 struct LedgerAllot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "allot", abstract: "Allot tokens or credits to a tenant through a running ledger (admin key from the configuration).")
+        commandName: "allot",
+        abstract: "Allot tokens or credits to a tenant through a running ledger (admin key from the configuration).")
 
     @OptionGroup var options: LedgerOptions
     @Argument var tenant: String
@@ -455,11 +515,16 @@ struct LedgerAllot: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.resolve()
-        guard let key = config.ledger.settings.adminKey else { throw ValidationError("no ledger.admin-key in the configuration") }
-        if let tokens, !Amounts.allotmentTokens.contains(tokens) {
-            throw ValidationError("--tokens: \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
+        guard let key = config.ledger.settings.adminKey else {
+            throw ValidationError("no ledger.admin-key in the configuration")
         }
-        if let credits, !(credits.isFinite && Amounts.allotmentCredits.contains(credits)) { throw ValidationError("--credits: a number from -1e9 to 1e9") }
+        if let tokens, !Amounts.allotmentTokens.contains(tokens) {
+            throw ValidationError(
+                "--tokens: \(Amounts.allotmentTokens.lowerBound) to \(Amounts.allotmentTokens.upperBound)")
+        }
+        if let credits, !(credits.isFinite && Amounts.allotmentCredits.contains(credits)) {
+            throw ValidationError("--credits: a number from -1e9 to 1e9")
+        }
         let address = ledger.flatMap(ListenAddress.init) ?? config.ledger.listen
         var body: [String: Any] = ["tenant": tenant]
         if let tokens { body["tokens"] = tokens }
@@ -467,7 +532,8 @@ struct LedgerAllot: AsyncParsableCommand {
         if let note { body["note"] = note }
         let (status, text) = try await httpPost(
             "http://\(address.host.contains(":") ? "[\(address.host)]" : address.host):\(address.port)/v1/allotments",
-            body: try JSONSerialization.data(withJSONObject: body), headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"])
+            body: try JSONSerialization.data(withJSONObject: body),
+            headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"])
         print(text)
         if status != 200 { throw ExitCode(1) }
     }

@@ -36,7 +36,8 @@ struct Serve: AsyncParsableCommand {
             logger: options.makeLogger("tdn.health"))
         var loader = ConfigurationLoader(config: config, state: state)
         loader.health = { [monitor = live.monitor] policy in ProbePlan.view(policy, monitor) }
-        let first = try await Self.firstLoad(loader: loader, live: live, config: config, statePath: statePath, logger: logger)
+        let first = try await Self.firstLoad(
+            loader: loader, live: live, config: config, statePath: statePath, logger: logger)
         let store = first.store
         let probes = first.probes
         FreedMemory.release()
@@ -48,7 +49,8 @@ struct Serve: AsyncParsableCommand {
         settings.tcp.maxPerClient = config.tcpMaxPerClient
         // DNS over TCP, both HTTP servers' caps and the probes in flight, with room to spare.
         ensureDescriptors(
-            needed: config.tcpMaxConnections * config.listen.count + config.http.maxConnections + config.probeConcurrency + 256,
+            needed: config.tcpMaxConnections * config.listen.count + config.http.maxConnections
+                + config.probeConcurrency + 256,
             what: "tdnd serve", logger: logger)
         settings.stats = live.queryStats
         let server: DNSServer
@@ -63,7 +65,8 @@ struct Serve: AsyncParsableCommand {
         if !first.summary.isEmpty { logger.info("steering: \(first.summary)") }
 
         let reloader = ZoneReloader(
-            directory: config.zones, fingerprint: first.fingerprint, store: store, logger: logger, settle: Double(config.watchSettle),
+            directory: config.zones, fingerprint: first.fingerprint, store: store, logger: logger,
+            settle: Double(config.watchSettle),
             load: { [loader] previous in loader.load(previous: previous) })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: DNSService(server: server, logger: logger)),
@@ -71,7 +74,10 @@ struct Serve: AsyncParsableCommand {
             .init(service: HealthService(live: live, probes: probes)),
         ]
         if let status = config.status {
-            services.append(.init(service: StatusServer.make(address: status, live: live, limits: config.http, logger: options.makeLogger("tdn.status"))))
+            services.append(
+                .init(
+                    service: StatusServer.make(
+                        address: status, live: live, limits: config.http, logger: options.makeLogger("tdn.status"))))
         }
         let group = ServiceGroup(
             configuration: .init(
@@ -120,7 +126,11 @@ extension Serve {
             if !live.monitor.hasFirstRound {
                 logger.info("health: probing \(targets) sites before serving (at most \(config.probeStartTimeout) s)")
                 let complete = await live.monitor.awaitFirstRound(timeout: Double(config.probeStartTimeout))
-                if !complete { logger.warning("health: first probe round incomplete after \(config.probeStartTimeout) s; unprobed sites count as down") }
+                if !complete {
+                    logger.warning(
+                        "health: first probe round incomplete after \(config.probeStartTimeout) s; unprobed sites count as down"
+                    )
+                }
             }
             if let policy = loaded.policy {
                 loaded = loaded.recompiled(health: ProbePlan.view(policy, live.monitor))

@@ -1,9 +1,9 @@
 import Foundation
+import HealthProbe
 import Hummingbird
 import Logging
 import ServiceLifecycle
 import Synchronization
-import HealthProbe
 import TDNDNS
 
 /// The configuration being served, as the status server needs it: updated by every successful
@@ -29,7 +29,8 @@ enum StatusServer {
         }
         router.get("metrics") { _, _ -> Response in
             exporter.export()
-            var response = Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(bytes: MetricsSetup.registry.emitToBuffer())))
+            var response = Response(
+                status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(bytes: MetricsSetup.registry.emitToBuffer())))
             response.headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return response
         }
@@ -37,7 +38,8 @@ enum StatusServer {
             let body = StatusReport.make(live: live)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            var response = Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(body))))
+            var response = Response(
+                status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try encoder.encode(body))))
             response.headers[.contentType] = "application/json"
             return response
         }
@@ -45,7 +47,8 @@ enum StatusServer {
             guard let token = live.adminToken else {
                 return text(.forbidden, "admin endpoints are off: set admin-token in the configuration\n")
             }
-            let given = request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" } ?? ""
+            let given =
+                request.headers[.authorization].map { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : "" } ?? ""
             guard constantTimeEqual(given, token) else {
                 return text(.unauthorized, "a valid admin token is needed (Authorization: Bearer TOKEN)\n")
             }
@@ -65,23 +68,30 @@ enum StatusServer {
             live.save()
             await live.rebuild()
             logger.notice("site \(site) forced \(value) by an operator")
-            return text(.ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
+            return text(
+                .ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
         }
         router.get("explain") { request, _ -> Response in
-            guard let host = request.uri.queryParameters["host"], let client = request.uri.queryParameters["client"] else {
-                return text(.badRequest, "explain needs host and client query parameters, e.g. /explain?host=llama-13b.tdn.example&client=5.9.1.0/24\n")
+            guard let host = request.uri.queryParameters["host"], let client = request.uri.queryParameters["client"]
+            else {
+                return text(
+                    .badRequest,
+                    "explain needs host and client query parameters, e.g. /explain?host=llama-13b.tdn.example&client=5.9.1.0/24\n"
+                )
             }
             guard let loaded = state.loaded else { return text(.serviceUnavailable, "not loaded yet\n") }
             do {
                 let report = try ExplainReport.make(loaded: loaded, hostname: String(host), client: String(client))
-                var response = Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try report.json())))
+                var response = Response(
+                    status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try report.json())))
                 response.headers[.contentType] = "application/json"
                 return response
             } catch let failure as ExplainReport.Failure {
                 return text(.badRequest, failure.description + "\n")
             }
         }
-        return httpService(router, address: address, serverName: "tdnd", what: "status server", limits: limits, logger: logger)
+        return httpService(
+            router, address: address, serverName: "tdnd", what: "status server", limits: limits, logger: logger)
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
@@ -122,10 +132,13 @@ struct StatusReport: Codable {
         var sites = live.monitor.status()
         let probed = Set(sites.map(\.site))
         for site in loaded?.policy?.sites ?? [] where !probed.contains(site.id) {
-            sites.append(SiteStatus(
-                site: site.id, state: site.probe.isConfigured ? "unknown" : "not probed",
-                why: site.probe.isConfigured ? "not probed yet" : "no probe configured: counted up", since: 0, sinceText: "never",
-                forced: nil, load: nil, models: nil, lastProbe: "none", lastSuccess: nil, rttMilliseconds: nil, unsettled: false))
+            sites.append(
+                SiteStatus(
+                    site: site.id, state: site.probe.isConfigured ? "unknown" : "not probed",
+                    why: site.probe.isConfigured ? "not probed yet" : "no probe configured: counted up", since: 0,
+                    sinceText: "never",
+                    forced: nil, load: nil, models: nil, lastProbe: "none", lastSuccess: nil, rttMilliseconds: nil,
+                    unsettled: false))
         }
         sites.sort { $0.site < $1.site }
         let statistics = live.scheduler.statistics
@@ -135,7 +148,8 @@ struct StatusReport: Codable {
             sites: sites,
             probes: Probes(
                 targets: probed.count, started: statistics.started, completed: statistics.completed,
-                lagP50Milliseconds: statistics.lagPercentile(0.5) * 1000, lagP99Milliseconds: statistics.lagPercentile(0.99) * 1000,
+                lagP50Milliseconds: statistics.lagPercentile(0.5) * 1000,
+                lagP99Milliseconds: statistics.lagPercentile(0.99) * 1000,
                 lagMaxMilliseconds: (statistics.lagMax * 1e6).rounded() / 1e3))
     }
 }

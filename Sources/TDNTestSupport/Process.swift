@@ -1,7 +1,9 @@
 import Foundation
 
 /// Runs a command and returns its exit status, standard output and standard error.
-public func run(_ executable: String, _ arguments: [String], timeout: TimeInterval = 30) throws -> (status: Int32, output: String, error: String) {
+public func run(
+    _ executable: String, _ arguments: [String], timeout: TimeInterval = 30
+) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -22,7 +24,9 @@ public func run(_ executable: String, _ arguments: [String], timeout: TimeInterv
     process.waitUntilExit()
     let outData = FileManager.default.contents(atPath: directory + "/out") ?? Data()
     let errData = FileManager.default.contents(atPath: directory + "/err") ?? Data()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    return (
+        process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self)
+    )
 }
 
 /// The `tdnd` binary built beside the test bundle.
@@ -33,7 +37,7 @@ public var tdndPath: String {
         if FileManager.default.isExecutableFile(atPath: path) { return path }
     }
     // Sources/TDNTestSupport/Process.swift → the package root.
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
     return root.appendingPathComponent(".build/debug/tdnd").path
 }
-

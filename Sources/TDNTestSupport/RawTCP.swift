@@ -19,7 +19,9 @@ public final class RawTCP {
             socketAddress.sin_port = in_port_t(UInt16(port).bigEndian)
             inet_pton(AF_INET, address, &socketAddress.sin_addr)
             return withUnsafePointer(to: &socketAddress) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    call($0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
         }
         if let source, with(source, port: 0, { bind(fd, $0, $1) }) != 0 {

@@ -56,7 +56,9 @@ public final class TestServer: @unchecked Sendable {
         let server = try await DNSServer.start(settings: settings, store: store)
         var logger = Logger(label: "tdn.test")
         logger.logLevel = .critical
-        let reloader = ZoneReloader(directory: directory, initial: set, store: store, logger: logger, settle: settle, clock: clock, load: loader)
+        let reloader = ZoneReloader(
+            directory: directory, initial: set, store: store, logger: logger, settle: settle, clock: clock, load: loader
+        )
         return TestServer(directory: directory, server: server, reloader: reloader)
     }
 

@@ -30,9 +30,11 @@ struct FakeEdgeCommand: AsyncParsableCommand {
     func run() async throws { try await execute() }
 
     func execute() async throws {
-        let names = Int(sites).map { count in (0..<count).map { "site\($0)" } } ?? sites.split(separator: ",").map(String.init)
+        let names =
+            Int(sites).map { count in (0..<count).map { "site\($0)" } } ?? sites.split(separator: ",").map(String.init)
         let fleet = try await FakeEdgeFleet.start(
-            host: host, port: port, sites: names, models: models.split(separator: ",").map(String.init), threads: threads)
+            host: host, port: port, sites: names, models: models.split(separator: ",").map(String.init),
+            threads: threads)
         let line = "tdn-fake-edge: \(names.count) sites on \(fleet.host):\(fleet.port)\n"
         _ = line.withCString { write(1, $0, strlen($0)) }
         while true { try await Task.sleep(for: .seconds(3600)) }

@@ -21,7 +21,10 @@ struct LedgerBench: AsyncParsableCommand {
     @Option(help: "Concurrent clients.") var clients = 16
     @Option(help: "Seconds to run.") var duration = 10.0
     @Option(help: "A prefix for record ids (runs must not collide).") var prefix = UUID().uuidString
-    @Option(help: "No network: decode one batch this many rounds with Foundation's JSONDecoder and with the ledger's strict reader, interleaved, and compare their CPU per record.")
+    @Option(
+        help:
+            "No network: decode one batch this many rounds with Foundation's JSONDecoder and with the ledger's strict reader, interleaved, and compare their CPU per record."
+    )
     var decodeRounds: Int?
 
     func run() async throws { try await execute() }
@@ -37,7 +40,8 @@ struct LedgerBench: AsyncParsableCommand {
         let now = Date().timeIntervalSince1970
         let records = (0..<batch).map { index in
             UsageRecord(
-                id: "\(prefix)-\(index)", site: edge, tenant: "acme", model: "llama-13b", promptTokens: 100 + index, completionTokens: 200 + index,
+                id: "\(prefix)-\(index)", site: edge, tenant: "acme", model: "llama-13b", promptTokens: 100 + index,
+                completionTokens: 200 + index,
                 startedAt: now - 2, endedAt: now, requestID: "chatcmpl-\(index)")
         }
         let body = try JSONEncoder().encode(UsageBatch(records: records))
@@ -54,13 +58,19 @@ struct LedgerBench: AsyncParsableCommand {
             guard a.records == b.records else { throw ValidationError("the two decoders disagree") }
         }
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] * 1e6 }
-        print(String(format: "decode, batch of %d, %d rounds interleaved: JSONDecoder %.2f us/record, strict reader %.2f us/record (median); strict/JSONDecoder %.2f",
-            batch, rounds, median(foundation), median(strict), median(strict) / median(foundation)))
+        print(
+            String(
+                format:
+                    "decode, batch of %d, %d rounds interleaved: JSONDecoder %.2f us/record, strict reader %.2f us/record (median); strict/JSONDecoder %.2f",
+                batch, rounds, median(foundation), median(strict), median(strict) / median(foundation)))
     }
 
     func execute() async throws {
         if let decodeRounds { return try compareDecoders(rounds: decodeRounds) }
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: clients)))
+        let client = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: clients)))
         let tenantList = tenants.split(separator: ",").map(String.init)
         let modelList = models.split(separator: ",").map(String.init)
         let stats = Stats()
@@ -77,8 +87,10 @@ struct LedgerBench: AsyncParsableCommand {
                         let now = Date().timeIntervalSince1970
                         let records = (0..<batch).map { index in
                             UsageRecord(
-                                id: "\(prefix)-\(worker)-\(sequence)-\(index)", site: edge, tenant: tenantList[(sequence + index) % tenantList.count],
-                                model: modelList[index % modelList.count], promptTokens: 100 + index, completionTokens: 200 + index,
+                                id: "\(prefix)-\(worker)-\(sequence)-\(index)", site: edge,
+                                tenant: tenantList[(sequence + index) % tenantList.count],
+                                model: modelList[index % modelList.count], promptTokens: 100 + index,
+                                completionTokens: 200 + index,
                                 startedAt: now - 2, endedAt: now, requestID: nil)
                         }
                         sequence += 1
@@ -89,13 +101,20 @@ struct LedgerBench: AsyncParsableCommand {
                         request.headers.add(name: "Content-Type", value: "application/json")
                         request.headers.add(name: "X-TDN-Edge", value: edge)
                         request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-                        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: key, method: "POST", target: path, timestamp: stamp, body: body))
+                        request.headers.add(
+                            name: "X-TDN-Signature",
+                            value: RequestSignature.sign(
+                                key: key, method: "POST", target: path, timestamp: stamp, body: body))
                         request.body = .bytes(ByteBuffer(data: body))
                         let began = Date()
                         do {
                             let response = try await client.execute(request, timeout: .seconds(30))
                             _ = try await response.body.collect(upTo: 1 << 20)
-                            if response.status.code == 200 { mine.append(Date().timeIntervalSince(began)) } else { stats.failures.withLock { $0 += 1 } }
+                            if response.status.code == 200 {
+                                mine.append(Date().timeIntervalSince(began))
+                            } else {
+                                stats.failures.withLock { $0 += 1 }
+                            }
                         } catch {
                             stats.failures.withLock { $0 += 1 }
                         }
@@ -107,9 +126,15 @@ struct LedgerBench: AsyncParsableCommand {
         let elapsed = Date().timeIntervalSince(start)
         try? await client.shutdown()
         let sorted = stats.latencies.withLock { $0 }.sorted()
-        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000 }
-        print(String(format: "batch %d, %d clients, %.1f s: %.0f records/s acknowledged, %.0f requests/s; latency p50 %.1f ms, p99 %.1f ms; %d failed",
-            batch, clients, elapsed, Double(sorted.count * batch) / elapsed, Double(sorted.count) / elapsed, percentile(0.5), percentile(0.99), stats.failures.withLock { $0 }))
+        func percentile(_ p: Double) -> Double {
+            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
+        }
+        print(
+            String(
+                format:
+                    "batch %d, %d clients, %.1f s: %.0f records/s acknowledged, %.0f requests/s; latency p50 %.1f ms, p99 %.1f ms; %d failed",
+                batch, clients, elapsed, Double(sorted.count * batch) / elapsed, Double(sorted.count) / elapsed,
+                percentile(0.5), percentile(0.99), stats.failures.withLock { $0 }))
     }
 }
 

@@ -37,7 +37,8 @@ struct ProbeBench: AsyncParsableCommand {
     func execute() async throws {
         let monitor = HealthMonitor()
         let prober = Prober()
-        let scheduler = ProbeScheduler(prober: prober, monitor: monitor, maxConcurrent: concurrency, startSpread: interval)
+        let scheduler = ProbeScheduler(
+            prober: prober, monitor: monitor, maxConcurrent: concurrency, startSpread: interval)
         let list = (0..<targets).map { index in
             let base = "\(edges)/site\(index)"
             return ProbeTarget(
@@ -60,14 +61,25 @@ struct ProbeBench: AsyncParsableCommand {
         let cpu = cpuSeconds() - cpuBefore
         task.cancel()
         var lag = ProbeScheduler.Statistics()
-        for index in 0..<lag.lagBuckets.count { lag.lagBuckets[index] = after.lagBuckets[index] - before.lagBuckets[index] }
+        for index in 0..<lag.lagBuckets.count {
+            lag.lagBuckets[index] = after.lagBuckets[index] - before.lagBuckets[index]
+        }
         let completed = after.completed - before.completed
         let up = monitor.view().values.filter(\.up).count
         let expected = Double(targets) / interval
         print("targets \(targets) interval \(interval)s kind \(kind) concurrency \(concurrency)")
-        print(String(format: "probes/s %.0f (schedule needs %.0f); completed %d in %.1f s", Double(completed) / seconds, expected, completed, seconds))
-        print(String(format: "schedule lag p50 %.1f ms, p99 %.1f ms, max %.1f ms", lag.lagPercentile(0.5) * 1000, lag.lagPercentile(0.99) * 1000, after.lagMax * 1000))
-        print(String(format: "prober CPU %.2f s = %.0f%% of one core; %.1f µs per probe", cpu, 100 * cpu / seconds, 1e6 * cpu / Double(max(1, completed))))
+        print(
+            String(
+                format: "probes/s %.0f (schedule needs %.0f); completed %d in %.1f s", Double(completed) / seconds,
+                expected, completed, seconds))
+        print(
+            String(
+                format: "schedule lag p50 %.1f ms, p99 %.1f ms, max %.1f ms", lag.lagPercentile(0.5) * 1000,
+                lag.lagPercentile(0.99) * 1000, after.lagMax * 1000))
+        print(
+            String(
+                format: "prober CPU %.2f s = %.0f%% of one core; %.1f µs per probe", cpu, 100 * cpu / seconds,
+                1e6 * cpu / Double(max(1, completed))))
         print("sites up at the end: \(up) of \(targets)")
         await prober.shutdown()
     }
@@ -76,7 +88,8 @@ struct ProbeBench: AsyncParsableCommand {
 func cpuSeconds() -> Double {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
-    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(
+        usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 do {

@@ -21,25 +21,46 @@ struct DecisionTests {
         Case(label: "US client", model: "small", location: Fixtures.newYork, sites: ["nyc"]),
         Case(label: "70B skips the edge", model: "big", location: Fixtures.frankfurt, sites: ["ber"]),
         Case(label: "70B for the US goes central", model: "big", location: Fixtures.newYork, sites: ["dfw"]),
-        Case(label: "edge down: next edge", model: "small", location: Fixtures.frankfurt, health: ["fra": SiteHealth(up: false)], sites: ["par"]),
-        Case(label: "EU edges down: spill to regional", model: "small", location: Fixtures.frankfurt,
-             health: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false)], sites: ["ber"]),
-        Case(label: "full edge is skipped while another has room", model: "small", location: Fixtures.frankfurt,
-             health: ["fra": SiteHealth(saturated: true)], sites: ["par"]),
-        Case(label: "all full: still answered, nearest first", model: "small", location: Fixtures.frankfurt,
-             health: ["fra": SiteHealth(saturated: true), "par": SiteHealth(saturated: true), "ber": SiteHealth(saturated: true)], sites: ["fra"]),
-        Case(label: "model not loaded at the nearest site", model: "small", location: Fixtures.frankfurt,
-             health: ["fra": SiteHealth(models: ["big"])], sites: ["par"]),
+        Case(
+            label: "edge down: next edge", model: "small", location: Fixtures.frankfurt,
+            health: ["fra": SiteHealth(up: false)], sites: ["par"]),
+        Case(
+            label: "EU edges down: spill to regional", model: "small", location: Fixtures.frankfurt,
+            health: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false)], sites: ["ber"]),
+        Case(
+            label: "full edge is skipped while another has room", model: "small", location: Fixtures.frankfurt,
+            health: ["fra": SiteHealth(saturated: true)], sites: ["par"]),
+        Case(
+            label: "all full: still answered, nearest first", model: "small", location: Fixtures.frankfurt,
+            health: [
+                "fra": SiteHealth(saturated: true), "par": SiteHealth(saturated: true),
+                "ber": SiteHealth(saturated: true),
+            ], sites: ["fra"]),
+        Case(
+            label: "model not loaded at the nearest site", model: "small", location: Fixtures.frankfurt,
+            health: ["fra": SiteHealth(models: ["big"])], sites: ["par"]),
         // Sovereignty fails closed: US sites are up, but EU clients may not use them.
-        Case(label: "all EU sites down: denied, never the US", model: "small", location: Fixtures.frankfurt,
-             health: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false), "ber": SiteHealth(up: false)], sites: []),
-        Case(label: "70B with the EU regional down: denied", model: "big", location: Fixtures.paris, health: ["ber": SiteHealth(up: false)], sites: []),
+        Case(
+            label: "all EU sites down: denied, never the US", model: "small", location: Fixtures.frankfurt,
+            health: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false), "ber": SiteHealth(up: false)],
+            sites: []),
+        Case(
+            label: "70B with the EU regional down: denied", model: "big", location: Fixtures.paris,
+            health: ["ber": SiteHealth(up: false)], sites: []),
         // Without a rule for US clients, an EU-sovereign model is served to them from the EU.
-        Case(label: "EU-sovereign model for a US client", model: "sovereign", location: Fixtures.newYork, sites: ["par"]),
-        Case(label: "EU-sovereign model for a Japanese client", model: "sovereign", location: Fixtures.tokyo, sites: ["fra"]),
-        Case(label: "EU-only tenant from the US", model: "small", tenant: "acme", location: Fixtures.newYork, sites: ["par"]),
-        Case(label: "EU-only tenant from France", model: "small", tenant: "acme", location: Fixtures.paris, sites: ["par"]),
-        Case(label: "unknown location: only what the policy allows", model: "small", location: .unknown, sites: ["nyc"]),
+        Case(
+            label: "EU-sovereign model for a US client", model: "sovereign", location: Fixtures.newYork, sites: ["par"]),
+        Case(
+            label: "EU-sovereign model for a Japanese client", model: "sovereign", location: Fixtures.tokyo,
+            sites: ["fra"]),
+        Case(
+            label: "EU-only tenant from the US", model: "small", tenant: "acme", location: Fixtures.newYork,
+            sites: ["par"]),
+        Case(
+            label: "EU-only tenant from France", model: "small", tenant: "acme", location: Fixtures.paris,
+            sites: ["par"]),
+        Case(
+            label: "unknown location: only what the policy allows", model: "small", location: .unknown, sites: ["nyc"]),
     ]
 
     @Test(arguments: cases)
@@ -47,7 +68,8 @@ struct DecisionTests {
         let policy = try Fixtures.loadPolicy()
         let model = try #require(policy.models.first { $0.name == item.model })
         let tenant = item.tenant.flatMap { name in policy.tenants.first { $0.name == name } }
-        let decision = Decider(policy: policy).decide(model: model, tenant: tenant, location: item.location, health: HealthView(sites: item.health))
+        let decision = Decider(policy: policy).decide(
+            model: model, tenant: tenant, location: item.location, health: HealthView(sites: item.health))
         #expect(decision.sites == item.sites)
         #expect(decision.denied == item.sites.isEmpty)
         if decision.denied {
@@ -62,13 +84,16 @@ struct DecisionTests {
 
     @Test func whenEverySiteIsDownThePolicyDecides() throws {
         let down: [String: SiteHealth] = [
-            "fra": SiteHealth(up: false, lastUp: 100), "par": SiteHealth(up: false, lastUp: 200), "ber": SiteHealth(up: false, lastUp: 150),
+            "fra": SiteHealth(up: false, lastUp: 100), "par": SiteHealth(up: false, lastUp: 200),
+            "ber": SiteHealth(up: false, lastUp: 150),
             "nyc": SiteHealth(up: true),
         ]
         var policy = try Fixtures.loadPolicy()
         let model = try #require(policy.models.first { $0.name == "small" })
         func sites() -> [String] {
-            Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: down)).sites
+            Decider(policy: policy).decide(
+                model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: down)
+            ).sites
         }
         #expect(policy.health.whenAllDown == .lastKnownGood)
         #expect(sites() == ["par"], "the last EU site to go down; never the US one that is up")
@@ -79,15 +104,21 @@ struct DecisionTests {
         #expect(sites() == [])
         // Never up (no last-known-good): denied.
         policy.health.whenAllDown = .lastKnownGood
-        let never = HealthView(sites: ["fra": SiteHealth(up: false), "par": SiteHealth(up: false), "ber": SiteHealth(up: false)])
-        #expect(Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: never).denied)
+        let never = HealthView(sites: [
+            "fra": SiteHealth(up: false), "par": SiteHealth(up: false), "ber": SiteHealth(up: false),
+        ])
+        #expect(
+            Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: never)
+                .denied)
     }
 
     @Test func unsettledSitesShortenTheTTL() throws {
         let policy = try Fixtures.loadPolicy()
         let model = try #require(policy.models.first { $0.name == "small" })
         func ttl(_ health: [String: SiteHealth]) -> UInt32 {
-            Decider(policy: policy).decide(model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: health)).ttl
+            Decider(policy: policy).decide(
+                model: model, tenant: nil, location: Fixtures.frankfurt, health: HealthView(sites: health)
+            ).ttl
         }
         #expect(ttl([:]) == 30)
         #expect(ttl(["fra": SiteHealth(unsettled: true)]) == 5, "the answered site may change soon")
@@ -98,15 +129,19 @@ struct DecisionTests {
 
     @Test func denialEndpointIsInTheClientsJurisdiction() throws {
         // With a rule keeping US clients in the US, the EU-sovereign model is denied to them.
-        var text = Fixtures.policy.replacingOccurrences(of: "    served-in: [eu]\nunknown", with: "    served-in: [eu]\n  - clients-in: us\n    served-in: [us]\nunknown")
-        text = text.replacingOccurrences(of: "denial: {mode: empty, ttl: 5}", with: """
-            denial:
-              mode: endpoint
-              ttl: 7
-              endpoints:
-                eu: {ipv4: [192.0.2.250]}
-                us: {ipv4: [198.51.100.250]}
-            """)
+        var text = Fixtures.policy.replacingOccurrences(
+            of: "    served-in: [eu]\nunknown",
+            with: "    served-in: [eu]\n  - clients-in: us\n    served-in: [us]\nunknown")
+        text = text.replacingOccurrences(
+            of: "denial: {mode: empty, ttl: 5}",
+            with: """
+                denial:
+                  mode: endpoint
+                  ttl: 7
+                  endpoints:
+                    eu: {ipv4: [192.0.2.250]}
+                    us: {ipv4: [198.51.100.250]}
+                """)
         text += "\n"
         let policy = try Fixtures.loadPolicy(text)
         let sovereign = try #require(policy.models.first { $0.name == "sovereign" })
@@ -119,20 +154,26 @@ struct DecisionTests {
         let text = Fixtures.policy + "\nlatency:\n  - {from: DE, site: par, rtt-ms: 1}\n"
         let policy = try Fixtures.loadPolicy(text)
         let small = try #require(policy.models.first { $0.name == "small" })
-        #expect(Decider(policy: policy).decide(model: small, tenant: nil, location: Fixtures.frankfurt).sites == ["par"])
+        #expect(
+            Decider(policy: policy).decide(model: small, tenant: nil, location: Fixtures.frankfurt).sites == ["par"])
     }
 
     @Test func nearEqualSitesShareClientsByWeight() throws {
         // Two sites at the same place: each location prefers one, in proportion to weight 3:1.
         var text = Fixtures.policy.replacingOccurrences(of: "near-equal-ms: 0", with: "near-equal-ms: 5")
-        text = text.replacingOccurrences(of: "par: {tier: edge, location: {lat: 48.9, lon: 2.4, country: FR}", with: "par: {weight: 300, tier: edge, location: {lat: 50.1, lon: 8.7, country: DE}")
+        text = text.replacingOccurrences(
+            of: "par: {tier: edge, location: {lat: 48.9, lon: 2.4, country: FR}",
+            with: "par: {weight: 300, tier: edge, location: {lat: 50.1, lon: 8.7, country: DE}")
         text = text.replacingOccurrences(of: "jurisdictions:\n  eu: [DE, FR]", with: "jurisdictions:\n  eu: [DE, FR]")
         let policy = try Fixtures.loadPolicy(text)
         let small = try #require(policy.models.first { $0.name == "small" })
         let decider = Decider(policy: policy)
         var first: [String: Int] = [:]
         for index in 0..<400 {
-            let place = Location(country: "DE", coordinates: Coordinates(latitude: 50.1 + Double(index % 20) * 0.01, longitude: 8.7 + Double(index / 20) * 0.01))
+            let place = Location(
+                country: "DE",
+                coordinates: Coordinates(
+                    latitude: 50.1 + Double(index % 20) * 0.01, longitude: 8.7 + Double(index / 20) * 0.01))
             first[decider.decide(model: small, tenant: nil, location: place).sites[0], default: 0] += 1
         }
         let par = first["par", default: 0]
@@ -155,7 +196,8 @@ struct SovereigntyTests {
             for site in policy.sites {
                 health.sites[site.id] = SiteHealth(
                     up: Bool.random(using: &random), saturated: Bool.random(using: &random),
-                    models: Bool.random(using: &random) ? nil : Set(policy.models.map(\.name).filter { _ in Bool.random(using: &random) }))
+                    models: Bool.random(using: &random)
+                        ? nil : Set(policy.models.map(\.name).filter { _ in Bool.random(using: &random) }))
             }
             let place = places[Int.random(in: 0..<places.count, using: &random)]
             for model in policy.models {
@@ -168,7 +210,9 @@ struct SovereigntyTests {
                     if model.name == "sovereign" { allowed.formIntersection(["eu"]) }
                     if tenant?.name == "acme" { allowed.formIntersection(["eu"]) }
                     for site in decision.sites {
-                        #expect(allowed.contains(jurisdictionOf[site]!), "seed \(seed) round \(round): \(site) for \(place) \(model.name) \(tenant?.name ?? "-")")
+                        #expect(
+                            allowed.contains(jurisdictionOf[site]!),
+                            "seed \(seed) round \(round): \(site) for \(place) \(model.name) \(tenant?.name ?? "-")")
                     }
                     for site in decision.sites {
                         #expect(health[site].up, "seed \(seed) round \(round): down site \(site) chosen")

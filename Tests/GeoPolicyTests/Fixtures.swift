@@ -2,7 +2,8 @@ import Foundation
 import GeoPolicy
 
 enum Fixtures {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static let policy = """
         zone: t.example
@@ -37,10 +38,14 @@ enum Fixtures {
         try PolicyLoader.parse(text, file: "policy.yaml").get()
     }
 
-    static let frankfurt = Location(country: "DE", continent: "EU", coordinates: Coordinates(latitude: 50.1, longitude: 8.7))
-    static let paris = Location(country: "FR", continent: "EU", coordinates: Coordinates(latitude: 48.9, longitude: 2.4))
-    static let newYork = Location(country: "US", continent: "NA", coordinates: Coordinates(latitude: 40.7, longitude: -74.0))
-    static let tokyo = Location(country: "JP", continent: "AS", coordinates: Coordinates(latitude: 35.7, longitude: 139.7))
+    static let frankfurt = Location(
+        country: "DE", continent: "EU", coordinates: Coordinates(latitude: 50.1, longitude: 8.7))
+    static let paris = Location(
+        country: "FR", continent: "EU", coordinates: Coordinates(latitude: 48.9, longitude: 2.4))
+    static let newYork = Location(
+        country: "US", continent: "NA", coordinates: Coordinates(latitude: 40.7, longitude: -74.0))
+    static let tokyo = Location(
+        country: "JP", continent: "AS", coordinates: Coordinates(latitude: 35.7, longitude: 139.7))
 
     /// A small MMDB made by the project's own builder (scripts/build-geoip.py).
     static func database(_ networks: [String]) throws -> String {
@@ -51,7 +56,9 @@ enum Fixtures {
         let out = directory.appendingPathComponent("test.mmdb").path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", root.appendingPathComponent("scripts/build-geoip.py").path, "--networks", csv.path, "--out", out]
+        process.arguments = [
+            "python3", root.appendingPathComponent("scripts/build-geoip.py").path, "--networks", csv.path, "--out", out,
+        ]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()

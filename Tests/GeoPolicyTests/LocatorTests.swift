@@ -3,7 +3,9 @@ import Testing
 
 @Suite("Locator")
 struct LocatorTests {
-    static let networks = ["5.9.0.0/16,DE", "8.8.8.0/24,US", "133.1.0.0/16,JP", "2a01:4f8::/32,DE", "2001:4860::/32,US"]
+    static let networks = [
+        "5.9.0.0/16,DE", "8.8.8.0/24,US", "133.1.0.0/16,JP", "2a01:4f8::/32,DE", "2001:4860::/32,US",
+    ]
 
     func locator() throws -> Locator {
         let geo = try GeoDatabase(path: try Fixtures.database(Self.networks))
@@ -44,10 +46,11 @@ struct LocatorTests {
         var v4: [(UInt32, UInt8, Int32)] = []
         var v6: [(UInt64, UInt64, UInt8, Int32)] = []
         var seen: [Location] = []
-        geo.networks({ location in
-            seen.append(location ?? .unknown)
-            return Int32(seen.count)
-        }, v4: &v4, v6: &v6)
+        geo.networks(
+            { location in
+                seen.append(location ?? .unknown)
+                return Int32(seen.count)
+            }, v4: &v4, v6: &v6)
         #expect(v4.map { "\($0.0 >> 24).\(($0.0 >> 16) & 0xFF)/\($0.1)" }.sorted() == ["133.1/16", "5.9/16", "8.8/24"])
         #expect(v6.count == 2 && v6.allSatisfy { $0.2 == 32 })
     }

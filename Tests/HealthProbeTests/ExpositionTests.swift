@@ -60,7 +60,8 @@ struct ExpositionTests {
     }
 
     @Test func valuesEscapesAndTimestamps() throws {
-        let samples = try ExpositionParser.parse(#"""
+        let samples = try ExpositionParser.parse(
+            #"""
             # a free comment
             up 1
             temperature{room="a \"quoted\" name",path="C:\\dir",note="two\nlines"} -3.5e2 1700000000000
@@ -70,7 +71,8 @@ struct ExpositionTests {
               spaced_metric  { a = "1" , b="2" }  7
             empty_labels{} 2
             """#)
-        #expect(samples.map(\.name) == ["up", "temperature", "ratio", "limit", "floor", "spaced_metric", "empty_labels"])
+        #expect(
+            samples.map(\.name) == ["up", "temperature", "ratio", "limit", "floor", "spaced_metric", "empty_labels"])
         #expect(samples[1].labels == ["room": "a \"quoted\" name", "path": "C:\\dir", "note": "two\nlines"])
         #expect(samples[1].value == -350 && samples[1].timestamp == 1_700_000_000_000)
         #expect(samples[2].value.isNaN)
@@ -104,7 +106,10 @@ struct CapacityTests {
         let reading = try CapacityModel.vLLM.load(from: ExpositionParser.parse(VLLM.v0))
         // running 64/256 = 0.25, waiting 4/32 = 0.125, KV cache 0.38/0.95 = 0.4: the largest wins.
         #expect(abs(reading.load - 0.4) < 1e-9)
-        #expect(reading.parts.map(\.series) == ["vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc"])
+        #expect(
+            reading.parts.map(\.series) == [
+                "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
+            ])
     }
 
     @Test func vLLMv1SumsEnginesAndUsesTheNewName() throws {
@@ -118,9 +123,11 @@ struct CapacityTests {
     @Test func missingOrNaNSeriesCountAsFull() throws {
         let partial = try ExpositionParser.parse("vllm:num_requests_running 1\nvllm:num_requests_waiting 0\n")
         #expect(try CapacityModel.vLLM.load(from: partial).load == 1, "no KV-cache series: not assumed empty")
-        let nan = try ExpositionParser.parse("vllm:num_requests_running NaN\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n")
+        let nan = try ExpositionParser.parse(
+            "vllm:num_requests_running NaN\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.1\n")
         #expect(try CapacityModel.vLLM.load(from: nan).load == 1)
-        let idle = try ExpositionParser.parse("vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.0\n")
+        let idle = try ExpositionParser.parse(
+            "vllm:num_requests_running 0\nvllm:num_requests_waiting 0\nvllm:kv_cache_usage_perc 0.0\n")
         #expect(try CapacityModel.vLLM.load(from: idle).load == 0)
     }
 

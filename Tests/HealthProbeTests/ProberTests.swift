@@ -78,7 +78,9 @@ struct ProberTests {
 
     @Test func httpExpectationsAndTCP() async throws {
         try await withFleet(["a"]) { fleet, prober in
-            var probe = ProbeTarget(site: "a", http: .init(url: fleet.url("a") + "/v1/models", expect: [200], body: "mistral-7b"), timeout: 0.5)
+            var probe = ProbeTarget(
+                site: "a", http: .init(url: fleet.url("a") + "/v1/models", expect: [200], body: "mistral-7b"),
+                timeout: 0.5)
             #expect(await prober.probe(probe).healthy)
             probe.http?.body = "llama-70b"
             let missing = await prober.probe(probe)
@@ -114,7 +116,8 @@ struct ProberTests {
                 #expect(result.models == Set(Self.models))
             default:
                 #expect(result.capacity != nil)
-                #expect(result.models == nil && result.detail.contains("model list of 5002 entries"), "\(result.detail)")
+                #expect(
+                    result.models == nil && result.detail.contains("model list of 5002 entries"), "\(result.detail)")
             }
             #expect(result.checks.contains { !$0.ok }, "the failed part is counted as a failed probe")
 
@@ -138,7 +141,10 @@ struct ProberTests {
         try await withFleet(sites) { fleet, prober in
             let monitor = HealthMonitor()
             let scheduler = ProbeScheduler(prober: prober, monitor: monitor, maxConcurrent: 16)
-            let targets = sites.map { ProbeTarget(site: $0, http: .init(url: fleet.url($0) + "/health"), interval: 0.5, timeout: 0.4, jitter: 0.05) }
+            let targets = sites.map {
+                ProbeTarget(
+                    site: $0, http: .init(url: fleet.url($0) + "/health"), interval: 0.5, timeout: 0.4, jitter: 0.05)
+            }
             monitor.configure(targets)
             scheduler.update(targets)
             let task = Task { await scheduler.run() }
@@ -180,7 +186,8 @@ struct HealthMonitorTests {
         #expect(monitor.view()["a"]?.up == false, "unknown counts as down")
         monitor.record(site: "a", result: result(true, load: 0.2, models: ["m"]))
         #expect(monitor.hasFirstRound)
-        #expect(monitor.view()["a"] == SiteView(up: true, saturated: false, models: ["m"], unsettled: false, lastUp: nil))
+        #expect(
+            monitor.view()["a"] == SiteView(up: true, saturated: false, models: ["m"], unsettled: false, lastUp: nil))
         clock.now += 5
         monitor.record(site: "a", result: result(false, load: 0.2))
         #expect(monitor.view()["a"]?.up == true && monitor.view()["a"]?.unsettled == true, "one failure: near a change")
@@ -204,7 +211,10 @@ struct HealthMonitorTests {
         #expect(monitor.force(site: "b", .drain))
         #expect(!monitor.force(site: "nope", .down))
         // A reload with new rules keeps what was measured and the forced state.
-        monitor.configure([ProbeTarget(site: "a", interval: 2), ProbeTarget(site: "b", interval: 2), ProbeTarget(site: "c", interval: 2)])
+        monitor.configure([
+            ProbeTarget(site: "a", interval: 2), ProbeTarget(site: "b", interval: 2),
+            ProbeTarget(site: "c", interval: 2),
+        ])
         #expect(monitor.view()["a"]?.up == true)
         #expect(monitor.view()["b"]?.up == false, "drained: no new clients")
         #expect(monitor.view()["c"]?.up == false && !monitor.hasFirstRound, "a new site is unknown until probed")

@@ -23,7 +23,8 @@ struct LedgerAttackTests {
     @Test func summaryParametersThatDoNotFitAre400() async throws {
         let ledger = try Ledger()
         let values = [
-            "nan", "NaN", "inf", "-inf", "infinity", "1e300", "-1e300", "1e19", "9223372036854775808", "-9223372036854775809",
+            "nan", "NaN", "inf", "-inf", "infinity", "1e300", "-1e300", "1e19", "9223372036854775808",
+            "-9223372036854775809",
             "-1", "253402300800", "", "1.5e", "0x10", "2026-13-45", "%00", "9%00", String(repeating: "9", count: 5000),
         ]
         for name in ["from", "to"] {
@@ -54,35 +55,47 @@ struct LedgerAttackTests {
     @Test func extremeAllotmentsAreRefusedAndBalancesStayReadable() async throws {
         let ledger = try Ledger()
         func allot(_ json: String) async throws -> (status: Int, json: [String: Any]) {
-            try await ledger.send(.POST, "/v1/allotments", body: Data(json.utf8), edge: nil, bearer: LedgerTests.adminKey)
+            try await ledger.send(
+                .POST, "/v1/allotments", body: Data(json.utf8), edge: nil, bearer: LedgerTests.adminKey)
         }
         for body in [
             #"{"tenant":"acme","tokens":9223372036854775807}"#, #"{"tenant":"acme","tokens":-9223372036854775808}"#,
             #"{"tenant":"acme","tokens":9223372036854775808}"#, #"{"tenant":"acme","tokens":1000000000000001}"#,
-            #"{"tenant":"acme","tokens":1.5}"#, #"{"tenant":"acme","tokens":1e3}"#, #"{"tenant":"acme","credits":1e300}"#,
-            #"{"tenant":"acme","credits":1e400}"#, #"{"tenant":"acme","credits":-1e10}"#, #"{"tenant":"acme","tokens":"100"}"#,
+            #"{"tenant":"acme","tokens":1.5}"#, #"{"tenant":"acme","tokens":1e3}"#,
+            #"{"tenant":"acme","credits":1e300}"#,
+            #"{"tenant":"acme","credits":1e400}"#, #"{"tenant":"acme","credits":-1e10}"#,
+            #"{"tenant":"acme","tokens":"100"}"#,
         ] {
             let response = try await allot(body)
             #expect(response.status == 400, "\(body): \(response)")
         }
         let good = try await allot(#"{"tenant":"acme","tokens":1000000000000000,"credits":1000000000}"#)
         #expect(good.status == 200 && good.json["allotted_tokens"] as? Int == 1_000_000_000_000_000, "\(good)")
-        let correction = try await allot(#"{"tenant":"acme","tokens":-1000000000000000,"credits":-1000000000,"note":"correction"}"#)
+        let correction = try await allot(
+            #"{"tenant":"acme","tokens":-1000000000000000,"credits":-1000000000,"note":"correction"}"#)
         #expect(correction.status == 200 && correction.json["allotted_tokens"] as? Int == 0, "\(correction)")
 
         // A tenant already near the bound: one more allotment would pass it, so it is refused
         // and the balance stays readable.
         let database = ledger.directory + "/data/ledger.sqlite"
-        let seeded = try run("/usr/bin/sqlite3", [database, "UPDATE tenant_totals SET allotted_tokens = 3999999999999999999 WHERE tenant = 'acme'"])
+        let seeded = try run(
+            "/usr/bin/sqlite3",
+            [database, "UPDATE tenant_totals SET allotted_tokens = 3999999999999999999 WHERE tenant = 'acme'"])
         #expect(seeded.status == 0, "\(seeded.error)")
         let over = try await allot(#"{"tenant":"acme","tokens":1000000000000000}"#)
         #expect(over.status == 400, "\(over)")
         #expect((over.json["error"] as? String ?? "").contains("bound"), "\(over)")
         let balance = try await ledger.send(.GET, "/v1/balance/acme")
-        #expect(balance.status == 200 && balance.json["allotted_tokens"] as? Int == 3_999_999_999_999_999_999, "\(balance)")
+        #expect(
+            balance.status == 200 && balance.json["allotted_tokens"] as? Int == 3_999_999_999_999_999_999, "\(balance)")
 
         // The CLI checks the same bounds before sending anything.
-        let cli = try run(tdndPath, ["ledger", "allot", "acme", "--config", ledger.directory + "/tdnd.yaml", "--credits", "inf", "--ledger", "127.0.0.1:\(ledger.port)"])
+        let cli = try run(
+            tdndPath,
+            [
+                "ledger", "allot", "acme", "--config", ledger.directory + "/tdnd.yaml", "--credits", "inf", "--ledger",
+                "127.0.0.1:\(ledger.port)",
+            ])
         #expect(cli.status == 64, "\(cli)")
         try await Self.alive(ledger)
     }
@@ -132,9 +145,13 @@ struct LedgerAttackTests {
 
     @Test func jsonIsDecodedStrictly() async throws {
         let ledger = try Ledger()
-        let record = #""id":"j1","site":"fra1","tenant":"acme","model":"llama-13b","started_at":1795370000,"ended_at":1795370001"#
+        let record =
+            #""id":"j1","site":"fra1","tenant":"acme","model":"llama-13b","started_at":1795370000,"ended_at":1795370001"#
         let cases: [(String, String)] = [
-            (#"{"records":[{\#(record),"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":999}]}"#, "duplicate key"),
+            (
+                #"{"records":[{\#(record),"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":999}]}"#,
+                "duplicate key"
+            ),
             (#"{"records":[{\#(record),"prompt_tokens":1,"completion_tokens":2}],"records":[]}"#, "duplicate key"),
             (#"{"records":[{\#(record),"prompt_tokens":1,"completion_tokens":2,"cost":5}]}"#, "unknown field"),
             (#"{"records":[{\#(record),"prompt_tokens":1,"completion_tokens":2}],"extra":true}"#, "unknown field"),
@@ -155,7 +172,8 @@ struct LedgerAttackTests {
         #expect(big.status == 400)
         #expect("\(big.json)".utf8.count < 4096, "the error echoed \("\(big.json)".utf8.count) bytes")
         let allotment = try await ledger.send(
-            .POST, "/v1/allotments", body: Data(#"{"tenant":"acme","tokens":5,"tokens":500}"#.utf8), edge: nil, bearer: LedgerTests.adminKey)
+            .POST, "/v1/allotments", body: Data(#"{"tenant":"acme","tokens":5,"tokens":500}"#.utf8), edge: nil,
+            bearer: LedgerTests.adminKey)
         #expect(allotment.status == 400, "\(allotment)")
         #expect(try ledger.recordCount() == 0)
     }
@@ -172,7 +190,9 @@ struct LedgerAttackTests {
             connection.send(head)
             let start = monotonicNow()
             let (bytes, _) = connection.receive(timeout: 3, limit: 12)
-            #expect(String(decoding: bytes, as: UTF8.self).hasPrefix("HTTP/1.1 401"), "\(head): \(String(decoding: bytes, as: UTF8.self))")
+            #expect(
+                String(decoding: bytes, as: UTF8.self).hasPrefix("HTTP/1.1 401"),
+                "\(head): \(String(decoding: bytes, as: UTF8.self))")
             #expect(monotonicNow() - start < 2)
         }
         try await Self.alive(ledger)
@@ -182,18 +202,27 @@ struct LedgerAttackTests {
     /// or 4xx every time, and a live process afterwards. Seeded: `TDN_TEST_SEED=N` replays.
     @Test func randomAndExtremeInputIsAnsweredAndSurvived() async throws {
         let ledger = try Ledger()
-        let seed = ProcessInfo.processInfo.environment["TDN_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max >> 1)
+        let seed =
+            ProcessInfo.processInfo.environment["TDN_TEST_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64.max >> 1)
         var random = SeededRandom(state: seed)
         let scalars = [
-            "0", "-0", "1", "-1", "1e400", "-1e400", "1e308", "9223372036854775807", "9223372036854775808", "-9223372036854775809",
-            "100000001", "0.0000001", "1.5", "253402300800", "1795370001", "null", "true", "[]", "{}", #""""#, #""\u0000""#,
-            #""\n""#, #""\ud800""#, #""caf\u00e9""#, #""acme""#, #""fra1""#, #""llama-13b""#, "\"\(String(repeating: "z", count: 3000))\"",
+            "0", "-0", "1", "-1", "1e400", "-1e400", "1e308", "9223372036854775807", "9223372036854775808",
+            "-9223372036854775809",
+            "100000001", "0.0000001", "1.5", "253402300800", "1795370001", "null", "true", "[]", "{}", #""""#,
+            #""\u0000""#,
+            #""\n""#, #""\ud800""#, #""caf\u00e9""#, #""acme""#, #""fra1""#, #""llama-13b""#,
+            "\"\(String(repeating: "z", count: 3000))\"",
             #"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"#, #"{"a":1,"a":2}"#,
         ]
-        let fields = ["id", "site", "tenant", "model", "prompt_tokens", "completion_tokens", "started_at", "ended_at", "request_id", "bogus"]
+        let fields = [
+            "id", "site", "tenant", "model", "prompt_tokens", "completion_tokens", "started_at", "ended_at",
+            "request_id", "bogus",
+        ]
         let parameters = ["tenant", "model", "site", "from", "to", "group-by", "x"]
         let parameterValues = [
-            "acme", "nan", "inf", "-inf", "1e300", "-1", "0", "2026-11-22", "2026-11-22T10:00:00Z", "tenant,day", "hour,day", "%00",
+            "acme", "nan", "inf", "-inf", "1e300", "-1", "0", "2026-11-22", "2026-11-22T10:00:00Z", "tenant,day",
+            "hour,day", "%00",
             "%FF%FE", "%0D%0A", String(repeating: "9", count: 400), "", "fra1",
         ]
         func pick<T>(_ list: [T]) -> T { list[Int(random.next() % UInt64(list.count))] }
@@ -203,28 +232,42 @@ struct LedgerAttackTests {
             var described = ""
             switch iteration % 4 {
             case 0:
-                var members = ["\"id\":\"p\(iteration)\"", "\"site\":\"fra1\"", "\"tenant\":\"acme\"", "\"model\":\"llama-13b\"",
-                    "\"prompt_tokens\":1", "\"completion_tokens\":1", "\"started_at\":1795370000", "\"ended_at\":1795370001"]
+                var members = [
+                    "\"id\":\"p\(iteration)\"", "\"site\":\"fra1\"", "\"tenant\":\"acme\"", "\"model\":\"llama-13b\"",
+                    "\"prompt_tokens\":1", "\"completion_tokens\":1", "\"started_at\":1795370000",
+                    "\"ended_at\":1795370001",
+                ]
                 for _ in 0..<(1 + random.next() % 3) {
                     let member = "\"\(pick(fields))\":\(pick(scalars))"
-                    if random.next() % 2 == 0 { members[Int(random.next() % UInt64(members.count))] = member } else { members.append(member) }
+                    if random.next() % 2 == 0 {
+                        members[Int(random.next() % UInt64(members.count))] = member
+                    } else {
+                        members.append(member)
+                    }
                 }
                 described = "{\"records\":[{\(members.joined(separator: ","))}]}"
                 response = try await ledger.send(.POST, "/v1/usage", body: Data(described.utf8))
             case 1:
-                let query = (0..<(1 + random.next() % 3)).map { _ in "\(pick(parameters))=\(pick(parameterValues))" }.joined(separator: "&")
+                let query = (0..<(1 + random.next() % 3)).map { _ in "\(pick(parameters))=\(pick(parameterValues))" }
+                    .joined(separator: "&")
                 described = "/v1/usage/summary?\(query)"
                 response = try await ledger.send(.GET, described)
             case 2:
-                described = "/v1/balance/\(pick(["acme", "nobody", "%00", "ac%00me", "caf%C3%A9", String(repeating: "b", count: 2000)]))"
+                described =
+                    "/v1/balance/\(pick(["acme", "nobody", "%00", "ac%00me", "caf%C3%A9", String(repeating: "b", count: 2000)]))"
                 response = try await ledger.send(.GET, described)
             default:
-                let members = (0..<(1 + random.next() % 4)).map { _ in "\"\(pick(["tenant", "tokens", "credits", "note", "x"]))\":\(pick(scalars))" }
+                let members = (0..<(1 + random.next() % 4)).map { _ in
+                    "\"\(pick(["tenant", "tokens", "credits", "note", "x"]))\":\(pick(scalars))"
+                }
                 described = "{\(members.joined(separator: ","))}"
-                response = try await ledger.send(.POST, "/v1/allotments", body: Data(described.utf8), edge: nil, bearer: LedgerTests.adminKey)
+                response = try await ledger.send(
+                    .POST, "/v1/allotments", body: Data(described.utf8), edge: nil, bearer: LedgerTests.adminKey)
             }
             statuses[response.status, default: 0] += 1
-            #expect((200..<500).contains(response.status), "seed \(seed), iteration \(iteration): \(described.prefix(300)) → \(response)")
+            #expect(
+                (200..<500).contains(response.status),
+                "seed \(seed), iteration \(iteration): \(described.prefix(300)) → \(response)")
             if !ledger.process.isRunning { break }
         }
         try await Self.alive(ledger)
@@ -263,23 +306,34 @@ struct LedgerAttackTests {
     /// with escapes and non-ASCII, numbers in several spellings, optional fields) both read the
     /// same records. Seeded: `TDN_TEST_SEED=N` replays.
     @Test func strictReaderAgreesWithJSONDecoderOnValidBatches() throws {
-        let seed = ProcessInfo.processInfo.environment["TDN_TEST_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max >> 1)
+        let seed =
+            ProcessInfo.processInfo.environment["TDN_TEST_SEED"].flatMap(UInt64.init)
+            ?? UInt64.random(in: 1...UInt64.max >> 1)
         var random = SeededRandom(state: seed)
         let pieces = ["a", "Z", "9", "-", "é", "e\u{301}", "日本", "🦙", "\"", "\\", "/", " ", "\u{2028}", "x_y"]
-        func text() -> String { (0..<(1 + random.next() % 12)).map { _ in pieces[Int(random.next() % UInt64(pieces.count))] }.joined() }
+        func text() -> String {
+            (0..<(1 + random.next() % 12)).map { _ in pieces[Int(random.next() % UInt64(pieces.count))] }.joined()
+        }
         for round in 0..<300 {
             let records = (0..<(1 + random.next() % 8)).map { _ in
                 UsageRecord(
-                    id: text(), site: text(), tenant: text(), model: text(), promptTokens: Int(random.next() % 100_000_001),
+                    id: text(), site: text(), tenant: text(), model: text(),
+                    promptTokens: Int(random.next() % 100_000_001),
                     completionTokens: Int(random.next() % 1000), startedAt: Double(random.next() % 4_000_000_000) / 7,
-                    endedAt: Double(random.next() % 4_000_000_000) + 0.25, requestID: random.next() % 2 == 0 ? nil : text())
+                    endedAt: Double(random.next() % 4_000_000_000) + 0.25,
+                    requestID: random.next() % 2 == 0 ? nil : text())
             }
             var encoder = JSONEncoder()
-            if round % 2 == 0 { encoder = JSONEncoder(); encoder.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes] }
+            if round % 2 == 0 {
+                encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes]
+            }
             let body = try encoder.encode(UsageBatch(records: records))
             let reference = try JSONDecoder().decode(UsageBatch.self, from: body)
             let strict = try UsageBatch.decode(strict: Array(body))
-            #expect(strict.records == reference.records, "seed \(seed), round \(round): \(String(decoding: body, as: UTF8.self))")
+            #expect(
+                strict.records == reference.records,
+                "seed \(seed), round \(round): \(String(decoding: body, as: UTF8.self))")
         }
     }
 
@@ -288,7 +342,9 @@ struct LedgerAttackTests {
         #expect(try await ledger.post([LedgerTests.record("w1"), LedgerTests.record("w2")]).status == 200)
         let database = ledger.directory + "/data/ledger.sqlite"
         // SQLite accepts text in an INTEGER column; a hand-edited file may hold anything.
-        #expect(try run("/usr/bin/sqlite3", [database, "UPDATE records SET prompt_tokens = 'many' WHERE id = 'w1'"]).status == 0)
+        #expect(
+            try run("/usr/bin/sqlite3", [database, "UPDATE records SET prompt_tokens = 'many' WHERE id = 'w1'"]).status
+                == 0)
         let verify = try run(tdndPath, ["ledger", "verify", "--config", ledger.directory + "/tdnd.yaml"])
         #expect(verify.status == 1, "\(verify)")
         #expect(verify.error.contains("wrong type"), "\(verify.error)")
@@ -301,14 +357,17 @@ struct LedgerAttackTests {
         #expect(slow.count == 8)
         let start = monotonicNow()
         var cut = Set<Int>()
-        let head = Array("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8)
+        let head = Array(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8)
         let waiting = try #require(RawTCP(port: ledger.port))
         waiting.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         let servedEarly = !waiting.receive(timeout: 0.5, limit: 1).bytes.isEmpty
         var position = 0
         while monotonicNow() - start < 3, cut.count < slow.count {
             for (index, connection) in slow.enumerated() where !cut.contains(index) {
-                if !connection.send([head[position % head.count]]) || connection.receive(timeout: 0.01).closed { cut.insert(index) }
+                if !connection.send([head[position % head.count]]) || connection.receive(timeout: 0.01).closed {
+                    cut.insert(index)
+                }
             }
             position += 1
             usleep(100_000)
@@ -318,14 +377,18 @@ struct LedgerAttackTests {
         // The ninth client waited for a slot (the cap), and was served once the slow ones went.
         let (answer, _) = waiting.receive(timeout: 3, limit: 12)
         let served = monotonicNow() - start
-        #expect(String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200"), "\(String(decoding: answer, as: UTF8.self))")
+        #expect(
+            String(decoding: answer, as: UTF8.self).hasPrefix("HTTP/1.1 200"),
+            "\(String(decoding: answer, as: UTF8.self))")
         #expect(servedEarly == false, "the ninth connection was served while eight held every slot")
         #expect(served < 3.5)
         #expect(cut.count == 8, "\(cut.count) of 8 slow clients were cut off")
         #expect(elapsed < 2.5, "cut off after \(elapsed) s; the head deadline is 1 s")
         // A head that arrives but whose body trickles is cut off by the body deadline.
         let body = try #require(RawTCP(port: ledger.port))
-        body.send("POST /v1/allotments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(LedgerTests.adminKey)\r\nContent-Length: 1000\r\n\r\n{")
+        body.send(
+            "POST /v1/allotments HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(LedgerTests.adminKey)\r\nContent-Length: 1000\r\n\r\n{"
+        )
         let bodyStart = monotonicNow()
         var bodyClosed = false
         while monotonicNow() - bodyStart < 4 {

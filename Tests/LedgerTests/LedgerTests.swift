@@ -22,7 +22,9 @@ struct LedgerTests {
 
         init(sync: String = "", top: String = "") throws {
             directory = makeTemporaryDirectory()
-            writeFile(directory + "/tdnd.yaml", """
+            writeFile(
+                directory + "/tdnd.yaml",
+                """
                 \(top)
                 ledger:\(sync)
                   listen: 127.0.0.1:0
@@ -74,13 +76,16 @@ struct LedgerTests {
             try? FileManager.default.removeItem(atPath: directory)
         }
 
-        var log: String { String(decoding: FileManager.default.contents(atPath: directory + "/ledger.log") ?? Data(), as: UTF8.self) }
+        var log: String {
+            String(decoding: FileManager.default.contents(atPath: directory + "/ledger.log") ?? Data(), as: UTF8.self)
+        }
 
         var store: LedgerStore { get throws { try LedgerStore(directory: directory + "/data") } }
 
         /// A signed request; `timestamp` and `key` can be overridden to test the checks.
         func send(
-            _ method: HTTPMethod, _ path: String, body: Data = Data(), edge: String? = "fra1", key: String = LedgerTests.edgeKey,
+            _ method: HTTPMethod, _ path: String, body: Data = Data(), edge: String? = "fra1",
+            key: String = LedgerTests.edgeKey,
             timestamp: Double = Date().timeIntervalSince1970, bearer: String? = nil, signedTarget: String? = nil
         ) async throws -> (status: Int, json: [String: Any]) {
             var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
@@ -89,27 +94,39 @@ struct LedgerTests {
             if let edge {
                 request.headers.add(name: "X-TDN-Edge", value: edge)
                 request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-                let signature = RequestSignature.sign(key: key, method: method.rawValue, target: signedTarget ?? path, timestamp: stamp, body: body)
+                let signature = RequestSignature.sign(
+                    key: key, method: method.rawValue, target: signedTarget ?? path, timestamp: stamp, body: body)
                 request.headers.add(name: "X-TDN-Signature", value: signature)
             }
             if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
             request.body = .bytes(ByteBuffer(data: body))
             let response = try await http.execute(request, timeout: .seconds(30))
             let data = Data(try await response.body.collect(upTo: 1 << 24).readableBytesView)
-            let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? ["raw": String(decoding: data, as: UTF8.self)]
+            let json =
+                (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [
+                    "raw": String(decoding: data, as: UTF8.self)
+                ]
             return (Int(response.status.code), json)
         }
 
-        func post(_ records: [UsageRecord], edge: String = "fra1", key: String = LedgerTests.edgeKey, timestamp: Double = Date().timeIntervalSince1970)
+        func post(
+            _ records: [UsageRecord], edge: String = "fra1", key: String = LedgerTests.edgeKey,
+            timestamp: Double = Date().timeIntervalSince1970
+        )
             async throws -> (status: Int, json: [String: Any])
         {
-            try await send(.POST, "/v1/usage", body: try JSONEncoder().encode(UsageBatch(records: records)), edge: edge, key: key, timestamp: timestamp)
+            try await send(
+                .POST, "/v1/usage", body: try JSONEncoder().encode(UsageBatch(records: records)), edge: edge, key: key,
+                timestamp: timestamp)
         }
 
         func recordCount() throws -> Int { try store.verify().records }
     }
 
-    static func record(_ id: String, site: String = "fra1", tenant: String = "acme", model: String = "llama-13b", prompt: Int = 100, completion: Int = 50)
+    static func record(
+        _ id: String, site: String = "fra1", tenant: String = "acme", model: String = "llama-13b", prompt: Int = 100,
+        completion: Int = 50
+    )
         -> UsageRecord
     {
         UsageRecord(
@@ -121,7 +138,9 @@ struct LedgerTests {
         let ledger = try Ledger()
         let batch = (0..<3).map { Self.record("r\($0)") }
         let first = try await ledger.post(batch)
-        #expect(first.status == 200 && first.json["stored"] as? Int == 3 && first.json["duplicates"] as? Int == 0, "\(first)")
+        #expect(
+            first.status == 200 && first.json["stored"] as? Int == 3 && first.json["duplicates"] as? Int == 0,
+            "\(first)")
         // A retry of the same batch is acknowledged again and counted once.
         let retry = try await ledger.post(batch)
         #expect(retry.status == 200 && retry.json["stored"] as? Int == 0 && retry.json["duplicates"] as? Int == 3)
@@ -137,24 +156,36 @@ struct LedgerTests {
         let summary = try await ledger.send(.GET, "/v1/usage/summary?tenant=acme&group-by=tenant,model,site")
         let rows = try #require(summary.json["rows"] as? [[String: Any]], "\(summary)")
         #expect(rows.count == 1)
-        #expect(rows.first?["prompt_tokens"] as? Int == 300 && rows.first?["completion_tokens"] as? Int == 150 && rows.first?["records"] as? Int == 3)
+        #expect(
+            rows.first?["prompt_tokens"] as? Int == 300 && rows.first?["completion_tokens"] as? Int == 150
+                && rows.first?["records"] as? Int == 3)
         #expect(abs((rows.first?["credits"] as? Double ?? 0) - 0.15) < 1e-9)
         let hourly = try await ledger.send(.GET, "/v1/usage/summary?group-by=hour&from=2026-11-22&to=2026-11-24")
-        #expect((hourly.json["rows"] as? [[String: Any]])?.first?["period"] as? Int == 1_795_370_000 / 3600 * 3600, "\(hourly)")
+        #expect(
+            (hourly.json["rows"] as? [[String: Any]])?.first?["period"] as? Int == 1_795_370_000 / 3600 * 3600,
+            "\(hourly)")
 
         // Allotments need the admin key; the balance is allotted minus consumed.
         let allotment = try JSONSerialization.data(withJSONObject: ["tenant": "acme", "tokens": 1000, "credits": 1.5])
         #expect(try await ledger.send(.POST, "/v1/allotments", body: allotment, edge: "fra1").status == 401)
-        #expect(try await ledger.send(.POST, "/v1/allotments", body: allotment, edge: nil, bearer: Self.adminKey).status == 200)
+        #expect(
+            try await ledger.send(.POST, "/v1/allotments", body: allotment, edge: nil, bearer: Self.adminKey).status
+                == 200)
         let balance = try await ledger.send(.GET, "/v1/balance/acme")
         #expect(balance.json["balance_tokens"] as? Int == 1000 - 450, "\(balance)")
         #expect(abs((balance.json["balance_credits"] as? Double ?? 0) - 1.35) < 1e-9)
-        #expect(try await ledger.send(.GET, "/v1/balance/acme", edge: nil).status == 401, "every endpoint but /healthz needs authentication")
+        #expect(
+            try await ledger.send(.GET, "/v1/balance/acme", edge: nil).status == 401,
+            "every endpoint but /healthz needs authentication")
         #expect(try await ledger.send(.GET, "/v1/balance/nobody").status == 404)
 
         // The CLI reports the same, and verify passes.
-        let report = try run(tdndPath, ["ledger", "report", "--config", ledger.directory + "/tdnd.yaml", "--format", "csv"])
-        #expect(report.output == "tenant,model,site,records,prompt_tokens,completion_tokens,total_tokens,credits\nacme,llama-13b,fra1,3,300,150,450,0.150000\n", "\(report)")
+        let report = try run(
+            tdndPath, ["ledger", "report", "--config", ledger.directory + "/tdnd.yaml", "--format", "csv"])
+        #expect(
+            report.output
+                == "tenant,model,site,records,prompt_tokens,completion_tokens,total_tokens,credits\nacme,llama-13b,fra1,3,300,150,450,0.150000\n",
+            "\(report)")
         let verify = try run(tdndPath, ["ledger", "verify", "--config", ledger.directory + "/tdnd.yaml"])
         #expect(verify.status == 0 && verify.output.contains("1 batches, 3 records"), "\(verify)")
     }
@@ -171,13 +202,18 @@ struct LedgerTests {
             ("unknown model", [good, Self.record("m", model: "gpt-9")], "unknown model 'gpt-9' (no rate)"),
             ("another site", [good, Self.record("s", site: "par1")], "site 'par1' is not the signing edge 'fra1'"),
             ("negative tokens", [good, negative], "token counts must be 0 to 100,000,000"),
-            ("time backwards", [good, backwards], "started_at and ended_at must be Unix seconds with started_at ≤ ended_at (within a day)"),
+            (
+                "time backwards", [good, backwards],
+                "started_at and ended_at must be Unix seconds with started_at ≤ ended_at (within a day)"
+            ),
         ]
         for (label, records, reason) in cases {
             let response = try await ledger.post(records)
             #expect(response.status == 400, "\(label)")
             let problems = response.json["records"] as? [[String: Any]] ?? []
-            #expect(problems.count == 1 && problems.first?["index"] as? Int == 1 && problems.first?["reason"] as? String == reason, "\(label): \(response)")
+            #expect(
+                problems.count == 1 && problems.first?["index"] as? Int == 1
+                    && problems.first?["reason"] as? String == reason, "\(label): \(response)")
         }
         // Not JSON, and the wrong shape.
         let garbage = try await ledger.send(.POST, "/v1/usage", body: Data("{\"records\": [{\"id\": 1}]".utf8))
@@ -188,7 +224,9 @@ struct LedgerTests {
         // Signatures: wrong key, unknown edge, stale or future timestamp.
         #expect(try await ledger.post([good], key: Self.otherKey).status == 401)
         #expect(try await ledger.post([good], edge: "mars1").status == 401)
-        #expect(try await ledger.post([good], timestamp: Date().timeIntervalSince1970 - 120).status == 401, "older than the 60 s skew: a replay")
+        #expect(
+            try await ledger.post([good], timestamp: Date().timeIntervalSince1970 - 120).status == 401,
+            "older than the 60 s skew: a replay")
         #expect(try await ledger.post([good], timestamp: Date().timeIntervalSince1970 + 120).status == 401)
         // A body changed after signing.
         let body = try JSONEncoder().encode(UsageBatch(records: [good]))
@@ -197,7 +235,10 @@ struct LedgerTests {
         let stamp = String(Int(Date().timeIntervalSince1970))
         request.headers.add(name: "X-TDN-Edge", value: "fra1")
         request.headers.add(name: "X-TDN-Timestamp", value: stamp)
-        request.headers.add(name: "X-TDN-Signature", value: RequestSignature.sign(key: Self.edgeKey, method: "POST", target: "/v1/usage", timestamp: stamp, body: body))
+        request.headers.add(
+            name: "X-TDN-Signature",
+            value: RequestSignature.sign(
+                key: Self.edgeKey, method: "POST", target: "/v1/usage", timestamp: stamp, body: body))
         var tampered = body
         tampered.append(contentsOf: Array(" ".utf8))
         request.body = .bytes(ByteBuffer(data: tampered))
@@ -217,7 +258,11 @@ struct LedgerTests {
             for client in 0..<clients {
                 group.addTask {
                     for batch in 0..<batches {
-                        let records = (0..<size).map { Self.record("c\(client)-b\(batch)-\($0)", tenant: client % 2 == 0 ? "acme" : "globex", prompt: 10, completion: 1) }
+                        let records = (0..<size).map {
+                            Self.record(
+                                "c\(client)-b\(batch)-\($0)", tenant: client % 2 == 0 ? "acme" : "globex", prompt: 10,
+                                completion: 1)
+                        }
                         let response = try await ledger.post(records)
                         #expect(response.status == 200 && response.json["stored"] as? Int == size)
                         // Every other batch is retried: counted once.
@@ -248,19 +293,35 @@ struct LedgerTests {
         let database = ledger.directory + "/data/ledger.sqlite"
         #expect(try run(tdndPath, ["ledger", "verify", "--config", config]).status == 0)
         // An altered record.
-        #expect(try run("/usr/bin/sqlite3", [database, "UPDATE records SET completion_tokens = 5 WHERE id = 'v1-2'"]).status == 0)
+        #expect(
+            try run("/usr/bin/sqlite3", [database, "UPDATE records SET completion_tokens = 5 WHERE id = 'v1-2'"]).status
+                == 0)
         let altered = try run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(altered.status == 1 && altered.error.contains("(id v1-2) in batch 2: content altered"), "\(altered)")
         // A removed record (its rollup fixed up too, as a careful forger would).
-        #expect(try run("/usr/bin/sqlite3", [database, "UPDATE records SET completion_tokens = 50 WHERE id = 'v1-2'; DELETE FROM records WHERE id = 'v2-0'"]).status == 0)
+        #expect(
+            try run(
+                "/usr/bin/sqlite3",
+                [
+                    database,
+                    "UPDATE records SET completion_tokens = 50 WHERE id = 'v1-2'; DELETE FROM records WHERE id = 'v2-0'",
+                ]
+            ).status == 0)
         let removed = try run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(removed.status == 1 && removed.error.contains("batch 3: hash does not match its records"), "\(removed)")
         // Reordered batches.
-        #expect(try run("/usr/bin/sqlite3", [database, """
-            INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id, micro_credits, content_hash)
-              SELECT 'v2-0', 3, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, 'req-v2-0', micro_credits, content_hash FROM records WHERE id = 'v2-1';
-            UPDATE batches SET seq = -seq; UPDATE batches SET seq = 4 WHERE seq = -1; UPDATE batches SET seq = -seq WHERE seq < 0;
-            """]).status == 0)
+        #expect(
+            try run(
+                "/usr/bin/sqlite3",
+                [
+                    database,
+                    """
+                    INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id, micro_credits, content_hash)
+                      SELECT 'v2-0', 3, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, 'req-v2-0', micro_credits, content_hash FROM records WHERE id = 'v2-1';
+                    UPDATE batches SET seq = -seq; UPDATE batches SET seq = 4 WHERE seq = -1; UPDATE batches SET seq = -seq WHERE seq < 0;
+                    """,
+                ]
+            ).status == 0)
         let reordered = try run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(reordered.status == 1 && reordered.error.contains("previous hash does not match"), "\(reordered)")
     }
@@ -293,7 +354,8 @@ struct LedgerTests {
         let stored = try Set(store.recordIDs())
         #expect(acked.isSubset(of: stored), "\(acked.subtracting(stored).count) acknowledged records lost")
         // Nothing partial: every stored batch of 20 is whole.
-        let perBatch = Dictionary(grouping: stored, by: { $0.split(separator: "-").dropLast().joined(separator: "-") }).mapValues(\.count)
+        let perBatch = Dictionary(grouping: stored, by: { $0.split(separator: "-").dropLast().joined(separator: "-") })
+            .mapValues(\.count)
         #expect(perBatch.values.allSatisfy { $0 == 20 }, "a batch was stored in part")
         #expect(stored.count - acked.count <= 8 * 20, "at most the batches in flight were stored unacknowledged")
     }
@@ -301,7 +363,8 @@ struct LedgerTests {
     @Test func syncToPostgreSQLIsExactlyOnceAcrossARestart() async throws {
         let postgres = try PostgresServer()
         defer { postgres.destroy() }
-        try #require(postgres.query("SELECT datname FROM pg_database WHERE datname = 'tdn'") == "tdn", "\(postgres.log)")
+        try #require(
+            postgres.query("SELECT datname FROM pg_database WHERE datname = 'tdn'") == "tdn", "\(postgres.log)")
         func sync(_ node: String) -> String {
             "\n  sync: {host: 127.0.0.1, port: \(postgres.port), user: tdn, database: tdn, node: \(node), batch: 300, interval: 0.1}"
         }
@@ -309,7 +372,11 @@ struct LedgerTests {
         let second = try Ledger(sync: sync("node2"))
         func ingest(_ ledger: Ledger, _ prefix: String, batches: Range<Int>) async throws {
             for batch in batches {
-                let records = (0..<100).map { Self.record("\(prefix)-\(batch)-\($0)", tenant: $0 % 3 == 0 ? "globex" : "acme", prompt: $0, completion: 2 * $0) }
+                let records = (0..<100).map {
+                    Self.record(
+                        "\(prefix)-\(batch)-\($0)", tenant: $0 % 3 == 0 ? "globex" : "acme", prompt: $0,
+                        completion: 2 * $0)
+                }
                 #expect(try await ledger.post(records).status == 200)
             }
         }
@@ -330,22 +397,41 @@ struct LedgerTests {
         #expect(central == 3000, "node1:\n\(first.log)\nnode2:\n\(second.log)")
         #expect(postgres.query("SELECT count(DISTINCT id) FROM ledger_records") == "3000")
         // The central rollups equal the sum of the nodes'.
-        let local = try [first.store, second.store].map { try $0.summary({ var query = LedgerStore.SummaryQuery(); query.groupBy = ["tenant", "model", "site", "hour"]; return query }()) }
+        let local = try [first.store, second.store].map {
+            try $0.summary(
+                {
+                    var query = LedgerStore.SummaryQuery()
+                    query.groupBy = ["tenant", "model", "site", "hour"]
+                    return query
+                }())
+        }
         var expected: [String: (Int64, Int64, Int64, Int64)] = [:]
         for row in local.joined() {
             let key = "\(row.tenant!)|\(row.model!)|\(row.site!)|\(row.period!)"
             let old = expected[key] ?? (0, 0, 0, 0)
-            expected[key] = (old.0 + row.records, old.1 + row.promptTokens, old.2 + row.completionTokens, old.3 + Int64((row.credits * 1e6).rounded()))
+            expected[key] = (
+                old.0 + row.records, old.1 + row.promptTokens, old.2 + row.completionTokens,
+                old.3 + Int64((row.credits * 1e6).rounded())
+            )
         }
-        let rows = postgres.query("SELECT tenant || '|' || model || '|' || site || '|' || hour, records, prompt_tokens, completion_tokens, micro_credits FROM ledger_usage_hourly ORDER BY 1")
+        let rows = postgres.query(
+            "SELECT tenant || '|' || model || '|' || site || '|' || hour, records, prompt_tokens, completion_tokens, micro_credits FROM ledger_usage_hourly ORDER BY 1"
+        )
         var actual: [String: (Int64, Int64, Int64, Int64)] = [:]
         for line in rows.split(separator: "\n") {
             let cells = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
             guard cells.count == 8 else { continue }
-            actual[cells[0...3].joined(separator: "|")] = (Int64(cells[4])!, Int64(cells[5])!, Int64(cells[6])!, Int64(cells[7])!)
+            actual[cells[0...3].joined(separator: "|")] = (
+                Int64(cells[4])!, Int64(cells[5])!, Int64(cells[6])!, Int64(cells[7])!
+            )
         }
-        #expect(actual.count == expected.count && actual.allSatisfy { key, value in expected[key].map { $0 == value } ?? false }, "\(actual) vs \(expected)")
-        #expect(postgres.query("SELECT node || ':' || seq FROM ledger_sync_cursors ORDER BY node") == "node1:2000\nnode2:1000")
+        #expect(
+            actual.count == expected.count
+                && actual.allSatisfy { key, value in expected[key].map { $0 == value } ?? false },
+            "\(actual) vs \(expected)")
+        #expect(
+            postgres.query("SELECT node || ':' || seq FROM ledger_sync_cursors ORDER BY node")
+                == "node1:2000\nnode2:1000")
         #expect(first.stop() && second.stop(), "SIGTERM stops a syncing ledger")
     }
 
@@ -372,7 +458,9 @@ final class PostgresServer: @unchecked Sendable {
         directory = makeTemporaryDirectory()
         port = freePort()
         _ = try run("/bin/chown", ["-R", "postgres", directory])
-        let initdb = try run("/usr/sbin/runuser", ["-u", "postgres", "--", bin + "/initdb", "-D", directory + "/data", "-A", "trust", "-U", "tdn"])
+        let initdb = try run(
+            "/usr/sbin/runuser",
+            ["-u", "postgres", "--", bin + "/initdb", "-D", directory + "/data", "-A", "trust", "-U", "tdn"])
         guard initdb.status == 0 else { throw PostgresMissing(detail: initdb.error) }
         try start()
         _ = query("CREATE DATABASE tdn", database: "postgres")
@@ -381,16 +469,21 @@ final class PostgresServer: @unchecked Sendable {
     // pg_ctl leaves the server running with the descriptors it inherited, so Foundation's
     // Process would wait for it too: plain system(3) waits for pg_ctl alone.
     func start() throws {
-        let status = system("/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -l \(directory)/log "
-            + "-o '-p \(port) -k \(directory) -c listen_addresses=127.0.0.1' start >/dev/null 2>&1 </dev/null")
+        let status = system(
+            "/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -l \(directory)/log "
+                + "-o '-p \(port) -k \(directory) -c listen_addresses=127.0.0.1' start >/dev/null 2>&1 </dev/null")
         guard status == 0 else { throw PostgresMissing(detail: "pg_ctl start failed (\(status))") }
     }
 
     func stop() {
-        _ = system("/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -m fast stop >/dev/null 2>&1 </dev/null")
+        _ = system(
+            "/usr/sbin/runuser -u postgres -- \(bin)/pg_ctl -D \(directory)/data -w -m fast stop >/dev/null 2>&1 </dev/null"
+        )
     }
 
-    var log: String { String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self) }
+    var log: String {
+        String(decoding: FileManager.default.contents(atPath: directory + "/log") ?? Data(), as: UTF8.self)
+    }
 
     func destroy() {
         stop()
@@ -399,7 +492,8 @@ final class PostgresServer: @unchecked Sendable {
 
     /// psql's unaligned output of one statement.
     func query(_ sql: String, database: String = "tdn") -> String {
-        let result = try? run("/usr/bin/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "tdn", "-d", database, "-At", "-c", sql])
+        let result = try? run(
+            "/usr/bin/psql", ["-h", "127.0.0.1", "-p", String(port), "-U", "tdn", "-d", database, "-At", "-c", sql])
         return result?.output.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }
 
@@ -414,8 +508,12 @@ func freePort() -> Int {
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
     return Int(UInt16(bigEndian: address.sin_port))
 }

@@ -81,7 +81,8 @@ let answerCases: [AnswerCase] = [
             "chain1.example.test. 300 CNAME chain2.example.test.", "chain2.example.test. 300 CNAME www.example.test.",
             "www.example.test. 300 CNAME example.test.", "example.test. 300 A 192.0.2.1",
         ]),
-    AnswerCase(name: "chain1.example.test.", type: .cname, answer: ["chain1.example.test. 300 CNAME chain2.example.test."]),
+    AnswerCase(
+        name: "chain1.example.test.", type: .cname, answer: ["chain1.example.test. 300 CNAME chain2.example.test."]),
     AnswerCase(
         name: "chain1.example.test.", type: .aaaa,
         answer: [
@@ -90,12 +91,15 @@ let answerCases: [AnswerCase] = [
         ], authority: [negativeSOA]),
     AnswerCase(
         name: "loop1.example.test.", type: .a,
-        answer: ["loop1.example.test. 300 CNAME loop2.example.test.", "loop2.example.test. 300 CNAME loop1.example.test."]),
+        answer: [
+            "loop1.example.test. 300 CNAME loop2.example.test.", "loop2.example.test. 300 CNAME loop1.example.test.",
+        ]),
     // RFC 6604: the RCODE describes the end of the chain.
     AnswerCase(
         name: "dangling.example.test.", type: .a, rcode: .nxDomain,
         answer: ["dangling.example.test. 300 CNAME nothere.example.test."], authority: [negativeSOA]),
-    AnswerCase(name: "external.example.test.", type: .a, answer: ["external.example.test. 300 CNAME target.example.net."]),
+    AnswerCase(
+        name: "external.example.test.", type: .a, answer: ["external.example.test. 300 CNAME target.example.net."]),
     AnswerCase(
         name: "to-wild.example.test.", type: .a,
         answer: ["to-wild.example.test. 300 CNAME foo.wild.example.test.", "foo.wild.example.test. 300 A 192.0.2.80"]),
@@ -111,26 +115,45 @@ let answerCases: [AnswerCase] = [
     AnswerCase(name: "wild.example.test.", type: .a, authority: [negativeSOA]),
     // Delegations: referral with NS in authority and glue, AA clear (RFC 1034 §4.3.2 step 3b).
     subReferral,
-    { var c = subReferral; c.name = "deep.sub.example.test."; c.type = .aaaa; return c }(),
-    { var c = subReferral; c.name = "ns.sub.example.test."; return c }(),
-    { var c = subReferral; c.name = "sub.example.test."; c.type = .ns; return c }(),
+    {
+        var c = subReferral
+        c.name = "deep.sub.example.test."
+        c.type = .aaaa
+        return c
+    }(),
+    {
+        var c = subReferral
+        c.name = "ns.sub.example.test."
+        return c
+    }(),
+    {
+        var c = subReferral
+        c.name = "sub.example.test."
+        c.type = .ns
+        return c
+    }(),
     // DS belongs to the parent side of the cut (RFC 4035 §3.1.4.1).
     AnswerCase(name: "sub.example.test.", type: .ds, authority: [negativeSOA]),
     AnswerCase(
-        name: "_sip._tcp.example.test.", type: .srv, answer: ["_sip._tcp.example.test. 300 SRV 0 5 5060 mail.example.test."],
+        name: "_sip._tcp.example.test.", type: .srv,
+        answer: ["_sip._tcp.example.test. 300 SRV 0 5 5060 mail.example.test."],
         additional: ["mail.example.test. 300 A 192.0.2.25", "mail.example.test. 300 AAAA 2001:db8::25"]),
     // RFC 9460 §4.1: the TargetName's addresses go in the additional section.
     AnswerCase(
-        name: "svc.example.test.", type: .https, answer: ["svc.example.test. 300 HTTPS \\# 28 0001046d61696c076578616d706c6504746573740000010003026832"],
+        name: "svc.example.test.", type: .https,
+        answer: ["svc.example.test. 300 HTTPS \\# 28 0001046d61696c076578616d706c6504746573740000010003026832"],
         additional: ["mail.example.test. 300 A 192.0.2.25", "mail.example.test. 300 AAAA 2001:db8::25"]),
-    AnswerCase(name: "unknown.example.test.", type: RecordType(65534), answer: ["unknown.example.test. 300 TYPE65534 \\# 3 010203"]),
+    AnswerCase(
+        name: "unknown.example.test.", type: RecordType(65534),
+        answer: ["unknown.example.test. 300 TYPE65534 \\# 3 010203"]),
     // Unknown QTYPEs get NODATA.
     AnswerCase(name: "unknown.example.test.", type: RecordType(999), authority: [negativeSOA]),
     // RFC 8482: ANY gets one RRset.
     AnswerCase(name: "example.test.", type: .any, answer: ["example.test. 300 A 192.0.2.1"]),
     AnswerCase(name: "www.example.test.", type: .any, answer: ["www.example.test. 300 CNAME example.test."]),
     AnswerCase(name: "included.example.test.", type: .a, answer: ["included.example.test. 300 A 192.0.2.77"]),
-    AnswerCase(name: "semicolon.example.test.", type: .txt, answer: ["semicolon.example.test. 300 TXT \"a;b\" \"quote\\\"d\""]),
+    AnswerCase(
+        name: "semicolon.example.test.", type: .txt, answer: ["semicolon.example.test. 300 TXT \"a;b\" \"quote\\\"d\""]),
     // Names in no zone we serve.
     AnswerCase(name: "outside.invalid.", type: .a, rcode: .refused, authoritative: false),
     AnswerCase(name: "test.", type: .soa, rcode: .refused, authoritative: false),

@@ -33,11 +33,14 @@ struct BatchLocateTests {
                 var (high, low, isIPv6) = bases[Int.random(in: 0..<bases.count, using: &random)]
                 if Bool.random(using: &random) {
                     if isIPv6 && high != 0 && high != 0x0064_FF9B_0000_0000 {
-                        high ^= UInt64.random(in: 0...UInt64.max, using: &random) >> Int.random(in: 8...64, using: &random)
+                        high ^=
+                            UInt64.random(in: 0...UInt64.max, using: &random) >> Int.random(in: 8...64, using: &random)
                     } else if isIPv6 {
                         low ^= UInt64.random(in: 0...0xFFFF, using: &random)
                     } else {
-                        high ^= (UInt64.random(in: 0...UInt64(UInt32.max), using: &random) >> Int.random(in: 0...31, using: &random)) << 32
+                        high ^=
+                            (UInt64.random(in: 0...UInt64(UInt32.max), using: &random)
+                                >> Int.random(in: 0...31, using: &random)) << 32
                     }
                 }
                 lookups[index] = SteeringLookup(high: high, low: low, isIPv6: isIPv6)
@@ -45,7 +48,9 @@ struct BatchLocateTests {
             }
             Responder.locate(lookups, count: count, snapshot: snapshot, into: results)
             for index in 0..<count {
-                #expect(results[index].classID == expected[index].0 && results[index].scope == expected[index].1, "seed \(seed) round \(round) item \(index)")
+                #expect(
+                    results[index].classID == expected[index].0 && results[index].scope == expected[index].1,
+                    "seed \(seed) round \(round) item \(index)")
             }
         }
     }

@@ -15,7 +15,8 @@ struct DaemonTests {
         """
 
     @Test func checkAcceptsTheBundledDemo() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let result = try run(tdndPath, ["check", "--config", root.appendingPathComponent("tdnd.yaml").path])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.contains("ok: zone tdn.example. serial"))
@@ -29,7 +30,9 @@ struct DaemonTests {
         let result = try run(tdndPath, ["check", "--zones", directory])
         #expect(result.status == 1)
         let lines = result.error.split(separator: "\n").map(String.init)
-        #expect(lines.contains("\(directory)/a.example.zone:6: syntax error, could not parse the RR's rdata: bad IN A 1.2.3"))
+        #expect(
+            lines.contains(
+                "\(directory)/a.example.zone:6: syntax error, could not parse the RR's rdata: bad IN A 1.2.3"))
         #expect(lines.contains("\(directory)/b.example.zone:6: CNAME and other data at www.b.example."))
     }
 
@@ -40,7 +43,8 @@ struct DaemonTests {
         let result = try run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
         #expect(result.status == 1)
         let lines = result.error.split(separator: "\n").map(String.init)
-        #expect(lines.contains("\(directory)/tdnd.yaml:2: listen: '127.0.0.1:53x' is not HOST:PORT (IPv6 as [::1]:5353)"))
+        #expect(
+            lines.contains("\(directory)/tdnd.yaml:2: listen: '127.0.0.1:53x' is not HOST:PORT (IPv6 as [::1]:5353)"))
         #expect(lines.contains("\(directory)/tdnd.yaml:3: threads: expected a whole number from 0 to 256"))
         #expect(lines.contains("\(directory)/tdnd.yaml:4: colour: unknown setting"))
         writeFile(directory + "/tdnd.yaml", "zones: [unclosed\n")
@@ -52,7 +56,8 @@ struct DaemonTests {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         writeFile(directory + "/d.example.zone", Self.goodZone)
-        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\n")
+        writeFile(
+            directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\n")
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
         let process = daemon.process
         func log() -> String { daemon.log }
@@ -65,7 +70,8 @@ struct DaemonTests {
         #expect(try www() == ["192.0.2.1"])
 
         // A broken file and SIGHUP: logged with file:line, old data keeps serving.
-        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.1.1"))
+        writeFile(
+            directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.1.1"))
         // A HUP that arrives before the reload service listens is ignored: send until it is seen.
         for _ in 0..<20 where !log().contains("d.example.zone:5: ") {
             kill(process.processIdentifier, SIGHUP)
@@ -76,7 +82,10 @@ struct DaemonTests {
         #expect(try www() == ["192.0.2.1"])
 
         // A fixed file (with a new serial) is noticed by the watcher without a signal.
-        writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.2").replacingOccurrences(of: "hostmaster 1 ", with: "hostmaster 2 "))
+        writeFile(
+            directory + "/d.example.zone",
+            Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.2").replacingOccurrences(
+                of: "hostmaster 1 ", with: "hostmaster 2 "))
         var answer: [String] = []
         for _ in 0..<60 {
             answer = try www()
@@ -105,11 +114,13 @@ struct DaemonTests {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         func rss(_ daemon: DaemonProcess) -> Int {
-            let status = (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)) ?? ""
+            let status =
+                (try? String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/status", encoding: .utf8)) ?? ""
             let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
             return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
         }
-        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 0\n")
+        writeFile(
+            directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 0\n")
         // The process without the zone's weight: the same configuration with a small zone.
         writeFile(directory + "/d.example.zone", Self.goodZone + "\n")
         let small = try DaemonProcess(config: directory + "/tdnd.yaml")
@@ -120,7 +131,9 @@ struct DaemonTests {
         small.process.waitUntilExit()
 
         var zone = Self.goodZone + "\n"
-        for index in 0..<60_000 { zone += "h\(index) IN A 10.\(index >> 16 & 255).\(index >> 8 & 255).\(index & 255)\n" }
+        for index in 0..<60_000 {
+            zone += "h\(index) IN A 10.\(index >> 16 & 255).\(index >> 8 & 255).\(index & 255)\n"
+        }
         writeFile(directory + "/d.example.zone", zone)
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
         #expect(daemon.port(after: "on 127.0.0.1:", timeout: 60) != nil, "\(daemon.log)")
@@ -153,11 +166,15 @@ struct DaemonTests {
         let names = (0..<40).map { "host\($0) IN A 192.0.2.\($0 + 10)" }
         let full = Self.goodZone + "\n" + names.joined(separator: "\n") + "\n"
         writeFile(directory + "/d.example.zone", full)
-        writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\nwatch-settle: 1\n")
+        writeFile(
+            directory + "/tdnd.yaml",
+            "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\nwatch-settle: 1\n")
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
         let port = try #require(daemon.port(after: "on 127.0.0.1:"))
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
-        func rcode(_ name: String) throws -> ResponseCode { try client.query(Message.query(Fixtures.name(name), .a)).rcode }
+        func rcode(_ name: String) throws -> ResponseCode {
+            try client.query(Message.query(Fixtures.name(name), .a)).rcode
+        }
         #expect(try rcode("host39.d.example.") == .noError)
 
         // Rewrite the same zone in place, a line every 150 ms (same serial, a new last name),

@@ -39,8 +39,10 @@ struct DigTests {
     /// Drops what changes from run to run: IDs, ports, timings, sizes, the tool's banner.
     static func normalise(_ text: String) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).compactMap { line -> String? in
-            if line.hasPrefix(";; Query time") || line.hasPrefix(";; SERVER") || line.hasPrefix(";; WHEN") || line.hasPrefix(";; MSG SIZE")
-                || line.hasPrefix(";; Received") || line.hasPrefix(";; Time") || line.hasPrefix(";; From") || line.hasPrefix("; <<>>")
+            if line.hasPrefix(";; Query time") || line.hasPrefix(";; SERVER") || line.hasPrefix(";; WHEN")
+                || line.hasPrefix(";; MSG SIZE")
+                || line.hasPrefix(";; Received") || line.hasPrefix(";; Time") || line.hasPrefix(";; From")
+                || line.hasPrefix("; <<>>")
                 || line.hasPrefix(";; global options")
             {
                 return nil
@@ -53,7 +55,8 @@ struct DigTests {
     func matchesGolden(_ item: Case) async throws {
         let server = try await SharedServer.shared.get()
         let binary = item.tool == "dig" ? "/usr/bin/dig" : "/usr/bin/kdig"
-        let common = item.tool == "dig" ? ["+norec", "+nocookie", "+time=2", "+tries=1"] : ["+norec", "+time=2", "+retry=0"]
+        let common =
+            item.tool == "dig" ? ["+norec", "+nocookie", "+time=2", "+tries=1"] : ["+norec", "+time=2", "+retry=0"]
         let result = try run(binary, ["-p", String(server.port), "@127.0.0.1"] + common + item.arguments)
         let output = Self.normalise(result.output)
         let path = Self.directory + "/" + item.file + ".expected"
@@ -61,6 +64,8 @@ struct DigTests {
             try output.write(toFile: path, atomically: true, encoding: .utf8)
         }
         let expected = try String(contentsOfFile: path, encoding: .utf8)
-        #expect(output == expected, "\(item.tool) \(item.arguments.joined(separator: " ")) differs from \(item.file).expected")
+        #expect(
+            output == expected,
+            "\(item.tool) \(item.arguments.joined(separator: " ")) differs from \(item.file).expected")
     }
 }

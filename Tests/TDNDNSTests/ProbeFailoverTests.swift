@@ -55,7 +55,9 @@ struct ProbeFailoverTests {
 
         /// `dig +short` of the model's A record.
         func answer() throws -> String {
-            let result = try run("/usr/bin/dig", ["+short", "+tries=1", "+time=1", "@127.0.0.1", "-p", "\(dnsPort)", "m-7b.p.example", "A"])
+            let result = try run(
+                "/usr/bin/dig",
+                ["+short", "+tries=1", "+time=1", "@127.0.0.1", "-p", "\(dnsPort)", "m-7b.p.example", "A"])
             return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
@@ -70,12 +72,16 @@ struct ProbeFailoverTests {
         }
 
         func get(_ path: String) async throws -> (Int, String) {
-            let response = try await http.execute(HTTPClientRequest(url: "http://127.0.0.1:\(statusPort)\(path)"), timeout: .seconds(5))
+            let response = try await http.execute(
+                HTTPClientRequest(url: "http://127.0.0.1:\(statusPort)\(path)"), timeout: .seconds(5))
             return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 22)))
         }
 
-        func force(_ site: String, _ state: String, token: String? = ProbeFailoverTests.token) async throws -> (Int, String) {
-            var request = HTTPClientRequest(url: "http://127.0.0.1:\(statusPort)/admin/sites/\(site)/force?state=\(state)")
+        func force(
+            _ site: String, _ state: String, token: String? = ProbeFailoverTests.token
+        ) async throws -> (Int, String) {
+            var request = HTTPClientRequest(
+                url: "http://127.0.0.1:\(statusPort)/admin/sites/\(site)/force?state=\(state)")
             request.method = .POST
             if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
             let response = try await http.execute(request, timeout: .seconds(5))
@@ -109,7 +115,9 @@ struct ProbeFailoverTests {
         let fleet = try await FakeEdgeFleet.start(sites: ["near", "far"], models: ["m-7b"])
         writeFile(directory + "/p.example.zone", zone)
         writeFile(directory + "/policy.yaml", policy(fleet: fleet, whenAllDown: whenAllDown))
-        writeFile(directory + "/tdnd.yaml", """
+        writeFile(
+            directory + "/tdnd.yaml",
+            """
             zones: .
             policy: policy.yaml
             listen: [127.0.0.1:0]
@@ -141,7 +149,9 @@ struct ProbeFailoverTests {
             let bound = Self.interval * Double(Self.fall) + Self.timeout + 1
             let failover = try setup.waitForAnswer("192.0.2.2", limit: bound + 2)
             print("failover: \(failover.map { String(format: "%.2f", $0) } ?? "none") s (bound \(bound) s)")
-            #expect(failover != nil && failover! <= bound, "failover took \(failover.map { String($0) } ?? "forever"), bound \(bound) s")
+            #expect(
+                failover != nil && failover! <= bound,
+                "failover took \(failover.map { String($0) } ?? "forever"), bound \(bound) s")
             let down = try await setup.status("near")
             #expect(down["state"] as? String == "down")
             #expect((down["why"] as? String)?.contains("HTTP 503") == true, "\(down)")
@@ -151,8 +161,12 @@ struct ProbeFailoverTests {
             // near recovers: back after `rise` successes.
             setup.fleet.set("near", .healthy)
             let recovery = try setup.waitForAnswer("192.0.2.1", limit: 5)
-            print("recovery: \(recovery.map { String(format: "%.2f", $0) } ?? "none") s (rise \(Self.rise) × interval \(Self.interval) s)")
-            #expect(recovery != nil && recovery! <= Self.interval * Double(Self.rise) + 1, "recovery took \(String(describing: recovery))")
+            print(
+                "recovery: \(recovery.map { String(format: "%.2f", $0) } ?? "none") s (rise \(Self.rise) × interval \(Self.interval) s)"
+            )
+            #expect(
+                recovery != nil && recovery! <= Self.interval * Double(Self.rise) + 1,
+                "recovery took \(String(describing: recovery))")
             #expect(try await setup.metric("tdn_site_state_changes_total{site=\"near\"}") ?? 0 >= 2)
 
             // near is full: new answers go to far; room again: back.
@@ -176,7 +190,8 @@ struct ProbeFailoverTests {
                 "tdn_probes_total{kind=\"http\",result=\"failure\"}", "tdn_probe_rtt_seconds_bucket{site=\"near\"",
                 "tdn_site_load{site=\"near\"}", "tdn_site_last_success_timestamp_seconds{site=\"far\"}",
                 "tdn_dns_queries_total{transport=\"udp\",qtype=\"A\",rcode=\"NOERROR\"}",
-                "tdn_steered_answers_total{model=\"m-7b\",site=\"far\"}", "tdn_steered_answers_total{model=\"m-7b\",site=\"near\"}",
+                "tdn_steered_answers_total{model=\"m-7b\",site=\"far\"}",
+                "tdn_steered_answers_total{model=\"m-7b\",site=\"near\"}",
                 "tdn_probe_schedule_lag_seconds_bucket",
             ] {
                 #expect(metrics.contains(series), "missing \(series)")
@@ -197,7 +212,12 @@ struct ProbeFailoverTests {
             #expect(try await setup.force("nowhere", "drain").0 == 404)
             #expect(try await setup.force("near", "sideways").0 == 400)
             // Through the CLI, as an operator would.
-            let cli = try run(tdndPath, ["force", "near", "drain", "--config", setup.directory + "/tdnd.yaml", "--status", "127.0.0.1:\(setup.statusPort)"])
+            let cli = try run(
+                tdndPath,
+                [
+                    "force", "near", "drain", "--config", setup.directory + "/tdnd.yaml", "--status",
+                    "127.0.0.1:\(setup.statusPort)",
+                ])
             #expect(cli.status == 0 && cli.output.contains("near: forced drain"), "\(cli)")
             #expect(try setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
             #expect(try await setup.status("near")["state"] as? String == "drain")

@@ -18,7 +18,9 @@ struct RawQuery {
     }
 
     /// An OPT record: payload size, extended RCODE/version/DO, and raw option bytes.
-    static func opt(payload: UInt16 = 1232, version: UInt8 = 0, dnssecOK: Bool = false, options: [UInt8] = [], owner: [UInt8] = [0]) -> [UInt8] {
+    static func opt(
+        payload: UInt16 = 1232, version: UInt8 = 0, dnssecOK: Bool = false, options: [UInt8] = [], owner: [UInt8] = [0]
+    ) -> [UInt8] {
         owner + u16(41) + u16(payload) + [0, version, dnssecOK ? 0x80 : 0, 0] + u16(UInt16(options.count)) + options
     }
 
@@ -51,34 +53,187 @@ struct ProtocolTests {
     }
 
     static let malformed: [MalformedCase] = [
-        MalformedCase(label: "QDCOUNT 0", query: { var q = RawQuery(); q.counts.qd = 0; q.question = []; return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "QDCOUNT 2", query: { var q = RawQuery(); q.counts.qd = 2; q.question += q.question; return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "label of 64 octets", query: { var q = RawQuery(); q.question = [64] + Array(repeating: 97, count: 64) + [0, 0, 1, 0, 1]; return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "pointer in QNAME", query: { var q = RawQuery(); q.question = [0xC0, 12, 0, 1, 0, 1]; return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "name longer than 255", query: { var q = RawQuery(); q.question = Array(repeating: [63] + Array(repeating: UInt8(97), count: 63), count: 5).flatMap { $0 } + [0, 0, 1, 0, 1]; return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "question cut short", query: { var q = RawQuery(); q.question.removeLast(3); return q }(), rcode: .formErr, echoesQuestion: false),
-        MalformedCase(label: "ANCOUNT 1", query: { var q = RawQuery(); q.counts.an = 1; return q }(), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ARCOUNT past the end", query: { var q = RawQuery(); q.counts.ar = 2; q.rest = RawQuery.opt(); return q }(), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "two OPT records", query: { var q = RawQuery.withOPT(RawQuery.opt() + RawQuery.opt()); q.counts.ar = 2; return q }(), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "OPT not owned by the root", query: RawQuery.withOPT(RawQuery.opt(owner: [1, 97, 0])), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "OPT option past its RDATA", query: RawQuery.withOPT(RawQuery.opt(options: [0, 10, 0, 9, 1])), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ECS IPv4 source prefix 33", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 1, source: 33, address: [1, 2, 3, 4, 5]))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ECS IPv6 source prefix 129", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 2, source: 129, address: Array(repeating: 0, count: 17)))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ECS bits beyond the prefix", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 1, source: 20, address: [10, 1, 0xFF]))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ECS address longer than the prefix", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 1, source: 8, address: [10, 0]))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "ECS unknown family", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 3, source: 0, address: []))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "two ECS options", query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 1, source: 8, address: [10]) + RawQuery.ecs(family: 1, source: 8, address: [10]))), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "QTYPE OPT", query: { var q = RawQuery(); q.question = Fixtures.name("example.test.").wire + [0, 41, 0, 1]; return q }(), rcode: .formErr, echoesQuestion: true),
-        MalformedCase(label: "opcode NOTIFY", query: { var q = RawQuery(); q.flags = 0x2000; return q }(), rcode: .notImp, echoesQuestion: true),
-        MalformedCase(label: "opcode UPDATE", query: { var q = RawQuery(); q.flags = 0x2800; return q }(), rcode: .notImp, echoesQuestion: true),
-        MalformedCase(label: "opcode STATUS", query: { var q = RawQuery(); q.flags = 0x1000; return q }(), rcode: .notImp, echoesQuestion: true),
-        MalformedCase(label: "NOTIFY with an SOA in the answer section", query: { var q = RawQuery(); q.flags = 0x2000; q.counts.an = 1; q.rest = Fixtures.name("example.test.").wire + [0, 6, 0, 1, 0, 0, 0, 60, 0, 0]; return q }(), rcode: .notImp, echoesQuestion: true),
-        MalformedCase(label: "unknown opcode 9 with two questions", query: { var q = RawQuery(); q.flags = 0x4800; q.counts.qd = 2; q.question += q.question; return q }(), rcode: .notImp, echoesQuestion: false),
-        MalformedCase(label: "class CH", query: { var q = RawQuery(); q.question = Fixtures.name("version.bind.").wire + [0, 16, 0, 3]; return q }(), rcode: .refused, echoesQuestion: true),
-        MalformedCase(label: "class ANY", query: { var q = RawQuery(); q.question = Fixtures.name("example.test.").wire + [0, 1, 0, 255]; return q }(), rcode: .refused, echoesQuestion: true),
-        MalformedCase(label: "AXFR over UDP", query: { var q = RawQuery(); q.question = Fixtures.name("example.test.").wire + [0, 252, 0, 1]; return q }(), rcode: .refused, echoesQuestion: true),
-        MalformedCase(label: "IXFR over UDP", query: { var q = RawQuery(); q.question = Fixtures.name("example.test.").wire + [0, 251, 0, 1]; return q }(), rcode: .refused, echoesQuestion: true),
-        MalformedCase(label: "EDNS version 1", query: RawQuery.withOPT(RawQuery.opt(version: 1)), rcode: .badVers, echoesQuestion: true),
+        MalformedCase(
+            label: "QDCOUNT 0",
+            query: {
+                var q = RawQuery()
+                q.counts.qd = 0
+                q.question = []
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "QDCOUNT 2",
+            query: {
+                var q = RawQuery()
+                q.counts.qd = 2
+                q.question += q.question
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "label of 64 octets",
+            query: {
+                var q = RawQuery()
+                q.question = [64] + Array(repeating: 97, count: 64) + [0, 0, 1, 0, 1]
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "pointer in QNAME",
+            query: {
+                var q = RawQuery()
+                q.question = [0xC0, 12, 0, 1, 0, 1]
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "name longer than 255",
+            query: {
+                var q = RawQuery()
+                q.question =
+                    Array(repeating: [63] + Array(repeating: UInt8(97), count: 63), count: 5).flatMap { $0 } + [
+                        0, 0, 1, 0, 1,
+                    ]
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "question cut short",
+            query: {
+                var q = RawQuery()
+                q.question.removeLast(3)
+                return q
+            }(), rcode: .formErr, echoesQuestion: false),
+        MalformedCase(
+            label: "ANCOUNT 1",
+            query: {
+                var q = RawQuery()
+                q.counts.an = 1
+                return q
+            }(), rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "ARCOUNT past the end",
+            query: {
+                var q = RawQuery()
+                q.counts.ar = 2
+                q.rest = RawQuery.opt()
+                return q
+            }(), rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "two OPT records",
+            query: {
+                var q = RawQuery.withOPT(RawQuery.opt() + RawQuery.opt())
+                q.counts.ar = 2
+                return q
+            }(), rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "OPT not owned by the root", query: RawQuery.withOPT(RawQuery.opt(owner: [1, 97, 0])),
+            rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "OPT option past its RDATA", query: RawQuery.withOPT(RawQuery.opt(options: [0, 10, 0, 9, 1])),
+            rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "ECS IPv4 source prefix 33",
+            query: RawQuery.withOPT(
+                RawQuery.opt(options: RawQuery.ecs(family: 1, source: 33, address: [1, 2, 3, 4, 5]))), rcode: .formErr,
+            echoesQuestion: true),
+        MalformedCase(
+            label: "ECS IPv6 source prefix 129",
+            query: RawQuery.withOPT(
+                RawQuery.opt(options: RawQuery.ecs(family: 2, source: 129, address: Array(repeating: 0, count: 17)))),
+            rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "ECS bits beyond the prefix",
+            query: RawQuery.withOPT(
+                RawQuery.opt(options: RawQuery.ecs(family: 1, source: 20, address: [10, 1, 0xFF]))), rcode: .formErr,
+            echoesQuestion: true),
+        MalformedCase(
+            label: "ECS address longer than the prefix",
+            query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 1, source: 8, address: [10, 0]))),
+            rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "ECS unknown family",
+            query: RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: 3, source: 0, address: []))),
+            rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "two ECS options",
+            query: RawQuery.withOPT(
+                RawQuery.opt(
+                    options: RawQuery.ecs(family: 1, source: 8, address: [10])
+                        + RawQuery.ecs(family: 1, source: 8, address: [10]))), rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "QTYPE OPT",
+            query: {
+                var q = RawQuery()
+                q.question = Fixtures.name("example.test.").wire + [0, 41, 0, 1]
+                return q
+            }(), rcode: .formErr, echoesQuestion: true),
+        MalformedCase(
+            label: "opcode NOTIFY",
+            query: {
+                var q = RawQuery()
+                q.flags = 0x2000
+                return q
+            }(), rcode: .notImp, echoesQuestion: true),
+        MalformedCase(
+            label: "opcode UPDATE",
+            query: {
+                var q = RawQuery()
+                q.flags = 0x2800
+                return q
+            }(), rcode: .notImp, echoesQuestion: true),
+        MalformedCase(
+            label: "opcode STATUS",
+            query: {
+                var q = RawQuery()
+                q.flags = 0x1000
+                return q
+            }(), rcode: .notImp, echoesQuestion: true),
+        MalformedCase(
+            label: "NOTIFY with an SOA in the answer section",
+            query: {
+                var q = RawQuery()
+                q.flags = 0x2000
+                q.counts.an = 1
+                q.rest = Fixtures.name("example.test.").wire + [0, 6, 0, 1, 0, 0, 0, 60, 0, 0]
+                return q
+            }(), rcode: .notImp, echoesQuestion: true),
+        MalformedCase(
+            label: "unknown opcode 9 with two questions",
+            query: {
+                var q = RawQuery()
+                q.flags = 0x4800
+                q.counts.qd = 2
+                q.question += q.question
+                return q
+            }(), rcode: .notImp, echoesQuestion: false),
+        MalformedCase(
+            label: "class CH",
+            query: {
+                var q = RawQuery()
+                q.question = Fixtures.name("version.bind.").wire + [0, 16, 0, 3]
+                return q
+            }(), rcode: .refused, echoesQuestion: true),
+        MalformedCase(
+            label: "class ANY",
+            query: {
+                var q = RawQuery()
+                q.question = Fixtures.name("example.test.").wire + [0, 1, 0, 255]
+                return q
+            }(), rcode: .refused, echoesQuestion: true),
+        MalformedCase(
+            label: "AXFR over UDP",
+            query: {
+                var q = RawQuery()
+                q.question = Fixtures.name("example.test.").wire + [0, 252, 0, 1]
+                return q
+            }(), rcode: .refused, echoesQuestion: true),
+        MalformedCase(
+            label: "IXFR over UDP",
+            query: {
+                var q = RawQuery()
+                q.question = Fixtures.name("example.test.").wire + [0, 251, 0, 1]
+                return q
+            }(), rcode: .refused, echoesQuestion: true),
+        MalformedCase(
+            label: "EDNS version 1", query: RawQuery.withOPT(RawQuery.opt(version: 1)), rcode: .badVers,
+            echoesQuestion: true),
     ]
 
     @Test(arguments: malformed)
@@ -103,11 +258,12 @@ struct ProtocolTests {
         #expect(response.rcode == .refused)
     }
 
-    @Test(arguments: [
-        ("response bit set", RawQuery(flags: 0x8100).bytes),
-        ("11-octet header", Array(RawQuery().bytes.prefix(11))),
-        ("empty datagram", []),
-    ] as [(String, [UInt8])])
+    @Test(
+        arguments: [
+            ("response bit set", RawQuery(flags: 0x8100).bytes),
+            ("11-octet header", Array(RawQuery().bytes.prefix(11))),
+            ("empty datagram", []),
+        ] as [(String, [UInt8])])
     func dropped(_ label: String, _ bytes: [UInt8]) async throws {
         let server = try await SharedServer.shared.get()
         var client = server.client
@@ -147,11 +303,15 @@ struct ProtocolTests {
         (UInt16(1), UInt8(22), [UInt8]([10, 1, 4])),
     ])
     func clientSubnetIsEchoedWithScopeZero(family: UInt16, source: UInt8, address: [UInt8]) async throws {
-        let response = try await ask(RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: family, source: source, address: address))).bytes)
+        let response = try await ask(
+            RawQuery.withOPT(RawQuery.opt(options: RawQuery.ecs(family: family, source: source, address: address)))
+                .bytes)
         #expect(response.rcode == .noError && response.answers.count == 1)
         // RFC 7871 §7.2.1: same family, source prefix and address; scope 0 for an answer that
         // does not depend on the client.
-        #expect(response.edns?.clientSubnet == ClientSubnet(family: family, sourcePrefixLength: source, scopePrefixLength: 0, address: address))
+        #expect(
+            response.edns?.clientSubnet
+                == ClientSubnet(family: family, sourcePrefixLength: source, scopePrefixLength: 0, address: address))
     }
 
     @Test func udpSizeLimitsAndTruncation() async throws {
@@ -179,7 +339,8 @@ struct ProtocolTests {
     @Test func largerServerPayloadFitsBigAnswers() async throws {
         let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, maxUDPPayload: 4096)
         defer { Task { await server.stop() } }
-        let response = try server.client.query(Message.query(Fixtures.name("big.example.test."), .txt, edns: EDNS(udpPayloadSize: 4096)))
+        let response = try server.client.query(
+            Message.query(Fixtures.name("big.example.test."), .txt, edns: EDNS(udpPayloadSize: 4096)))
         #expect(!response.header.truncated && response.answers.count == 8)
         #expect(response.edns?.udpPayloadSize == 4096)
     }

@@ -9,7 +9,8 @@ import Testing
 /// the lines the README shows under it.
 @Suite("README examples")
 struct ReadmeTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     struct Example {
         var command: [String]
@@ -37,9 +38,11 @@ struct ReadmeTests {
     /// The bundled demo (tdnd.yaml: zones, policy and the geo database `make geoip` builds).
     @Test func digExamplesGiveTheAnswersShown() async throws {
         let config = try DaemonConfig.load(path: Self.root.appendingPathComponent("tdnd.yaml").path)
-        let server = try await TestServer.start(zones: [:], threads: 1, load: { _ in ConfigurationLoader(config: config).load() }, configure: {
-            $0.listen = [ListenAddress(host: "127.0.0.1", port: 0), ListenAddress(host: "::1", port: 0)]
-        })
+        let server = try await TestServer.start(
+            zones: [:], threads: 1, load: { _ in ConfigurationLoader(config: config).load() },
+            configure: {
+                $0.listen = [ListenAddress(host: "127.0.0.1", port: 0), ListenAddress(host: "::1", port: 0)]
+            })
         defer { Task { await server.stop() } }
         let examples = try Self.examples()
         #expect(examples.count >= 5)

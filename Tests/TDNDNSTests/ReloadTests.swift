@@ -20,7 +20,8 @@ struct ReloadTests {
     }
 
     @Test func goodFileIsSwappedIn() async throws {
-        let server = try await TestServer.start(zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
+        let server = try await TestServer.start(
+            zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
         defer { Task { await server.stop() } }
         #expect(try www(server) == ["192.0.2.1"])
         #expect(server.reloader.reloadIfChanged() == .unchanged)
@@ -31,7 +32,8 @@ struct ReloadTests {
     }
 
     @Test func brokenFileKeepsTheOldDataServing() async throws {
-        let server = try await TestServer.start(zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
+        let server = try await TestServer.start(
+            zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
         defer { Task { await server.stop() } }
         let before = server.snapshot
         server.write("r.example.zone", Self.zone(serial: 2, address: "192.0.2.999"))
@@ -40,7 +42,8 @@ struct ReloadTests {
             return
         }
         #expect(errors.count == 1)
-        #expect(errors[0].hasSuffix("r.example.zone:5: syntax error, could not parse the RR's rdata: www IN A 192.0.2.999"))
+        #expect(
+            errors[0].hasSuffix("r.example.zone:5: syntax error, could not parse the RR's rdata: www IN A 192.0.2.999"))
         #expect(server.snapshot === before)
         #expect(try www(server) == ["192.0.2.1"])
         // A failed file is not retried until it changes again; then the fix is picked up.
@@ -53,7 +56,8 @@ struct ReloadTests {
 
     @Test func changedIncludeIsNoticed() async throws {
         let zone = Self.zone(serial: 1, address: "192.0.2.1") + "\n$INCLUDE r.inc\n"
-        let server = try await TestServer.start(zones: ["r.example.zone": zone, "r.inc": "extra IN A 192.0.2.10\n"], threads: 1)
+        let server = try await TestServer.start(
+            zones: ["r.example.zone": zone, "r.inc": "extra IN A 192.0.2.10\n"], threads: 1)
         defer { Task { await server.stop() } }
         usleep(10_000)
         server.write("r.inc", "extra IN A 192.0.2.11\n")
@@ -77,12 +81,14 @@ struct ReloadTests {
     @Test func watcherWaitsForTheFilesToSettle() async throws {
         let clock = Clock()
         let server = try await TestServer.start(
-            zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1, settle: 2, clock: { clock.now })
+            zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1, settle: 2,
+            clock: { clock.now })
         defer { Task { await server.stop() } }
         // A writer still at work: the file changes between every two checks.
         for step in 0..<5 {
             usleep(10_000)
-            server.write("r.example.zone", Self.zone(serial: 2, address: "192.0.2.1") + String(repeating: "\n", count: step))
+            server.write(
+                "r.example.zone", Self.zone(serial: 2, address: "192.0.2.1") + String(repeating: "\n", count: step))
             #expect(server.reloader.reloadIfChanged() == .settling)
             clock.now += 1
             #expect(try www(server) == ["192.0.2.1"])
@@ -98,7 +104,8 @@ struct ReloadTests {
     /// Issue 12: content changed with the serial unchanged (or lower) is refused by the watcher,
     /// kept out until the file changes again, and loaded by a forced reload.
     @Test func watcherRefusesAChangeWithoutANewSerial() async throws {
-        let server = try await TestServer.start(zones: ["r.example.zone": Self.zone(serial: 5, address: "192.0.2.1")], threads: 1)
+        let server = try await TestServer.start(
+            zones: ["r.example.zone": Self.zone(serial: 5, address: "192.0.2.1")], threads: 1)
         defer { Task { await server.stop() } }
         let before = server.snapshot
         for serial in [5, 4, 5 &+ 0x8000_0000] {
@@ -108,7 +115,10 @@ struct ReloadTests {
                 Issue.record("serial \(serial): published")
                 continue
             }
-            #expect(errors == ["\(server.directory)/r.example.zone: zone r.example. changed but its serial \(UInt32(truncatingIfNeeded: serial)) did not increase (was 5); still serving the previous data: raise the serial, or send SIGHUP to load it as it is"])
+            #expect(
+                errors == [
+                    "\(server.directory)/r.example.zone: zone r.example. changed but its serial \(UInt32(truncatingIfNeeded: serial)) did not increase (was 5); still serving the previous data: raise the serial, or send SIGHUP to load it as it is"
+                ])
             #expect(server.snapshot === before)
             #expect(server.reloader.reloadIfChanged() == .unchanged, "not retried until the file changes")
         }
@@ -129,7 +139,8 @@ struct ReloadTests {
     }
 
     @Test func addedAndRemovedZones() async throws {
-        let server = try await TestServer.start(zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
+        let server = try await TestServer.start(
+            zones: ["r.example.zone": Self.zone(serial: 1, address: "192.0.2.1")], threads: 1)
         defer { Task { await server.stop() } }
         server.write("s.example.zone", Self.zone(serial: 1, address: "192.0.2.5"))
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 2))

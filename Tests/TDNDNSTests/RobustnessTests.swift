@@ -38,7 +38,9 @@ func hostilePacket(_ random: inout SeededRandom) -> [UInt8] {
         packet += [0xC0 | UInt8(loopAt >> 8), UInt8(loopAt & 0xFF)] + [0, 41, 4, 0, 0, 0, 0, 0, 0, 0]
     case 5:
         // An oversize label in the question.
-        packet = Array(packet.prefix(12)) + [UInt8.random(in: 64...255, using: &random)] + Array(repeating: 97, count: 80) + [0, 0, 1, 0, 1]
+        packet =
+            Array(packet.prefix(12)) + [UInt8.random(in: 64...255, using: &random)] + Array(repeating: 97, count: 80)
+            + [0, 0, 1, 0, 1]
     default:
         packet += (0..<Int.random(in: 1..<40, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
     }
@@ -57,11 +59,14 @@ struct RobustnessTests {
         for round in 0..<50_000 {
             let packet = hostilePacket(&random)
             let count = packet.withUnsafeBytes { input in
-                out.withUnsafeMutableBytes { responder.respond(to: input, into: $0, transport: .udp, snapshot: server.snapshot) }
+                out.withUnsafeMutableBytes {
+                    responder.respond(to: input, into: $0, transport: .udp, snapshot: server.snapshot)
+                }
             }
             #expect(count == 0 || (count >= 12 && count <= 1232), "seed \(Self.seed) round \(round)")
             if count > 0 {
-                #expect(out[0] == packet[0] && out[1] == packet[1], "the ID is copied (seed \(Self.seed) round \(round))")
+                #expect(
+                    out[0] == packet[0] && out[1] == packet[1], "the ID is copied (seed \(Self.seed) round \(round))")
                 #expect(out[2] & 0x80 != 0)
             }
         }
@@ -115,18 +120,33 @@ struct RobustnessTests {
                 case .ns, .cname: rdata = randomName().wire
                 case .mx: rdata = [0, 10] + randomName().wire
                 case .srv: rdata = [0, 1, 0, 2, 0, 3] + randomName().wire
-                case .soa: rdata = randomName().wire + randomName().wire + (0..<20).map { _ in UInt8.random(in: 0...255, using: &random) }
-                default: rdata = (0..<Int.random(in: 0...30, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+                case .soa:
+                    rdata =
+                        randomName().wire + randomName().wire
+                        + (0..<20).map { _ in UInt8.random(in: 0...255, using: &random) }
+                default:
+                    rdata = (0..<Int.random(in: 0...30, using: &random)).map { _ in
+                        UInt8.random(in: 0...255, using: &random)
+                    }
                 }
-                return ResourceRecord(name: randomName(), type: type, ttl: UInt32.random(in: 0...86400, using: &random), rdata: rdata)
+                return ResourceRecord(
+                    name: randomName(), type: type, ttl: UInt32.random(in: 0...86400, using: &random), rdata: rdata)
             }
-            var message = Message(header: Header(id: UInt16.random(in: 0...65535, using: &random), flags: UInt16.random(in: 0...65535, using: &random) & 0xFFF0))
-            message.questions = [Question(name: randomName(), type: types[Int.random(in: 0..<types.count, using: &random)])]
+            var message = Message(
+                header: Header(
+                    id: UInt16.random(in: 0...65535, using: &random),
+                    flags: UInt16.random(in: 0...65535, using: &random) & 0xFFF0))
+            message.questions = [
+                Question(name: randomName(), type: types[Int.random(in: 0..<types.count, using: &random)])
+            ]
             message.answers = (0..<Int.random(in: 0...3, using: &random)).map { _ in randomRecord() }
             message.authority = (0..<Int.random(in: 0...2, using: &random)).map { _ in randomRecord() }
             message.additional = (0..<Int.random(in: 0...2, using: &random)).map { _ in randomRecord() }
             if Bool.random(using: &random) {
-                message.edns = EDNS(udpPayloadSize: 1232, clientSubnet: ClientSubnet(address: [10, 20, 30, 40], prefix: UInt8.random(in: 0...32, using: &random)))
+                message.edns = EDNS(
+                    udpPayloadSize: 1232,
+                    clientSubnet: ClientSubnet(
+                        address: [10, 20, 30, 40], prefix: UInt8.random(in: 0...32, using: &random)))
             }
             let decoded = try Message(decoding: message.encoded())
             var expected = message

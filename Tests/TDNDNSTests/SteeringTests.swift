@@ -1,17 +1,19 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import TDNDNS
 import TDNTestSupport
 import Testing
 
 @testable import TDNDaemon
 
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
 /// Model hostnames through real sockets: ECS or source address → class → site, with the scope.
 @Suite("Steering end to end", .serialized)
 struct SteeringTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     static let zone = """
         $TTL 300
@@ -47,7 +49,12 @@ struct SteeringTests {
     static let database: String = {
         let directory = makeTemporaryDirectory()
         writeFile(directory + "/networks.csv", networks)
-        let result = try! run("/usr/bin/env", ["python3", root.appendingPathComponent("scripts/build-geoip.py").path, "--networks", directory + "/networks.csv", "--out", directory + "/test.mmdb"])
+        let result = try! run(
+            "/usr/bin/env",
+            [
+                "python3", root.appendingPathComponent("scripts/build-geoip.py").path, "--networks",
+                directory + "/networks.csv", "--out", directory + "/test.mmdb",
+            ])
         precondition(result.status == 0, result.error)
         return directory + "/test.mmdb"
     }()
@@ -61,12 +68,16 @@ struct SteeringTests {
     }
 
     static func start() async throws -> TestServer {
-        try await TestServer.start(zones: ["t.example.zone": zone, "policy.yaml": policy], threads: 1, load: {
-            ConfigurationLoader(config: config($0)).load()
-        })
+        try await TestServer.start(
+            zones: ["t.example.zone": zone, "policy.yaml": policy], threads: 1,
+            load: {
+                ConfigurationLoader(config: config($0)).load()
+            })
     }
 
-    func ask(_ server: TestServer, _ name: String, _ type: RecordType = .a, subnet: String? = nil, tcp: Bool = false) throws -> Message {
+    func ask(
+        _ server: TestServer, _ name: String, _ type: RecordType = .a, subnet: String? = nil, tcp: Bool = false
+    ) throws -> Message {
         var edns = EDNS()
         if let subnet {
             let prefix = subnet.split(separator: "/")
@@ -148,7 +159,13 @@ struct SteeringTests {
         let server = try await Self.start()
         defer { Task { await server.stop() } }
         func dig(_ subnet: String) throws -> String {
-            try run("/usr/bin/dig", ["-p", String(server.port), "@127.0.0.1", "+norec", "+time=2", "+tries=1", "+subnet=\(subnet)", "small.t.example", "A"]).output
+            try run(
+                "/usr/bin/dig",
+                [
+                    "-p", String(server.port), "@127.0.0.1", "+norec", "+time=2", "+tries=1", "+subnet=\(subnet)",
+                    "small.t.example", "A",
+                ]
+            ).output
         }
         let germany = try dig("5.9.1.0/24")
         let us = try dig("8.8.8.0/24")
@@ -167,11 +184,17 @@ struct SteeringTests {
             Issue.record("a broken policy reloaded")
             return
         }
-        #expect(errors.contains { $0.hasSuffix("policy.yaml:10: sites.fra.tier: tier must be edge, regional or central") })
+        #expect(
+            errors.contains { $0.hasSuffix("policy.yaml:10: sites.fra.tier: tier must be edge, regional or central") })
         #expect(try ask(server, "small.t.example.", subnet: "5.9.1.0/24").answers.map(\.rdataText) == ["192.0.2.1"])
         // A good change (fra gone) is picked up by the watcher's check.
         usleep(10_000)
-        server.write("policy.yaml", Self.policy.replacingOccurrences(of: "  fra: {tier: edge, location: {lat: 50.1, lon: 8.7, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], ipv6: [\"2001:db8::1\"]}\n", with: ""))
+        server.write(
+            "policy.yaml",
+            Self.policy.replacingOccurrences(
+                of:
+                    "  fra: {tier: edge, location: {lat: 50.1, lon: 8.7, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], ipv6: [\"2001:db8::1\"]}\n",
+                with: ""))
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1))
         #expect(try ask(server, "small.t.example.", subnet: "5.9.1.0/24").answers.map(\.rdataText) == ["192.0.2.2"])
     }
@@ -180,7 +203,10 @@ struct SteeringTests {
         let directory = makeTemporaryDirectory()
         writeFile(directory + "/t.example.zone", Self.zone)
         writeFile(directory + "/policy.yaml", Self.policy)
-        let arguments = ["explain", "small.t.example", "--client", "5.9.1.0/24", "--zones", directory, "--policy", directory + "/policy.yaml", "--geoip", Self.database, "--config", directory + "/none.yaml"]
+        let arguments = [
+            "explain", "small.t.example", "--client", "5.9.1.0/24", "--zones", directory, "--policy",
+            directory + "/policy.yaml", "--geoip", Self.database, "--config", directory + "/none.yaml",
+        ]
         writeFile(directory + "/none.yaml", "zones: .\n")
         let text = try run(tdndPath, arguments)
         #expect(text.status == 0, "\(text.error)")
@@ -199,11 +225,16 @@ struct SteeringTests {
         let directory = makeTemporaryDirectory()
         writeFile(directory + "/t.example.zone", Self.zone)
         writeFile(directory + "/policy.yaml", Self.policy)
-        writeFile(directory + "/tdnd.yaml", "zones: .\npolicy: policy.yaml\ngeoip: \(Self.database)\nlisten: [127.0.0.1:0]\nstatus: 127.0.0.1:0\nthreads: 1\n")
+        writeFile(
+            directory + "/tdnd.yaml",
+            "zones: .\npolicy: policy.yaml\ngeoip: \(Self.database)\nlisten: [127.0.0.1:0]\nstatus: 127.0.0.1:0\nthreads: 1\n"
+        )
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let status = try #require(daemon.port(after: "status server on 127.0.0.1:"), "the status server reports its port")
+        let status = try #require(
+            daemon.port(after: "status server on 127.0.0.1:"), "the status server reports its port")
         func get(_ path: String) async throws -> (Int, Data) {
-            let (data, response) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(status)\(path)")!)
+            let (data, response) = try await URLSession.shared.data(
+                from: URL(string: "http://127.0.0.1:\(status)\(path)")!)
             return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
         }
         let (healthCode, health) = try await get("/healthz")
@@ -214,7 +245,9 @@ struct SteeringTests {
         #expect(report?["answerSites"] as? [String] == ["fra"])
         #expect(report?["ecsScope"] as? Int == 17)
         let (badCode, bad) = try await get("/explain?host=nothing.t.example&client=5.9.1.0/24")
-        #expect(badCode == 400 && String(decoding: bad, as: UTF8.self).hasPrefix("nothing.t.example is not a model hostname"))
+        #expect(
+            badCode == 400
+                && String(decoding: bad, as: UTF8.self).hasPrefix("nothing.t.example is not a model hostname"))
         let (missingCode, _) = try await get("/explain?host=small.t.example")
         #expect(missingCode == 400)
     }
@@ -227,7 +260,10 @@ struct SteeringTests {
             Issue.record("a model name with zone data loaded")
             return
         }
-        #expect(errors.errors.map(\.message) == ["model hostname small.t.example. also has records in \(directory)/t.example.zone"])
+        #expect(
+            errors.errors.map(\.message) == [
+                "model hostname small.t.example. also has records in \(directory)/t.example.zone"
+            ])
     }
 }
 

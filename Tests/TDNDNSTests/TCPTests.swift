@@ -69,7 +69,8 @@ struct TCPTests {
     }
 
     @Test func idleConnectionsAreClosed() async throws {
-        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: { $0.tcp.idleTimeout = .milliseconds(300) })
+        let server = try await TestServer.start(
+            zones: Fixtures.zones, threads: 1, configure: { $0.tcp.idleTimeout = .milliseconds(300) })
         defer { Task { await server.stop() } }
         var client = server.client
         client.timeoutMilliseconds = 3000
@@ -82,7 +83,8 @@ struct TCPTests {
     }
 
     @Test func connectionLimit() async throws {
-        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: { $0.tcp.maxConnections = 2 })
+        let server = try await TestServer.start(
+            zones: Fixtures.zones, threads: 1, configure: { $0.tcp.maxConnections = 2 })
         defer { Task { await server.stop() } }
         let client = server.client
         let first = try client.openTCP()
@@ -113,12 +115,14 @@ extension TCPTests {
     /// first byte, and one client may hold only `maxPerClient` connections: a legitimate
     /// client from another address is served while an attacker trickles bytes.
     @Test func slowlorisIsCutOffAndOneClientCannotTakeEverySlot() async throws {
-        let server = try await TestServer.start(zones: Fixtures.zones, threads: 1, configure: {
-            $0.tcp.messageTimeout = .seconds(1)
-            $0.tcp.maxPerClient = 4
-            $0.tcp.maxConnections = 8
-            $0.tcp.idleTimeout = .seconds(10)
-        })
+        let server = try await TestServer.start(
+            zones: Fixtures.zones, threads: 1,
+            configure: {
+                $0.tcp.messageTimeout = .seconds(1)
+                $0.tcp.maxPerClient = 4
+                $0.tcp.maxConnections = 8
+                $0.tcp.idleTimeout = .seconds(10)
+            })
         defer { Task { await server.stop() } }
         let query = Message.query(Fixtures.name("www.example.test."), .a).encoded()
         let framed = [UInt8(query.count >> 8), UInt8(query.count & 0xFF)] + query
