@@ -103,9 +103,6 @@ public struct DomainName: Hashable, Sendable, CustomStringConvertible {
         return DomainName(uncheckedWire: Array(wire[(1 + Int(wire[0]))...]))
     }
 
-    /// The first label's bytes.
-    public var firstLabel: ArraySlice<UInt8> { wire[1..<(1 + Int(wire[0]))] }
-
     /// `label.self`
     public func prepending(label: [UInt8]) throws(WireError) -> DomainName {
         try DomainName(wire: [UInt8(label.count)] + label + wire)

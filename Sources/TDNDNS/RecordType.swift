@@ -54,14 +54,6 @@ public struct RecordType: RawRepresentable, Hashable, Sendable, Comparable, Cust
     public var description: String { Self.mnemonics[rawValue] ?? "TYPE\(rawValue)" }
 
     public static func < (lhs: RecordType, rhs: RecordType) -> Bool { lhs.rawValue < rhs.rawValue }
-
-    /// Types whose RDATA holds domain names that RFC 3597 §4 allows us to compress.
-    var hasCompressibleNames: Bool {
-        switch self {
-        case .ns, .cname, .soa, .ptr, .mx: return true
-        default: return false
-        }
-    }
 }
 
 /// A DNS RCODE, including the extended values carried in the OPT record (RFC 6891 §6.1.3).

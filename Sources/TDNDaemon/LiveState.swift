@@ -16,9 +16,13 @@ enum ProbePlan {
                 site: site.id,
                 http: probe.http.map { ProbeTarget.HTTPCheck(url: $0, expect: probe.expect, body: probe.body) },
                 tcp: probe.tcp, metrics: probe.metrics,
-                capacity: probe.capacity.map { CapacityModel(signals: $0.map { LoadSignal(names: $0.names, full: $0.full, weight: $0.weight) }) } ?? .vLLM,
+                capacity: probe.capacity.map {
+                    CapacityModel(signals: $0.map { LoadSignal(names: $0.names, full: $0.full, weight: $0.weight) })
+                } ?? .vLLM,
                 models: probe.models, interval: probe.interval, timeout: probe.timeout, jitter: probe.effectiveJitter,
-                rules: HealthRules(rise: probe.rise, fall: probe.fall, highWater: probe.highWater, lowWater: probe.lowWater, staleAfter: probe.effectiveStale))
+                rules: HealthRules(
+                    rise: probe.rise, fall: probe.fall, highWater: probe.highWater, lowWater: probe.lowWater,
+                    staleAfter: probe.effectiveStale))
         }
     }
 
@@ -29,7 +33,9 @@ enum ProbePlan {
         var view = HealthView()
         for site in policy.sites where site.probe.isConfigured {
             if let state = live[site.id] {
-                view.sites[site.id] = SiteHealth(up: state.up, saturated: state.saturated, models: state.models, unsettled: state.unsettled, lastUp: state.lastUp)
+                view.sites[site.id] = SiteHealth(
+                    up: state.up, saturated: state.saturated, models: state.models, unsettled: state.unsettled,
+                    lastUp: state.lastUp)
             } else {
                 view.sites[site.id] = SiteHealth(up: false)
             }
@@ -78,7 +84,9 @@ final class LiveState: Sendable {
 
     func save() {
         guard let statePath else { return }
-        do { try monitor.save(to: statePath) } catch { logger.warning("\(statePath): cannot save health state: \(error)") }
+        do { try monitor.save(to: statePath) } catch {
+            logger.warning("\(statePath): cannot save health state: \(error)")
+        }
     }
 
     /// Points the probes at the policy's sites (at start and after each reload).
@@ -106,7 +114,9 @@ final class LiveState: Sendable {
 
     private func rebuildIfChanged() {
         lock.withLock { _ in
-            guard let loaded = serving.loaded, let policy = loaded.policy, let store = store.withLock({ $0 }) else { return }
+            guard let loaded = serving.loaded, let policy = loaded.policy, let store = store.withLock({ $0 }) else {
+                return
+            }
             let view = ProbePlan.view(policy, monitor)
             guard view != loaded.health else { return }
             for site in policy.sites {
