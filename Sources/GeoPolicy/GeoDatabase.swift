@@ -10,20 +10,29 @@ public final class GeoDatabase: @unchecked Sendable {
     public let path: String
     public let databaseType: String
     public let ipVersion: Int
-    private var mmdb = MMDB_s()
+    /// The open database, at an address of its own: libmaxminddb keeps pointers to it in every
+    /// entry it returns, so it must never move (`&` of a stored property may pass a temporary),
+    /// and lookups from several threads read it at once (read-only, as libmaxminddb allows).
+    private let mmdb: UnsafeMutablePointer<MMDB_s>
+    private var isOpen = false
 
     public init(path: String) throws(PolicyErrors) {
         self.path = path
-        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), &mmdb)
+        mmdb = .allocate(capacity: 1)
+        mmdb.initialize(to: MMDB_s())
+        let status = MMDB_open(path, UInt32(MMDB_MODE_MMAP), mmdb)
+        isOpen = status == MMDB_SUCCESS
         guard status == MMDB_SUCCESS else {
+            // Not fully initialized: no deinit will run.
+            mmdb.deallocate()
             throw PolicyErrors([
                 PolicyError(
                     file: path, line: 0,
                     message: "cannot open the geo database: \(String(cString: MMDB_strerror(status)))")
             ])
         }
-        databaseType = String(cString: mmdb.metadata.database_type)
-        ipVersion = Int(mmdb.metadata.ip_version)
+        databaseType = String(cString: mmdb.pointee.metadata.database_type)
+        ipVersion = Int(mmdb.pointee.metadata.ip_version)
         // Check at load what the query path relies on: country codes in the records.
         var sample: Location? = nil
         for probe in ["8.8.8.8", "1.1.1.1", "5.9.1.1", "133.1.1.1", "2001:4860::1", "192.0.2.1", "198.51.100.1"] {
@@ -34,7 +43,6 @@ public final class GeoDatabase: @unchecked Sendable {
         }
         let type = databaseType.lowercased()
         guard sample != nil || type.contains("country") || type.contains("city") else {
-            MMDB_close(&mmdb)
             throw PolicyErrors([
                 PolicyError(
                     file: path, line: 0,
@@ -45,7 +53,10 @@ public final class GeoDatabase: @unchecked Sendable {
         }
     }
 
-    deinit { MMDB_close(&mmdb) }
+    deinit {
+        if isOpen { MMDB_close(mmdb) }
+        mmdb.deallocate()
+    }
 
     /// The location of an address (4 or 16 octets) and the prefix length of the database
     /// network that matched (for IPv4 in an IPv6 database, in IPv4 bits).
@@ -67,7 +78,7 @@ public final class GeoDatabase: @unchecked Sendable {
         }
         var error: Int32 = 0
         var result = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(&mmdb, $0, &error) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { MMDB_lookup_sockaddr(mmdb, $0, &error) }
         }
         var prefix = Int(result.netmask)
         if isIPv4 && ipVersion == 6 { prefix = max(0, prefix - 96) }
@@ -118,7 +129,7 @@ public final class GeoDatabase: @unchecked Sendable {
         _ locate: (Location?) -> Int32, v4: inout [(UInt32, UInt8, Int32)], v6: inout [(UInt64, UInt64, UInt8, Int32)]
     ) {
         var classOfEntry: [UInt32: Int32] = [:]
-        let nodeCount = UInt64(mmdb.metadata.node_count)
+        let nodeCount = UInt64(mmdb.pointee.metadata.node_count)
         func classify(_ entry: MMDB_entry_s) -> Int32 {
             if let known = classOfEntry[entry.offset] { return known }
             var copy = entry
@@ -126,13 +137,13 @@ public final class GeoDatabase: @unchecked Sendable {
             classOfEntry[entry.offset] = id
             return id
         }
-        let ipv4Start = UInt64(mmdb.ipv4_start_node.node_value)
+        let ipv4Start = UInt64(mmdb.pointee.ipv4_start_node.node_value)
         // Explicit stack: (node, depth, high 64 bits, low 64 bits).
         func walk(root: UInt64, bits: Int, emit: (UInt64, UInt64, Int, Int32) -> Void, skipIPv4: Bool) {
             var stack: [(UInt64, Int, UInt64, UInt64)] = [(root, 0, 0, 0)]
             while let (node, depth, high, low) = stack.popLast() {
                 var record = MMDB_search_node_s()
-                guard MMDB_read_node(&mmdb, UInt32(node), &record) == MMDB_SUCCESS else { continue }
+                guard MMDB_read_node(mmdb, UInt32(node), &record) == MMDB_SUCCESS else { continue }
                 for side in 0..<2 {
                     let childDepth = depth + 1
                     var childHigh = high
@@ -165,7 +176,7 @@ public final class GeoDatabase: @unchecked Sendable {
                 emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) },
                 skipIPv4: false)
         } else {
-            if mmdb.ipv4_start_node.netmask == 96 {
+            if mmdb.pointee.ipv4_start_node.netmask == 96 {
                 walk(
                     root: ipv4Start, bits: 32,
                     emit: { _, low, depth, id in v4.append((UInt32(truncatingIfNeeded: low), UInt8(depth), id)) },
