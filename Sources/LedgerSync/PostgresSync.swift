@@ -121,18 +121,25 @@ public final class PostgresSync: Sendable {
     {
         let once = Once()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
+            let timer = TaskBox()
             let task = Task {
                 let result: Result<T, Error>
                 do { result = .success(try await work()) } catch { result = .failure(error) }
-                if once.claim() { continuation.resume(with: result) }
-            }
-            Task {
-                try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
                 if once.claim() {
+                    // Done first: the timer is not left sleeping (one per sync cycle otherwise).
+                    timer.task.withLock { $0?.cancel() }
+                    continuation.resume(with: result)
+                }
+            }
+            let sleeper = Task {
+                try? await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+                if !Task.isCancelled, once.claim() {
                     task.cancel()
                     continuation.resume(throwing: Timeout())
                 }
             }
+            timer.task.withLock { $0 = sleeper }
+            if once.isClaimed { sleeper.cancel() }
         }
     }
 
@@ -240,8 +247,14 @@ extension LedgerStore {
 }
 
 /// True for the first caller only.
+/// A task handle shared between tasks.
+final class TaskBox: Sendable {
+    let task = Mutex<Task<Void, Never>?>(nil)
+}
+
 final class Once: Sendable {
     private let done = Mutex(false)
+    var isClaimed: Bool { done.withLock { $0 } }
     func claim() -> Bool {
         done.withLock { done in
             defer { done = true }
