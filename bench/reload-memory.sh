@@ -24,12 +24,12 @@ pid=$!
 pids+=("$pid")
 for _ in $(seq 600); do grep -q "serving" "$work/tdnd.log" && break; sleep 0.2; done
 rss() { awk '/VmRSS/ { printf "%.0f MB", $2 / 1024 }' "/proc/$pid/status"; }
-sleep 1
+sleep 4
 echo "$RECORDS records; after the start: $(rss)"
 for round in $(seq "$ROUNDS"); do
     before=$(grep -c "reloaded:" "$work/tdnd.log" || true)
     kill -HUP "$pid"
     for _ in $(seq 1200); do [ "$(grep -c "reloaded:" "$work/tdnd.log" || true)" -gt "$before" ] && break; sleep 0.1; done
-    sleep 1.5
+    sleep 4
     echo "after reload $round: $(rss)"
 done

@@ -228,7 +228,11 @@ enum FreedMemory {
     /// the snapshot that owns them, they go straight back to the system.
     static func configure() { _ = tdn_fix_mmap_threshold(256 << 10) }
 
-    static func release(after delay: Double = 0.5) {
-        queue.asyncAfter(deadline: .now() + delay) { _ = tdn_release_free_memory() }
+    /// Trims soon after a swap, and once more a few seconds later for what a busy machine
+    /// freed late (a query batch or a status request still holding the old snapshot).
+    static func release() {
+        for delay in [0.5, 3.0] {
+            queue.asyncAfter(deadline: .now() + delay) { _ = tdn_release_free_memory() }
+        }
     }
 }
