@@ -266,8 +266,7 @@ public final class Prober: Sendable {
             request.headers.add(name: "User-Agent", value: "tdnd-probe")
             let response = try await client.execute(request, timeout: timeout)
             let body: ByteBuffer
-            do { body = try await response.body.collect(upTo: limit) } catch let error as NIOTooManyBytesError {
-                _ = error
+            do { body = try await response.body.collect(upTo: limit) } catch is NIOTooManyBytesError {
                 return Outcome(result: .failure(.failed("body larger than \(limit >> 10) KB")), seconds: elapsed())
             }
             return Outcome(

@@ -63,16 +63,23 @@ public struct StrictJSON {
             index += 1
             return
         }
-        // Objects here have a handful of keys: a linear scan beats hashing.
+        // Objects here have a handful of keys: a linear scan beats hashing, up to a point; past
+        // it a set, so that an object of many keys costs linear time, not quadratic.
         var seen: [String] = []
+        var seenSet: Set<ExactKey> = []
         while true {
             skipWhitespace()
             guard peek == UInt8(ascii: "\"") else { throw error("expected a key in quotes") }
             let key = try rawString()
-            if seen.contains(where: { $0.utf8.elementsEqual(key.utf8) }) {
+            if seen.count < 16 {
+                if seen.contains(where: { $0.utf8.elementsEqual(key.utf8) }) {
+                    throw error("duplicate key \(quoted(key))")
+                }
+                seen.append(key)
+                if seen.count == 16 { seenSet = Set(seen.map(ExactKey.init)) }
+            } else if !seenSet.insert(ExactKey(key)).inserted {
                 throw error("duplicate key \(quoted(key))")
             }
-            seen.append(key)
             skipWhitespace()
             try expect(UInt8(ascii: ":"), "expected ':' after a key")
             skipWhitespace()

@@ -117,7 +117,7 @@ enum LedgerAPI {
                     LedgerError(
                         .unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
-            guard settings.edges[edge] != nil, settings.edges.keys.contains(where: { $0.utf8.elementsEqual(edge.utf8) })
+            guard settings.exactKey(edge, settings.edges)
             else {
                 return .failure(LedgerError(.unauthorized, "unknown edge \(quoted(edge))"))
             }

@@ -337,6 +337,22 @@ struct LedgerAttackTests {
         }
     }
 
+    /// Duplicate keys are found in objects of any size, in linear time (a quadratic scan of a
+    /// 100,000-key object would take minutes).
+    @Test func duplicateKeysInLargeObjects() throws {
+        let keys = (0..<100_000).map { "\"k\($0)\":\($0)" }
+        let unique = Array("{\(keys.joined(separator: ","))}".utf8)
+        try StrictJSON.parse(unique) { (reader: inout StrictJSON) throws(JSONError) in try reader.skipValue() }
+        let repeated = Array("{\(keys.joined(separator: ",")),\"k99\":1}".utf8)
+        #expect(throws: JSONError.self) {
+            try StrictJSON.parse(repeated) { (reader: inout StrictJSON) throws(JSONError) in try reader.skipValue() }
+        }
+        let early = Array(#"{"a":1,"b":2,"a":3}"#.utf8)
+        #expect(throws: JSONError.self) {
+            try StrictJSON.parse(early) { (reader: inout StrictJSON) throws(JSONError) in try reader.skipValue() }
+        }
+    }
+
     @Test func verifyReportsValuesOfTheWrongTypeInsteadOfTrapping() async throws {
         let ledger = try Ledger()
         #expect(try await ledger.post([LedgerTests.record("w1"), LedgerTests.record("w2")]).status == 200)
