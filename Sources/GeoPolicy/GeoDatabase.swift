@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// A MaxMind-format database (GeoIP2/GeoLite2 City or Country, DB-IP lite, or one built by
-/// `scripts/mmdb-from-tor.py`), opened read-only with mmap through libmaxminddb.
+/// `scripts/build-geoip.py` from Debian's tor-geoipdb), opened read-only with mmap through libmaxminddb.
 public final class GeoDatabase: @unchecked Sendable {
     public let path: String
     public let databaseType: String

@@ -117,8 +117,7 @@ enum LedgerAPI {
                     LedgerError(
                         .unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
-            guard settings.exactKey(edge, settings.edges)
-            else {
+            guard settings.exactKey(edge, settings.edges) else {
                 return .failure(LedgerError(.unauthorized, "unknown edge \(quoted(edge))"))
             }
             if let problem = RequestSignature.precheck(
