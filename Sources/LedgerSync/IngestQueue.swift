@@ -5,13 +5,13 @@ import Foundation
 /// once the transaction holding it is on disk.
 public actor IngestQueue {
     private let store: LedgerStore
-    private let rates: [String: Rate]
+    private let rates: [ExactKey: Rate]
     private var waiting: [(LedgerStore.Pending, CheckedContinuation<Result<LedgerStore.Outcome, Error>, Never>)] = []
     private var writing = false
     /// Records per transaction at most.
     private let maxRecords: Int
 
-    public init(store: LedgerStore, rates: [String: Rate], maxRecords: Int = 5_000) {
+    public init(store: LedgerStore, rates: [ExactKey: Rate], maxRecords: Int = 5_000) {
         self.store = store
         self.rates = rates
         self.maxRecords = maxRecords

@@ -115,7 +115,7 @@ public final class LedgerStore: Sendable {
 
     /// Writes several batches in one transaction (one fsync): each is all-or-nothing on its own.
     public func append(
-        _ batches: [Pending], rates: [String: Rate], now: Double = Date().timeIntervalSince1970
+        _ batches: [Pending], rates: [ExactKey: Rate], now: Double = Date().timeIntervalSince1970
     ) throws -> [Outcome] {
         try pool.write { db in
             var head =
@@ -151,7 +151,7 @@ public final class LedgerStore: Sendable {
                             duplicates += 1
                             continue
                         }
-                        let rate = rates[record.model] ?? Rate(prompt: 0, completion: 0)
+                        let rate = rates[ExactKey(record.model)] ?? Rate(prompt: 0, completion: 0)
                         guard
                             let credits = rate.microCredits(
                                 prompt: record.promptTokens, completion: record.completionTokens)
@@ -331,8 +331,7 @@ public final class LedgerStore: Sendable {
         else { return Totals() }
         func integer(_ index: Int) throws -> Int64 {
             guard case .int64(let value) = (row[index] as DatabaseValue).storage else {
-                throw LedgerStoreError.corrupt(
-                    path: "tenant_totals", problems: ["tenant \(quoted(tenant)): a total is not an integer"])
+                throw LedgerStoreError.unreadable("tenant_totals: tenant \(quoted(tenant)): a total is not an integer")
             }
             return value
         }
@@ -551,6 +550,8 @@ public enum LedgerStoreError: Error, CustomStringConvertible, Sendable {
     case corrupt(path: String, problems: [String])
     /// An amount outside `Amounts`.
     case outOfRange(String)
+    /// A stored value of the wrong type (a hand-edited file).
+    case unreadable(String)
 
     public var description: String {
         switch self {
@@ -558,7 +559,7 @@ public enum LedgerStoreError: Error, CustomStringConvertible, Sendable {
             return
                 "\(path) is damaged (SQLite quick_check: \(problems.prefix(3).joined(separator: "; "))): restore it from a backup or a replica;"
                 + " it is not opened for writing"
-        case .outOfRange(let message):
+        case .outOfRange(let message), .unreadable(let message):
             return message
         }
     }

@@ -59,13 +59,11 @@ public struct UsageRecord: Codable, Hashable, Sendable {
     /// Equality by bytes: ids are keys, and two canonically equal Unicode spellings are two
     /// different ids to SQLite, so they must be two different ids here too.
     public static func == (a: UsageRecord, b: UsageRecord) -> Bool {
-        a.id.utf8.elementsEqual(b.id.utf8) && a.site.utf8.elementsEqual(b.site.utf8)
-            && a.tenant.utf8.elementsEqual(b.tenant.utf8)
-            && a.model.utf8.elementsEqual(b.model.utf8) && a.promptTokens == b.promptTokens
-            && a.completionTokens == b.completionTokens
-            && a.startedAt == b.startedAt && a.endedAt == b.endedAt
-            && (a.requestID?.utf8).map { x in (b.requestID?.utf8).map { x.elementsEqual($0) } ?? false }
-                ?? (b.requestID == nil)
+        ExactKey(a.id) == ExactKey(b.id) && ExactKey(a.site) == ExactKey(b.site)
+            && ExactKey(a.tenant) == ExactKey(b.tenant)
+            && ExactKey(a.model) == ExactKey(b.model) && a.promptTokens == b.promptTokens
+            && a.completionTokens == b.completionTokens && a.startedAt == b.startedAt && a.endedAt == b.endedAt
+            && a.requestID.map(ExactKey.init) == b.requestID.map(ExactKey.init)
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -220,15 +218,16 @@ public struct Rate: Hashable, Sendable, Codable {
     }
 }
 
-/// The ledger's settings (the `ledger:` section of tdnd.yaml).
+/// The ledger's settings (the `ledger:` section of tdnd.yaml). Names are keyed by their bytes
+/// (`ExactKey`), as SQLite compares them: a canonically equal spelling is another name.
 public struct LedgerSettings: Sendable {
     /// Edge (site) id → its HMAC key.
-    public var edges: [String: String] = [:]
+    public var edges: [ExactKey: String] = [:]
     /// The bearer key of the admin API (allotments).
     public var adminKey: String?
-    public var tenants: Set<String> = []
+    public var tenants: Set<ExactKey> = []
     /// Model → rate.
-    public var rates: [String: Rate] = [:]
+    public var rates: [ExactKey: Rate] = [:]
     /// Seconds a signed request's timestamp may be off.
     public var clockSkew: Double = 300
     public init() {}
@@ -269,11 +268,11 @@ extension LedgerSettings {
                 fail("site \(quoted(record.site)) is not the signing edge \(quoted(edge))")
                 continue
             }
-            if !exactMember(record.tenant, tenants) {
+            if !tenants.contains(ExactKey(record.tenant)) {
                 fail("unknown tenant \(quoted(record.tenant))")
                 continue
             }
-            if !exactKey(record.model, rates) {
+            if rates[ExactKey(record.model)] == nil {
                 fail("unknown model \(quoted(record.model)) (no rate)")
                 continue
             }
@@ -303,17 +302,6 @@ extension LedgerSettings {
             seen[ExactKey(record.id)] = index
         }
         return problems
-    }
-
-    /// Whether `set` holds exactly these bytes (not merely a canonically equal spelling).
-    public func exactMember(_ text: String, _ set: Set<String>) -> Bool {
-        guard let index = set.firstIndex(of: text) else { return false }
-        return set[index].utf8.elementsEqual(text.utf8)
-    }
-
-    public func exactKey<Value>(_ text: String, _ dictionary: [String: Value]) -> Bool {
-        guard let index = dictionary.index(forKey: text) else { return false }
-        return dictionary[index].key.utf8.elementsEqual(text.utf8)
     }
 }
 
@@ -351,17 +339,13 @@ public enum RequestSignature {
         return nil
     }
 
-    /// Nil when valid, else why not.
-    public static func check(
-        key: String, method: String, target: String, timestamp: String?, signature: String?, body: some DataProtocol,
-        now: Double,
-        skew: Double
-    ) -> String? {
-        if let problem = precheck(timestamp: timestamp, signature: signature, now: now, skew: skew) { return problem }
-        guard let timestamp, let signature else { return "missing signature headers" }
-        let expected = mac(key: key, method: method, target: target, timestamp: timestamp, body: body)
-        guard let given = unhex(signature), expected.elementsEqualConstantTime(given) else { return "bad signature" }
-        return nil
+    /// Whether `signature` (already through `precheck`) is the MAC of this request.
+    public static func matches(
+        key: String, method: String, target: String, timestamp: String, signature: String, body: some DataProtocol
+    ) -> Bool {
+        guard let given = unhex(signature) else { return false }
+        return mac(key: key, method: method, target: target, timestamp: timestamp, body: body)
+            .elementsEqualConstantTime(given)
     }
 }
 

@@ -237,7 +237,7 @@ public struct DaemonConfig: Sendable {
                         }
                         for (edge, key) in edges {
                             if let id = edge.string, let text = key.string, text.count >= 16 {
-                                config.ledger.settings.edges[id] = text
+                                config.ledger.settings.edges[ExactKey(id)] = text
                             } else {
                                 errors.append(
                                     ConfigError(
@@ -252,7 +252,7 @@ public struct DaemonConfig: Sendable {
                         if names.isEmpty {
                             bad("expected a list of tenant names")
                         } else {
-                            config.ledger.settings.tenants = Set(names)
+                            config.ledger.settings.tenants = Set(names.map(ExactKey.init))
                         }
                     case "rates":
                         guard let rates = item.mapping else {
@@ -269,7 +269,8 @@ public struct DaemonConfig: Sendable {
                             if let id = model.string, let prompt, let completion, Amounts.rate.contains(prompt),
                                 Amounts.rate.contains(completion), fields.count == 2
                             {
-                                config.ledger.settings.rates[id] = Rate(prompt: prompt, completion: completion)
+                                config.ledger.settings.rates[ExactKey(id)] = Rate(
+                                    prompt: prompt, completion: completion)
                             } else {
                                 errors.append(
                                     ConfigError(

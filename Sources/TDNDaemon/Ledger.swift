@@ -109,55 +109,60 @@ enum LedgerAPI {
 
         // Edges sign their requests; the admin key works wherever an edge's signature does.
         // Everything that needs no body is checked first, so that an unauthenticated request
-        // is refused before its body is read.
-        @Sendable func precheck(_ request: Request) -> Result<String, LedgerError> {
-            if isAdmin(request) { return .success("admin") }
+        // is refused before its body is read; the MAC is checked once the body is in.
+        @Sendable func precheck(_ request: Request) -> Result<Caller, LedgerError> {
+            if isAdmin(request) { return .success(.admin) }
             guard let edge = header(request, "X-TDN-Edge") else {
                 return .failure(
                     LedgerError(
                         .unauthorized, "sign the request: X-TDN-Edge, X-TDN-Timestamp, X-TDN-Signature (HMAC-SHA256)"))
             }
-            guard settings.exactKey(edge, settings.edges) else {
+            guard let key = settings.edges[ExactKey(edge)] else {
                 return .failure(LedgerError(.unauthorized, "unknown edge \(quoted(edge))"))
             }
             if let problem = RequestSignature.precheck(
                 timestamp: header(request, "X-TDN-Timestamp"), signature: header(request, "X-TDN-Signature"),
-                now: Date().timeIntervalSince1970,
-                skew: settings.clockSkew)
+                now: Date().timeIntervalSince1970, skew: settings.clockSkew)
             {
                 return .failure(LedgerError(.unauthorized, problem))
             }
-            return .success(edge)
+            return .success(.edge(edge, key: key))
         }
 
-        /// The signature over the whole request target (path and query) and the body.
-        @Sendable func authenticate(_ request: Request, body: ByteBuffer) -> Result<String, LedgerError> {
-            let who = precheck(request)
-            guard case .success(let edge) = who, edge != "admin", let key = settings.edges[edge] else { return who }
-            let problem = RequestSignature.check(
+        /// The signature over the whole request target (path and query) and the body, for a
+        /// caller that passed `precheck`.
+        @Sendable func verify(_ request: Request, _ caller: Caller, body: ByteBuffer) -> LedgerError? {
+            guard case .edge(_, let key) = caller else { return nil }
+            let signed = RequestSignature.matches(
                 key: key, method: request.method.rawValue, target: request.uri.string,
-                timestamp: header(request, "X-TDN-Timestamp"),
-                signature: header(request, "X-TDN-Signature"), body: body.readableBytesView,
-                now: Date().timeIntervalSince1970,
-                skew: settings.clockSkew)
-            if let problem { return .failure(LedgerError(.unauthorized, problem)) }
-            return .success(edge)
+                timestamp: header(request, "X-TDN-Timestamp") ?? "",
+                signature: header(request, "X-TDN-Signature") ?? "",
+                body: body.readableBytesView)
+            return signed ? nil : LedgerError(.unauthorized, "bad signature")
+        }
+
+        /// A request without a body (GET): both checks.
+        @Sendable func authenticate(_ request: Request) -> LedgerError? {
+            switch precheck(request) {
+            case .failure(let error): return error
+            case .success(let caller): return verify(request, caller, body: ByteBuffer())
+            }
         }
 
         router.post("v1/usage") { request, _ -> Response in
-            if case .failure(let error) = precheck(request) { return error.response }
+            let caller: Caller
+            switch precheck(request) {
+            case .failure(let error): return error.response
+            case .success(let who): caller = who
+            }
+            guard case .edge(let edge, _) = caller else {
+                return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response
+            }
             let body: ByteBuffer
             do { body = try await request.body.collect(upTo: maxBody) } catch {
                 return LedgerError(.contentTooLarge, "a batch is at most \(maxBody >> 20) MB").response
             }
-            let edge: String
-            switch authenticate(request, body: body) {
-            case .failure(let error): return error.response
-            case .success(let who): edge = who
-            }
-            guard edge != "admin" else {
-                return LedgerError(.forbidden, "usage is reported by edges, signed with their own key").response
-            }
+            if let error = verify(request, caller, body: body) { return error.response }
             let batch: UsageBatch
             do { batch = try UsageBatch.decode(strict: Array(body.readableBytesView)) } catch {
                 return LedgerError(.badRequest, "not a usage batch: \(error)").response
@@ -188,17 +193,17 @@ enum LedgerAPI {
         }
 
         router.get("v1/balance/:tenant") { request, context -> Response in
-            if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            if let error = authenticate(request) { return error.response }
             if let error = strictQuery(request, allowed: []) { return error.response }
             let tenant = context.parameters.get("tenant") ?? ""
-            guard !tenant.hasControlCharacters, settings.exactMember(tenant, settings.tenants) else {
+            guard !tenant.hasControlCharacters, settings.tenants.contains(ExactKey(tenant)) else {
                 return LedgerError(.notFound, "unknown tenant \(quoted(tenant))").response
             }
             return storeResponse { try encoded(.ok, try store.balance(tenant: tenant)) }
         }
 
         router.get("v1/usage/summary") { request, _ -> Response in
-            if case .failure(let error) = authenticate(request, body: ByteBuffer()) { return error.response }
+            if let error = authenticate(request) { return error.response }
             if let error = strictQuery(request, allowed: ["tenant", "model", "site", "from", "to", "group-by"]) {
                 return error.response
             }
@@ -238,7 +243,7 @@ enum LedgerAPI {
             if let note = allotment.note, note.utf8.count > 1024 {
                 return LedgerError(.badRequest, "note: at most 1,024 bytes").response
             }
-            guard settings.exactMember(allotment.tenant, settings.tenants) else {
+            guard settings.tenants.contains(ExactKey(allotment.tenant)) else {
                 return LedgerError(.badRequest, "unknown tenant \(quoted(allotment.tenant))").response
             }
             guard allotment.tokens != nil || allotment.credits != nil else {
@@ -306,19 +311,6 @@ enum LedgerAPI {
         return response
     }
 
-    static func describe(_ error: Error) -> String {
-        switch error {
-        case DecodingError.keyNotFound(let key, let context):
-            return "missing \(key.stringValue) at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
-        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context):
-            return "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
-        case DecodingError.dataCorrupted(let context):
-            return context.debugDescription
-        default:
-            return "\(error)"
-        }
-    }
-
     /// Unix seconds, a date (2026-11-22) or an RFC 3339 time, within 1970–9999 (anything
     /// else, NaN and infinities included, is refused: no conversion can trap).
     static func parseTime(_ text: String, name: String) throws(LedgerError) -> Int64 {
@@ -352,6 +344,13 @@ enum LedgerAPI {
         }
         return groups
     }
+}
+
+/// Who sent a request that passed the header checks.
+enum Caller {
+    case admin
+    /// An edge and its key (the MAC over the body is checked once the body is read).
+    case edge(String, key: String)
 }
 
 /// `POST /v1/allotments`: `{"tenant": …, "tokens": N, "credits": X, "note": …}`.
