@@ -160,6 +160,13 @@ final class QueryCounters {
 import Glibc
 #endif
 
+/// Monotonic seconds (not the wall clock: an NTP step does not move it).
+public func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
 /// Monotonic nanoseconds (vDSO; no system call).
 @inline(__always) func monotonicNanoseconds() -> UInt64 {
     var now = timespec()

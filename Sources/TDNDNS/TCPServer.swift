@@ -49,7 +49,7 @@ public final class TCPServer: Sendable {
                     return channel.close()
                 }
                 channel.closeFuture.whenComplete { _ in open.wrappingDecrement(ordering: .relaxed) }
-                let client = channel.remoteAddress.map(ClientConnectionCounts.key)
+                let client = channel.remoteAddress.flatMap(ClientConnectionCounts.key)
                 if let client {
                     guard perClient.open(client) else { return channel.close() }
                     channel.closeFuture.whenComplete { _ in perClient.close(client) }
@@ -124,29 +124,43 @@ struct LengthPrefixedFrameDecoder: ByteToMessageDecoder {
 /// Open TCP connections per client, for `maxPerClient`. Touched when a connection opens or
 /// closes, never per query.
 final class ClientConnectionCounts: Sendable {
-    private let counts = Mutex<[[UInt8]: Int]>([:])
+    /// An IPv4 client (IPv4-mapped and NAT64 spellings included, as steering locates them), or
+    /// the /64 of an IPv6 one.
+    struct Key: Hashable {
+        var isIPv6: Bool
+        var bits: UInt64
+    }
+
+    private let counts = Mutex<[Key: Int]>([:])
     private let limit: Int
 
     init(limit: Int) { self.limit = limit }
 
-    /// An IPv4 address, or the /64 of an IPv6 one (IPv4-mapped addresses count as IPv4).
-    static func key(_ address: SocketAddress) -> [UInt8] {
+    static func key(_ address: SocketAddress) -> Key? {
+        var storage = sockaddr_storage()
+        let family: Int32
         switch address {
         case .v4(let v4):
-            return withUnsafeBytes(of: v4.address.sin_addr) { Array($0) }
+            withUnsafeMutableBytes(of: &storage) { raw in withUnsafeBytes(of: v4.address) { raw.copyMemory(from: $0) } }
+            family = AF_INET
         case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            if bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF {
-                return Array(bytes[12..<16])
-            }
-            return Array(bytes[0..<8])
+            withUnsafeMutableBytes(of: &storage) { raw in withUnsafeBytes(of: v6.address) { raw.copyMemory(from: $0) } }
+            family = AF_INET6
         default:
-            return []
+            return nil
         }
+        // The same address bits the query path reads from a peer (`Responder.addressBits`).
+        let (high, low) = withUnsafeBytes(of: &storage) { raw in
+            let bytes = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            return family == AF_INET ? Responder.addressBits(bytes + 4, 4) : Responder.addressBits(bytes + 8, 16)
+        }
+        if family == AF_INET { return Key(isIPv6: false, bits: high >> 32) }
+        if Responder.embedsIPv4(high, low) { return Key(isIPv6: false, bits: low & 0xFFFF_FFFF) }
+        return Key(isIPv6: true, bits: high)
     }
 
     /// Counts a new connection; false (and not counted) when the client is at its limit.
-    func open(_ key: [UInt8]) -> Bool {
+    func open(_ key: Key) -> Bool {
         counts.withLock { counts in
             let count = counts[key, default: 0]
             guard count < limit else { return false }
@@ -155,7 +169,7 @@ final class ClientConnectionCounts: Sendable {
         }
     }
 
-    func close(_ key: [UInt8]) {
+    func close(_ key: Key) {
         counts.withLock { counts in
             let count = counts[key, default: 1] - 1
             counts[key] = count > 0 ? count : nil

@@ -42,7 +42,7 @@ public final class ZoneReloader: @unchecked Sendable {
     /// `settle`: seconds a change must stay unchanged before the watcher loads it.
     public init(
         directory: String, fingerprint: ZoneSet.Fingerprint, store: SnapshotStore, logger: Logger, settle: Double = 0,
-        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
+        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
     ) {
         self.directory = directory
         self.load = load ?? { previous in ZoneSet.load(directory: directory, previous: previous) }
@@ -56,17 +56,11 @@ public final class ZoneReloader: @unchecked Sendable {
     /// A reloader whose last load is `initial` (only its fingerprint is kept).
     public convenience init(
         directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
-        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds, load: Load? = nil
+        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
     ) {
         self.init(
             directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle,
             clock: clock, load: load)
-    }
-
-    public static func monotonicSeconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 
     /// Reloads when a zone file (or one of its includes) changed since the last attempt and

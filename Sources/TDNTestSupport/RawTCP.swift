@@ -1,3 +1,5 @@
+import TDNDNS
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,9 +53,9 @@ public final class RawTCP {
     public func receive(timeout: Double, limit: Int = 1 << 20) -> (bytes: [UInt8], closed: Bool) {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
-        let deadline = monotonicNow() + timeout
+        let deadline = monotonicSeconds() + timeout
         while out.count < limit {
-            let left = deadline - monotonicNow()
+            let left = deadline - monotonicSeconds()
             if left <= 0 { return (out, false) }
             var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, Int32(max(1, left * 1000)))
@@ -64,11 +66,4 @@ public final class RawTCP {
         }
         return (out, false)
     }
-}
-
-/// Seconds on a monotonic clock.
-public func monotonicNow() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }

@@ -33,7 +33,7 @@ public final class TestServer: @unchecked Sendable {
     public static func start(
         zones: [String: String], threads: Int = 2, maxUDPPayload: Int = 1232,
         load: (@Sendable (String) -> Result<ZoneSet, ConfigErrors>)? = nil, settle: Double = 0,
-        clock: @escaping @Sendable () -> Double = ZoneReloader.monotonicSeconds,
+        clock: @escaping @Sendable () -> Double = monotonicSeconds,
         configure: (inout ServerSettings) -> Void = { _ in }
     ) async throws -> TestServer {
         let directory = makeTemporaryDirectory()
