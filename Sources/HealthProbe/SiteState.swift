@@ -9,8 +9,9 @@ public struct HealthRules: Hashable, Sendable {
     /// Capacity figures older than this (seconds) count as full, never as empty.
     public var staleAfter = 15.0
     /// Whether the site's capacity is probed (`/metrics`): then no figure at all (no scrape has
-    /// succeeded yet) counts as full too, from the very first probe.
-    public var measuresCapacity = false
+    /// succeeded yet) counts as full too, from the very first probe. Derived from the target
+    /// (`ProbeTarget.init`), never set by hand.
+    public internal(set) var measuresCapacity = false
 
     public init(rise: Int = 2, fall: Int = 3, highWater: Double = 0.9, lowWater: Double = 0.75, staleAfter: Double = 15)
     {
