@@ -226,7 +226,7 @@ public struct Decider: Sendable {
             let group = candidates.prefix { !$0.saturated && $0.score - best.score <= policy.nearEqualMilliseconds }
             if group.count > 1 {
                 let key = location.description + "/" + model.name
-                let ordered = group.sorted { rendezvous(key, $0.site) > rendezvous(key, $1.site) }
+                let ordered = group.sorted { Self.rendezvous(key, $0.site) > Self.rendezvous(key, $1.site) }
                 candidates.replaceSubrange(0..<group.count, with: ordered)
             }
         }
@@ -280,7 +280,7 @@ public struct Decider: Sendable {
         return decision
     }
 
-    private func rendezvous(_ key: String, _ site: Site) -> Double {
+    static func rendezvous(_ key: String, _ site: Site) -> Double {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in (key + "|" + site.id).utf8 {
             hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3

@@ -16,6 +16,8 @@ public struct SteeringGeography: Sendable {
     public var locations: [Location] = [.unknown]
     public var v4: [(UInt32, UInt8, Int32)] = []
     public var v6: [(UInt64, UInt64, UInt8, Int32)] = []
+
+    public init(locations: [Location] = [.unknown]) { self.locations = locations }
 }
 
 /// The control plane's whole steering output, ready for the DNS snapshot: the address space cut

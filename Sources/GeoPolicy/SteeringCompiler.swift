@@ -1,0 +1,474 @@
+/// The steering control plane: one decision per (steered name, location class), kept between
+/// health changes so that a change recomputes only the pairs whose answer it can move.
+///
+/// A decision reads the eligible sites best first (a k-d tree walk, `SiteIndex`) and stops as
+/// soon as nothing unread can enter the answer; the sites it read are its inputs. A site that
+/// was not read ranks below everything the answer depends on, so no change of that site's state
+/// can change the answer. Each site therefore keeps the pairs that read it, and a health change
+/// recomputes the pairs of the changed sites only. `Decider` stays the reference: the compiler's
+/// answers equal its decisions (property-tested).
+///
+/// Not thread-safe: one thread at a time (the daemon compiles under its snapshot lock).
+public final class SteeringCompiler: @unchecked Sendable {
+    public let policy: Policy
+    public let geography: SteeringGeography
+    public private(set) var health: HealthView
+    let index: SiteIndex
+    private let decider: IndexedDecider
+    private let classCount: Int
+    private var states: SiteStates
+
+    /// Distinct answers seen so far; pairs hold indices into it.
+    private var pool: [SteeringAnswer] = []
+    private var poolIndex: [SteeringAnswer: Int32] = [:]
+    private var pooledAfterCompaction = 0
+    /// Per pair (`name * classCount + class`): its answer, and the sites its decision read.
+    private var choice: [Int32]
+    private var reads: [[Int32]]
+    /// Per site: pairs that read it. Entries of pairs that no longer read it linger until the
+    /// site changes or the lists are rebuilt; an extra entry costs one recompute, never a wrong
+    /// answer.
+    private var readers: [[UInt32]]
+    private var readerEntries = 0
+    private var readEntries = 0
+    private var stamp: [UInt32]
+    private var stampValue: UInt32 = 0
+
+    /// Compiles every pair under `health`.
+    public init(policy: Policy, geography: SteeringGeography, health: HealthView = HealthView()) {
+        self.policy = policy
+        self.geography = geography
+        self.health = health
+        index = SiteIndex(policy: policy)
+        decider = IndexedDecider(index: index, locations: geography.locations)
+        classCount = geography.locations.count
+        states = SiteStates(index: index, view: health)
+        let pairs = decider.names.count * classCount
+        choice = [Int32](repeating: 0, count: pairs)
+        reads = [[Int32]](repeating: [], count: pairs)
+        readers = [[UInt32]](repeating: [], count: index.sites.count)
+        stamp = [UInt32](repeating: 0, count: pairs)
+        for location in 0..<classCount {
+            for name in decider.names.indices { recompute(UInt32(name * classCount + location)) }
+        }
+    }
+
+    /// The number of steered names (`[model]` and `[model, tenant]` labels).
+    public var nameCount: Int { decider.names.count }
+
+    /// Moves to `health`, recomputing only the pairs that read a site whose state changed;
+    /// returns how many pairs were recomputed.
+    @discardableResult
+    public func update(health next: HealthView) -> Int {
+        let nextStates = SiteStates(index: index, view: next)
+        var changed: [Int] = []
+        for site in index.sites.indices where states.states[site] != nextStates.states[site] { changed.append(site) }
+        states = nextStates
+        health = next
+        guard !changed.isEmpty else { return 0 }
+        stampValue &+= 1
+        if stampValue == 0 {
+            stamp = [UInt32](repeating: 0, count: stamp.count)
+            stampValue = 1
+        }
+        var affected: [UInt32] = []
+        for site in changed {
+            // Keep only the pairs that still read this site, once each (the list is rebuilt as
+            // it is used).
+            var kept: [UInt32] = []
+            var seen: Set<UInt32> = []
+            for pair in readers[site] where reads[Int(pair)].contains(Int32(site)) && seen.insert(pair).inserted {
+                kept.append(pair)
+                if stamp[Int(pair)] != stampValue {
+                    stamp[Int(pair)] = stampValue
+                    affected.append(pair)
+                }
+            }
+            readerEntries += kept.count - readers[site].count
+            readers[site] = kept
+        }
+        for pair in affected { recompute(pair) }
+        if readerEntries > 2 * readEntries + 1024 { rebuildReaders() }
+        if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
+        return affected.count
+    }
+
+    private func recompute(_ pair: UInt32) {
+        let name = Int(pair) / classCount
+        let location = Int(pair) % classCount
+        let answer = decider.decide(name: name, location: location, states: states)
+        let id: Int32
+        if let known = poolIndex[answer] {
+            id = known
+        } else {
+            id = Int32(pool.count)
+            pool.append(answer)
+            poolIndex[answer] = id
+        }
+        choice[Int(pair)] = id
+        let before = reads[Int(pair)]
+        let after = decider.read
+        // New readers only: a site that was read before already lists this pair.
+        for site in after where !before.contains(site) {
+            readers[Int(site)].append(pair)
+            readerEntries += 1
+        }
+        readEntries += after.count - before.count
+        reads[Int(pair)] = after
+    }
+
+    private func rebuildReaders() {
+        readers = [[UInt32]](repeating: [], count: index.sites.count)
+        readerEntries = 0
+        for (pair, sites) in reads.enumerated() {
+            for site in sites { readers[Int(site)].append(UInt32(pair)) }
+            readerEntries += sites.count
+        }
+    }
+
+    /// Forgets answers no pair gives any more.
+    private func compactPool() {
+        var renumbered = [Int32](repeating: -1, count: pool.count)
+        var kept: [SteeringAnswer] = []
+        for (pair, id) in choice.enumerated() {
+            if renumbered[Int(id)] < 0 {
+                renumbered[Int(id)] = Int32(kept.count)
+                kept.append(pool[Int(id)])
+            }
+            choice[pair] = renumbered[Int(id)]
+        }
+        pool = kept
+        pooledAfterCompaction = kept.count
+        poolIndex = [:]
+        for (id, answer) in pool.enumerated() { poolIndex[answer] = Int32(id) }
+    }
+
+    /// The current decisions as a plan: answers numbered in the order the names and classes
+    /// first give them, exactly as `SteeringPlanner.plan` numbers them.
+    public func plan() -> SteeringPlan {
+        var plan = SteeringPlan(zone: policy.zone)
+        plan.locations = geography.locations
+        plan.v4 = geography.v4
+        plan.v6 = geography.v6
+        var dense = [Int32](repeating: -1, count: pool.count)
+        for (name, steered) in decider.names.enumerated() {
+            var row = [Int32](repeating: 0, count: classCount)
+            for location in 0..<classCount {
+                let id = Int(choice[name * classCount + location])
+                if dense[id] < 0 {
+                    dense[id] = Int32(plan.answers.count)
+                    plan.answers.append(pool[id])
+                }
+                row[location] = dense[id]
+            }
+            plan.names.append((steered.labels, row))
+        }
+        return plan
+    }
+}
+
+/// Site states by site index, as decisions read them.
+struct SiteStates {
+    var states: [SiteHealth]
+    var anyUnsettled: Bool
+
+    init(index: SiteIndex, view: HealthView) {
+        states = index.sites.map { view[$0.id] }
+        anyUnsettled = states.contains { $0.unsettled }
+    }
+}
+
+/// The decision of `Decider.decide`, computed from the index: same ranking, tie-breaks,
+/// near-equal spread, TTLs and denials, without reading sites that cannot matter.
+final class IndexedDecider {
+    struct SteeredName {
+        var labels: [String]
+        var model: Int
+        var tenant: Tenant?
+    }
+
+    /// What a location class brings to every decision about it.
+    struct Context {
+        var location: Location
+        var point: (Double, Double, Double)?
+        var overrides: [(site: Int32, rtt: Double)]
+        var description: String
+        var endpoint: Denial.Endpoint?
+    }
+
+    struct Candidate {
+        var site: Int32
+        var score: Double
+        var saturated: Bool
+    }
+
+    let index: SiteIndex
+    let names: [SteeredName]
+    private let locations: [Location]
+    private let reference: Decider
+    private let fallback: Set<Int32>
+    private var contexts: [Context?]
+    /// Eligible sites per name and client country ("" for unknown).
+    private var groups: [[String: EligibleSites]]
+    private var heap = RankingHeap()
+    private var overrideMark: [UInt32]
+    private var mark: UInt32 = 0
+    /// The sites the last decision read, best first, and their scores.
+    private(set) var read: [Int32] = []
+    private var readScores: [Double] = []
+    private var usable: [Candidate] = []
+    private var full: [Candidate] = []
+    private var down: [Candidate] = []
+
+    init(index: SiteIndex, locations: [Location]) {
+        self.index = index
+        self.locations = locations
+        let policy = index.policy
+        reference = Decider(policy: policy)
+        var names: [SteeredName] = []
+        for (modelIndex, model) in policy.models.enumerated() {
+            names.append(SteeredName(labels: [model.name], model: modelIndex, tenant: nil))
+            for tenant in policy.tenants where tenant.models?.contains(model.name) ?? true {
+                names.append(SteeredName(labels: [model.name, tenant.name], model: modelIndex, tenant: tenant))
+            }
+        }
+        self.names = names
+        fallback = Set(policy.health.fallback.compactMap { index.indexOf[$0] })
+        contexts = [Context?](repeating: nil, count: locations.count)
+        groups = [[String: EligibleSites]](repeating: [:], count: names.count)
+        overrideMark = [UInt32](repeating: 0, count: index.sites.count)
+    }
+
+    private func context(_ location: Int) -> Context {
+        if let known = contexts[location] { return known }
+        let place = locations[location]
+        var byRTT: [Int32: Double] = [:]
+        var order: [Int32] = []
+        func take(_ from: String?) {
+            guard let from, let entries = index.latency[from] else { return }
+            for (site, rtt) in entries {
+                if byRTT[site] == nil { order.append(site) }
+                byRTT[site] = rtt
+            }
+        }
+        // The network's entry wins over the country's (`Decider.rtt`).
+        take(place.country)
+        take(place.network)
+        let policy = index.policy
+        let made = Context(
+            location: place, point: place.coordinates.map(SiteIndex.unitVector),
+            overrides: order.map { ($0, byRTT[$0]!) }, description: place.description,
+            endpoint: place.country.flatMap { country in
+                policy.jurisdictions(of: country).lazy.compactMap { policy.denial.endpoints[$0] }.first
+            })
+        contexts[location] = made
+        return made
+    }
+
+    private func group(_ name: Int, _ context: Context) -> EligibleSites {
+        let key = context.location.country ?? ""
+        if let known = groups[name][key] { return known }
+        let steered = names[name]
+        let allowed = reference.allowedJurisdictions(
+            model: index.policy.models[steered.model], tenant: steered.tenant, location: context.location)
+        let made = index.group(model: steered.model, allowed: allowed)
+        groups[name][key] = made
+        return made
+    }
+
+    func decide(name: Int, location: Int, states: SiteStates) -> SteeringAnswer {
+        let policy = index.policy
+        let steered = names[name]
+        let model = policy.models[steered.model]
+        let context = context(location)
+        let eligible = group(name, context)
+        mark &+= 1
+        if mark == 0 {
+            overrideMark = [UInt32](repeating: 0, count: overrideMark.count)
+            mark = 1
+        }
+        heap.removeAll()
+        read.removeAll(keepingCapacity: true)
+        readScores.removeAll(keepingCapacity: true)
+        usable.removeAll(keepingCapacity: true)
+        full.removeAll(keepingCapacity: true)
+        down.removeAll(keepingCapacity: true)
+
+        let sites = index.sites
+        func siteEntry(_ site: Int32, _ score: Double) -> RankingHeap.Entry {
+            RankingHeap.Entry(
+                score: score, cost: sites[Int(site)].cost, rank: index.rank[Int(site)], kind: .site, value: site)
+        }
+        for (site, rtt) in context.overrides where eligible.isMember[Int(site)] {
+            overrideMark[Int(site)] = mark
+            heap.push(siteEntry(site, rtt + index.penalty[Int(site)]))
+        }
+        let tree = eligible.tree
+        if let point = context.point {
+            if !tree.nodes.isEmpty {
+                heap.push(
+                    RankingHeap.Entry(
+                        score: tree.bound(0, point), cost: -.infinity, rank: .min, kind: .node, value: 0))
+            }
+        } else if let first = eligible.unlocated.first {
+            var entry = siteEntry(first, 250 + index.penalty[Int(first)])
+            entry.kind = .cursor
+            entry.value = 0
+            heap.push(entry)
+        }
+
+        var v4Have = 0
+        var v6Have = 0
+        var v4Seen = 0
+        var v6Seen = 0
+        let wanted = model.answers
+        let near = policy.nearEqualMilliseconds
+        /// The next site in ranking order, or nil when every eligible site is read.
+        func next() -> (Int32, Double)? {
+            while !heap.entries.isEmpty {
+                let entry = heap.pop()
+                switch entry.kind {
+                case .site:
+                    return (entry.value, entry.score)
+                case .cursor:
+                    let position = Int(entry.value)
+                    let site = eligible.unlocated[position]
+                    if position + 1 < eligible.unlocated.count {
+                        let following = eligible.unlocated[position + 1]
+                        var more = siteEntry(following, 250 + index.penalty[Int(following)])
+                        more.kind = .cursor
+                        more.value = Int32(position + 1)
+                        heap.push(more)
+                    }
+                    if overrideMark[Int(site)] != mark { return (site, entry.score) }
+                case .node:
+                    let node = tree.nodes[Int(entry.value)]
+                    if node.left < 0 {
+                        let from = context.location.coordinates!
+                        for position in Int(node.start)..<Int(node.end) {
+                            let site = tree.order[position]
+                            guard overrideMark[Int(site)] != mark else { continue }
+                            // Exactly `Decider.rtt` plus the tier penalty, so scores are equal.
+                            let rtt = 2 + from.distance(to: sites[Int(site)].coordinates) / 100
+                            heap.push(siteEntry(site, rtt + index.penalty[Int(site)]))
+                        }
+                    } else {
+                        for child in [node.left, node.right] {
+                            heap.push(
+                                RankingHeap.Entry(
+                                    score: tree.bound(Int(child), context.point!), cost: -.infinity, rank: .min,
+                                    kind: .node, value: child))
+                        }
+                    }
+                }
+            }
+            return nil
+        }
+        func note(_ site: Int32, _ score: Double) -> SiteHealth {
+            read.append(site)
+            readScores.append(score)
+            if !sites[Int(site)].ipv4.isEmpty { v4Seen += 1 }
+            if !sites[Int(site)].ipv6.isEmpty { v6Seen += 1 }
+            return states.states[Int(site)]
+        }
+        while let top = heap.top {
+            // Stop once the near-equal group is complete and the sites read can fill the answer:
+            // anything unread ranks after all of them.
+            if let best = usable.first, top.score - best.score > near,
+                v4Have >= wanted || v4Seen == eligible.withIPv4, v6Have >= wanted || v6Seen == eligible.withIPv6
+            {
+                break
+            }
+            guard let (site, score) = next() else { break }
+            let state = note(site, score)
+            let candidate = Candidate(site: site, score: score, saturated: state.saturated)
+            if !state.up {
+                down.append(candidate)
+                continue
+            }
+            if let loaded = state.models, !loaded.contains(model.name) { continue }
+            if state.saturated {
+                full.append(candidate)
+            } else {
+                usable.append(candidate)
+                v4Have += sites[Int(site)].ipv4.count
+                v6Have += sites[Int(site)].ipv6.count
+            }
+        }
+        var candidates = usable + full
+        var answeringDown = false
+        if candidates.isEmpty && !down.isEmpty {
+            switch policy.health.whenAllDown {
+            case .lastKnownGood:
+                if let latest = down.compactMap({ states.states[Int($0.site)].lastUp }).max() {
+                    candidates = down.filter { states.states[Int($0.site)].lastUp == latest }
+                    answeringDown = true
+                }
+            case .fallback:
+                candidates = down.filter { fallback.contains($0.site) }
+                answeringDown = !candidates.isEmpty
+            case .deny:
+                break
+            }
+            if answeringDown {
+                candidates.sort {
+                    ($0.saturated ? 1 : 0, $0.score, sites[Int($0.site)].cost, index.rank[Int($0.site)])
+                        < ($1.saturated ? 1 : 0, $1.score, sites[Int($1.site)].cost, index.rank[Int($1.site)])
+                }
+            }
+        }
+        if let best = candidates.first, !best.saturated {
+            let group = candidates.prefix { !$0.saturated && $0.score - best.score <= near }
+            if group.count > 1 {
+                let key = context.description + "/" + model.name
+                let ordered = group.sorted {
+                    Decider.rendezvous(key, sites[Int($0.site)]) > Decider.rendezvous(key, sites[Int($1.site)])
+                }
+                candidates.replaceSubrange(0..<group.count, with: ordered)
+            }
+        }
+        var answer = SteeringAnswer(ipv4: [], ipv6: [], ttl: model.ttl, denied: false, denial: .empty, sites: [])
+        var chosen: [Int32] = []
+        var worst = -Double.infinity
+        for candidate in candidates {
+            let site = sites[Int(candidate.site)]
+            var used = false
+            for address in site.ipv4 where answer.ipv4.count < wanted {
+                answer.ipv4.append(address)
+                used = true
+            }
+            for address in site.ipv6 where answer.ipv6.count < wanted {
+                answer.ipv6.append(address)
+                used = true
+            }
+            if used {
+                chosen.append(candidate.site)
+                answer.sites.append(site.id)
+                worst = max(worst, candidate.score)
+            }
+            if answer.ipv4.count >= wanted && answer.ipv6.count >= wanted { break }
+        }
+        if chosen.isEmpty { worst = .infinity }
+        // An unsettled site that scores no worse than the answer's worst shortens the TTL: read
+        // on (ties) until nothing unread can score that low, so that such a site is an input of
+        // this decision even while nothing is unsettled.
+        while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
+        if states.anyUnsettled {
+            let unsettled = read.indices.contains { position in
+                states.states[Int(read[position])].unsettled
+                    && (chosen.contains(read[position]) || readScores[position] <= worst)
+            }
+            if unsettled { answer.ttl = min(answer.ttl, policy.health.unsettledTTL) }
+        }
+        if chosen.isEmpty {
+            answer.denied = true
+            answer.denial = policy.denial.mode
+            answer.ttl = policy.denial.ttl
+            if policy.denial.mode == .endpoint, let endpoint = context.endpoint {
+                answer.ipv4 = endpoint.ipv4
+                answer.ipv6 = endpoint.ipv6
+            }
+        }
+        return answer
+    }
+}
