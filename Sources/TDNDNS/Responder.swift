@@ -258,7 +258,7 @@ public final class Responder: @unchecked Sendable {
                 template = snapshot.nxdomainTemplates[Int(node.zone)]
             }
         }
-        return r.answer(snapshot, Int(template), queryNameLength: length)
+        return r.answer(snapshot.zoneTemplates, Int(template), queryNameLength: length)
     }
 
     /// A model hostname: locate the client (ECS address, else the sender), read its class's
@@ -316,7 +316,7 @@ public final class Responder: @unchecked Sendable {
         // Types other than A/AAAA do not depend on the client: scope 0; so without a subnet.
         if kind != 2 && bySubnet { r.scope = UInt8(scope) }
         let template = snapshot.steeredTemplates[Int(snapshot.steeredTemplateStarts[index]) + 3 * answer + kind]
-        return r.answer(snapshot, Int(template), queryNameLength: queryNameLength)
+        return r.answer(snapshot.steeringTemplates, Int(template), queryNameLength: queryNameLength)
     }
 
     /// What `respond` returns for a query it deferred.
@@ -554,8 +554,8 @@ struct Reply {
     /// Copies a template after the question, shifting its pointers when the query name is longer
     /// than the name it was encoded for; falls back to dropping the additional section, then to
     /// TC=1 with no records (RFC 2181 §9), when the whole does not fit.
-    func answer(_ snapshot: Snapshot, _ index: Int, queryNameLength: Int) -> Int {
-        let t = snapshot.templates[index]
+    func answer(_ table: TemplateTable, _ index: Int, queryNameLength: Int) -> Int {
+        let t = table.templates[index]
         let base = questionEnd
         let room = limit - base - optLength
         var bodyLength = Int(t.bodyLength)
@@ -581,10 +581,10 @@ struct Reply {
             aa: t.authoritative, tc: false, rcode: rcode, qd: 1, an: t.answerCount, ns: t.authorityCount, ar: additional
         )
         let body = out + base
-        memcpy(body, snapshot.bodies.baseAddress! + Int(t.bodyStart), bodyLength)
+        memcpy(body, table.bodies.baseAddress! + Int(t.bodyStart), bodyLength)
         let shift = UInt16(truncatingIfNeeded: queryNameLength - Int(t.baseLength))
         if shift != 0 {
-            let relocations = snapshot.relocations.baseAddress! + Int(t.relocationStart)
+            let relocations = table.relocations.baseAddress! + Int(t.relocationStart)
             for item in 0..<relocationCount {
                 let p = body + Int(relocations[item])
                 Reply.put16(p, Reply.u16(p) &+ shift)

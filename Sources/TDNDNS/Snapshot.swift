@@ -48,19 +48,87 @@ struct Node {
     var steering: Int32 = -1
 }
 
-/// Everything the query path reads, immutable and swapped whole on reload. The arrays are
-/// allocated once here and read through unchecked pointers: the builder guarantees every index.
-public final class Snapshot: AtomicReference, @unchecked Sendable {
+/// Encoded response fragments with their bodies and relocations, allocated once and read
+/// through unchecked pointers (the builder guarantees every index). Each part of a snapshot
+/// owns one.
+struct TemplateTable {
+    let templates: UnsafeMutableBufferPointer<Template>
+    let bodies: UnsafeMutableBufferPointer<UInt8>
+    let relocations: UnsafeMutableBufferPointer<UInt16>
+    /// The longest template body, to size TCP response buffers.
+    let maximumBodyLength: Int
+
+    init(templates: [Template], bodies: [UInt8], relocations: [UInt16]) {
+        self.templates = allocatedCopy(templates)
+        self.bodies = allocatedCopy(bodies)
+        self.relocations = allocatedCopy(relocations)
+        maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
+    }
+
+    func deallocate() {
+        templates.deallocate()
+        bodies.deallocate()
+        relocations.deallocate()
+    }
+}
+
+/// An array copied into memory of its own, never moved or resized, for the query path.
+func allocatedCopy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
+    let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
+    _ = buffer.initialize(from: array)
+    return buffer
+}
+
+/// The compiled zones: every name, its per-type answers, referrals, wildcards and negative
+/// answers. Changes only when a zone file (or the set of steered names) does.
+public final class ZoneData: @unchecked Sendable {
     let nodes: UnsafeMutableBufferPointer<Node>
     /// Open-addressed hash table of node indices (-1 = empty); capacity is a power of two.
     let slots: UnsafeMutableBufferPointer<Int32>
     let names: UnsafeMutableBufferPointer<UInt8>
     let typeKeys: UnsafeMutableBufferPointer<UInt16>
     let typeTemplates: UnsafeMutableBufferPointer<Int32>
-    let templates: UnsafeMutableBufferPointer<Template>
-    let bodies: UnsafeMutableBufferPointer<UInt8>
-    let relocations: UnsafeMutableBufferPointer<UInt16>
+    let table: TemplateTable
     let nxdomainTemplates: UnsafeMutableBufferPointer<Int32>
+    /// The zones served, in load order.
+    public let zones: [Zone]
+    /// The steered names the nodes refer to (`Node.steering` indexes this list), and the zone
+    /// each is in (-1: none).
+    public let steeredNames: [DomainName]
+    let steeredZones: [Int]
+
+    init(
+        nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
+        table: TemplateTable, nxdomainTemplates: [Int32], zones: [Zone], steeredNames: [DomainName],
+        steeredZones: [Int]
+    ) {
+        self.nodes = allocatedCopy(nodes)
+        self.slots = allocatedCopy(slots)
+        self.names = allocatedCopy(names)
+        self.typeKeys = allocatedCopy(typeKeys)
+        self.typeTemplates = allocatedCopy(typeTemplates)
+        self.table = table
+        self.nxdomainTemplates = allocatedCopy(nxdomainTemplates)
+        self.zones = zones
+        self.steeredNames = steeredNames
+        self.steeredZones = steeredZones
+    }
+
+    deinit {
+        nodes.deallocate()
+        slots.deallocate()
+        names.deallocate()
+        typeKeys.deallocate()
+        typeTemplates.deallocate()
+        table.deallocate()
+        nxdomainTemplates.deallocate()
+    }
+}
+
+/// The compiled steering: the prefix tries of answer classes, each steered name's answer per
+/// class, and those answers encoded. Replaced alone on every health change (the zone part
+/// stays), and re-encoded alone when a zone's SOA changes.
+public final class SteeringData: @unchecked Sendable {
     /// Prefix tries mapping client addresses to answer classes, as `StrideTrie` nodes.
     let trie4: UnsafeMutableBufferPointer<UInt32>
     let trie6: UnsafeMutableBufferPointer<UInt32>
@@ -71,71 +139,101 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// `a` is at `steeredTemplates[steeredTemplateStarts[name] + 3 * a + kind]`.
     let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
     let steeredTemplates: UnsafeMutableBufferPointer<Int32>
+    let table: TemplateTable
     /// Steered names, and the sites each steered answer names (for query statistics).
-    public let steeredNames: [String]
+    let steeredNames: [String]
     let steeredAnswerSites: [[String]]
-    let steeredAnswerCount: Int
-    /// The longest template body, to size TCP response buffers.
-    public let maximumBodyLength: Int
-    /// The zones served, in load order.
-    public let zones: [Zone]
-    /// Unique per snapshot built in this process (never reused, unlike an object's address).
+    /// Unique per steering part built in this process (never reused, unlike an address).
     let generation: UInt64
 
     private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
-        nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
-        templates: [Template], bodies: [UInt8], relocations: [UInt16], nxdomainTemplates: [Int32], zones: [Zone],
-        trie4: [Int32] = [-1, -1], trie6: [Int32] = [-1, -1], steeredRows: [Int32] = [], classAnswers: [Int32] = [],
-        steeredTemplateStarts: [Int32] = [], steeredTemplates: [Int32] = [],
-        steeredNames: [String] = [], steeredAnswerSites: [[String]] = []
+        trie4: [Int32], trie6: [Int32], steeredRows: [Int32], classAnswers: [Int32], steeredTemplateStarts: [Int32],
+        steeredTemplates: [Int32], table: TemplateTable, steeredNames: [String], steeredAnswerSites: [[String]]
     ) {
-        func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
-            let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
-            _ = buffer.initialize(from: array)
-            return buffer
-        }
-        self.nodes = copy(nodes)
-        self.slots = copy(slots)
-        self.names = copy(names)
-        self.typeKeys = copy(typeKeys)
-        self.typeTemplates = copy(typeTemplates)
-        self.templates = copy(templates)
-        self.bodies = copy(bodies)
-        self.relocations = copy(relocations)
-        self.nxdomainTemplates = copy(nxdomainTemplates)
         self.trie4 = StrideTrie.build(from: trie4)
         self.trie6 = StrideTrie.build(from: trie6)
-        self.steeredRows = copy(steeredRows)
-        self.classAnswers = copy(classAnswers)
-        self.steeredTemplateStarts = copy(steeredTemplateStarts)
-        self.steeredTemplates = copy(steeredTemplates)
+        self.steeredRows = allocatedCopy(steeredRows)
+        self.classAnswers = allocatedCopy(classAnswers)
+        self.steeredTemplateStarts = allocatedCopy(steeredTemplateStarts)
+        self.steeredTemplates = allocatedCopy(steeredTemplates)
+        self.table = table
         self.steeredNames = steeredNames
         self.steeredAnswerSites = steeredAnswerSites
-        self.steeredAnswerCount = max(1, steeredAnswerSites.count)
-        self.maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
-        self.zones = zones
-        self.generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
+        generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
     deinit {
-        nodes.deallocate()
-        slots.deallocate()
-        names.deallocate()
-        typeKeys.deallocate()
-        typeTemplates.deallocate()
-        templates.deallocate()
-        bodies.deallocate()
-        relocations.deallocate()
-        nxdomainTemplates.deallocate()
         trie4.deallocate()
         trie6.deallocate()
         steeredRows.deallocate()
         classAnswers.deallocate()
         steeredTemplateStarts.deallocate()
         steeredTemplates.deallocate()
+        table.deallocate()
     }
+}
+
+/// Everything the query path reads: a zone part and a steering part, immutable, swapped whole
+/// by one atomic store. The parts own their memory; the snapshot keeps them alive and copies
+/// their pointers, so that the query path reads each array with one load, as from one object.
+public final class Snapshot: AtomicReference, @unchecked Sendable {
+    public let zoneData: ZoneData
+    public let steeringData: SteeringData
+    let nodes: UnsafeMutableBufferPointer<Node>
+    let slots: UnsafeMutableBufferPointer<Int32>
+    let names: UnsafeMutableBufferPointer<UInt8>
+    let typeKeys: UnsafeMutableBufferPointer<UInt16>
+    let typeTemplates: UnsafeMutableBufferPointer<Int32>
+    let zoneTemplates: TemplateTable
+    let nxdomainTemplates: UnsafeMutableBufferPointer<Int32>
+    let trie4: UnsafeMutableBufferPointer<UInt32>
+    let trie6: UnsafeMutableBufferPointer<UInt32>
+    let steeredRows: UnsafeMutableBufferPointer<Int32>
+    let classAnswers: UnsafeMutableBufferPointer<Int32>
+    let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
+    let steeredTemplates: UnsafeMutableBufferPointer<Int32>
+    let steeringTemplates: TemplateTable
+    let steeredAnswerCount: Int
+    /// The longest template body, to size TCP response buffers.
+    public let maximumBodyLength: Int
+
+    /// Pairs a zone part with a steering part compiled for its steered names.
+    public init(zone: ZoneData, steering: SteeringData) {
+        precondition(
+            steering.steeredNames.count == zone.steeredNames.count,
+            "a steering part must be compiled for the zone part's steered names")
+        zoneData = zone
+        steeringData = steering
+        nodes = zone.nodes
+        slots = zone.slots
+        names = zone.names
+        typeKeys = zone.typeKeys
+        typeTemplates = zone.typeTemplates
+        zoneTemplates = zone.table
+        nxdomainTemplates = zone.nxdomainTemplates
+        trie4 = steering.trie4
+        trie6 = steering.trie6
+        steeredRows = steering.steeredRows
+        classAnswers = steering.classAnswers
+        steeredTemplateStarts = steering.steeredTemplateStarts
+        steeredTemplates = steering.steeredTemplates
+        steeringTemplates = steering.table
+        steeredAnswerCount = max(1, steering.steeredAnswerSites.count)
+        maximumBodyLength = max(zone.table.maximumBodyLength, steering.table.maximumBodyLength)
+    }
+
+    /// The same zones with other steering (a health change).
+    public func replacingSteering(_ steering: SteeringData) -> Snapshot { Snapshot(zone: zoneData, steering: steering) }
+
+    /// The zones served, in load order.
+    public var zones: [Zone] { zoneData.zones }
+    /// Steered names, and the sites each steered answer names (for query statistics).
+    public var steeredNames: [String] { steeringData.steeredNames }
+    var steeredAnswerSites: [[String]] { steeringData.steeredAnswerSites }
+    /// Unique per steering part: statistics by steered answer are laid out per generation.
+    var generation: UInt64 { steeringData.generation }
 
     /// The four address bits a stride node at `depth` is indexed by.
     @inline(__always)

@@ -1,5 +1,5 @@
-/// Compiles checked zones into a `Snapshot`: every answer the zones can give is encoded here,
-/// once, so that the query path only looks up a name and copies bytes.
+/// Compiles checked zones into the zone part of a snapshot (`ZoneData`): every answer the zones
+/// can give is encoded here, once, so that the query path only looks up a name and copies bytes.
 public struct SnapshotBuilder {
     /// Where a name leads within the served zones (the control-plane form of the lookup).
     enum Resolution {
@@ -18,28 +18,37 @@ public struct SnapshotBuilder {
     }
 
     private let zones: [Zone]
-    private let steering: SteeringTable
+    private let steeredNameList: [DomainName]
     private var steeredNames: [DomainName: Int] = [:]
     var info: [DomainName: NodeInfo] = [:]
-    private var templates: [Template] = []
-    private var bodies: [UInt8] = []
-    private var relocations: [UInt16] = []
-    private var templateCache: [String: Int32] = [:]
+    private var table = TemplateTableBuilder()
     /// How many CNAMEs an answer follows before it stops (RFC 1034 §3.6.2 asks for a bound).
     static let chainLimit = 8
 
-    /// Compiles the zones and, when given, the steered names (model hostnames).
+    /// Compiles the zones and, when given, the steered names (model hostnames) with their
+    /// answers: both parts of a snapshot at once.
     public static func build(_ zones: [Zone], steering: SteeringTable = SteeringTable()) -> Snapshot {
-        var builder = SnapshotBuilder(zones: zones, steering: steering)
+        let zone = zoneData(zones, steeredNames: steering.names.map(\.name))
+        return Snapshot(zone: zone, steering: SteeringBuilder.build(steering, zone: zone))
+    }
+
+    /// The zone part alone; `steeredNames` become empty nodes that refer to the steering part
+    /// by their position in this list.
+    public static func zoneData(_ zones: [Zone], steeredNames: [DomainName] = []) -> ZoneData {
+        var builder = SnapshotBuilder(zones: zones, steeredNames: steeredNames)
         return builder.make()
     }
 
     /// Why steered names cannot be served from these zones (outside every zone, beside zone
     /// data, or below a delegation); empty when all can.
     public static func conflicts(_ zones: [Zone], steering: SteeringTable) -> [String] {
-        let builder = SnapshotBuilder(zones: zones, steering: SteeringTable())
+        conflicts(zones, steeredNames: steering.names.map(\.name))
+    }
+
+    public static func conflicts(_ zones: [Zone], steeredNames: [DomainName]) -> [String] {
+        let builder = SnapshotBuilder(zones: zones, steeredNames: [])
         var problems: [String] = []
-        for (name, _) in steering.names {
+        for name in steeredNames {
             guard builder.zoneIndex(for: name) != nil else {
                 problems.append("\(name) is in no zone we serve")
                 continue
@@ -56,9 +65,9 @@ public struct SnapshotBuilder {
         return problems
     }
 
-    private init(zones: [Zone], steering: SteeringTable) {
+    private init(zones: [Zone], steeredNames: [DomainName]) {
         self.zones = zones
-        self.steering = steering
+        self.steeredNameList = steeredNames
         let origins = zones.map { $0.origin.lowercased }
         for (index, zone) in zones.enumerated() {
             let apex = zone.origin.lowercased
@@ -78,10 +87,10 @@ public struct SnapshotBuilder {
             }
         }
         // Steered names become empty nodes of their zone (unless they clash with zone data).
-        for (index, steered) in steering.names.enumerated() {
-            let name = steered.name.lowercased
+        for (index, steered) in steeredNameList.enumerated() {
+            let name = steered.lowercased
             guard let zone = zoneIndex(for: name), info[name]?.rrsets.isEmpty ?? true else { continue }
-            steeredNames[name] = index
+            self.steeredNames[name] = index
             if info[name] == nil { info[name] = NodeInfo(zone: zone, rrsets: [:], cut: nil) }
             var ancestor = name.parent
             while let parent = ancestor, parent.isSubdomain(of: zones[zone].origin) {
@@ -101,7 +110,10 @@ public struct SnapshotBuilder {
         }
     }
 
-    func zoneIndex(for name: DomainName) -> Int? {
+    func zoneIndex(for name: DomainName) -> Int? { Self.zoneIndex(for: name, in: zones) }
+
+    /// The deepest of `zones` that `name` is in.
+    static func zoneIndex(for name: DomainName, in zones: [Zone]) -> Int? {
         zones.indices.filter { name.isSubdomain(of: zones[$0].origin) }
             .max(by: { zones[$0].origin.labelCount < zones[$1].origin.labelCount })
     }
@@ -125,10 +137,13 @@ public struct SnapshotBuilder {
 
     // MARK: - Sections
 
-    private func negativeSOA(_ zone: Int) -> Placed {
-        var soa = zones[zone].soa
-        soa.ttl = zones[zone].negativeTTL
-        return Placed(owner: .name(zones[zone].origin), rrset: soa)
+    private func negativeSOA(_ zone: Int) -> Placed { Self.negativeSOA(zones[zone]) }
+
+    /// The SOA of a negative answer, with the zone's negative TTL (RFC 2308 §3).
+    static func negativeSOA(_ zone: Zone) -> Placed {
+        var soa = zone.soa
+        soa.ttl = zone.negativeTTL
+        return Placed(owner: .name(zone.origin), rrset: soa)
     }
 
     /// A and AAAA for the targets of NS, MX and SRV records that we hold (RFC 1034 §4.3.2 step 6).
@@ -243,30 +258,7 @@ public struct SnapshotBuilder {
 
     // MARK: - Encoding
 
-    private mutating func add(_ spec: TemplateSpec, key: String? = nil) -> Int32 {
-        if let key, let cached = templateCache[key] { return cached }
-        var encoder = TemplateEncoder(base: spec.base)
-        for placed in spec.answer { encoder.write(placed) }
-        for placed in spec.authority { encoder.write(placed) }
-        let minimalLength = encoder.body.count
-        let minimalRelocations = encoder.relocations.count
-        for placed in spec.additional { encoder.write(placed) }
-        let count = { (placed: [Placed]) in UInt16(placed.reduce(0) { $0 + $1.rrset.rdatas.count }) }
-        let template = Template(
-            bodyStart: UInt32(bodies.count), bodyLength: UInt16(encoder.body.count),
-            minimalLength: UInt16(minimalLength),
-            relocationStart: UInt32(relocations.count), relocationCount: UInt16(encoder.relocations.count),
-            minimalRelocationCount: UInt16(minimalRelocations),
-            answerCount: count(spec.answer), authorityCount: count(spec.authority),
-            additionalCount: count(spec.additional), baseLength: UInt16(spec.base.wire.count),
-            rcode: UInt8(spec.rcode.rawValue), authoritative: spec.authoritative, isReferral: spec.isReferral)
-        bodies += encoder.body
-        relocations += encoder.relocations
-        templates.append(template)
-        let index = Int32(templates.count - 1)
-        if let key { templateCache[key] = index }
-        return index
-    }
+    private mutating func add(_ spec: TemplateSpec, key: String? = nil) -> Int32 { table.add(spec, key: key) }
 
     /// Templates for each type at a name plus its default and ANY templates.
     private mutating func answerSet(
@@ -289,43 +281,7 @@ public struct SnapshotBuilder {
         return (types, fallback, any)
     }
 
-    /// The three templates (A, AAAA, other) of every steered answer, for one zone, encoded for
-    /// the zone apex as base: the apex is a suffix of every name in the zone, so the query path
-    /// shifts them to fit whichever steered name was asked.
-    private mutating func steeredTemplates(zone: Int) -> [Int32] {
-        let apex = zones[zone].origin
-        var out: [Int32] = []
-        for answer in steering.answers {
-            for type in [RecordType.a, .aaaa] {
-                var spec = TemplateSpec(base: apex)
-                let addresses = type == .a ? answer.ipv4 : answer.ipv6
-                switch answer.kind {
-                case .serverFailure:
-                    spec.rcode = .servFail
-                    spec.authoritative = false
-                case .denied:
-                    var soa = negativeSOA(zone)
-                    soa.rrset.ttl = min(soa.rrset.ttl, answer.ttl)
-                    spec.authority = [soa]
-                case .addresses where addresses.isEmpty:
-                    spec.authority = [negativeSOA(zone)]
-                case .addresses:
-                    spec.answer = [
-                        Placed(
-                            owner: .queryName, rrset: RRset(owner: apex, type: type, ttl: answer.ttl, rdatas: addresses)
-                        )
-                    ]
-                }
-                out.append(add(spec))
-            }
-            var other = TemplateSpec(base: apex)
-            other.authority = [negativeSOA(zone)]
-            out.append(add(other, key: "steered-other \(zone)"))
-        }
-        return out
-    }
-
-    private mutating func make() -> Snapshot {
+    private mutating func make() -> ZoneData {
         var nodes: [Node] = []
         var names: [UInt8] = []
         var typeKeys: [UInt16] = []
@@ -394,58 +350,6 @@ public struct SnapshotBuilder {
             nxdomain.append(add(spec))
         }
 
-        // Steering. Location classes whose answers are the same for every steered name are one
-        // answer class: the trie then joins more neighbours, so it is smaller (fewer cache
-        // misses per lookup) and its scopes are wider, yet never wider than the range over
-        // which every answer is the same.
-        let classCount = max(1, steering.classCount)
-        var answerClassOf = [Int32](repeating: 0, count: classCount)
-        var rows: [[Int32]] = []
-        var rowIndex: [[Int32]: Int32] = [:]
-        for location in 0..<classCount {
-            let row = steering.names.map {
-                location < $0.answerOfClass.count ? $0.answerOfClass[location] : ($0.answerOfClass.first ?? 0)
-            }
-            if let known = rowIndex[row] {
-                answerClassOf[location] = known
-            } else {
-                answerClassOf[location] = Int32(rows.count)
-                rowIndex[row] = Int32(rows.count)
-                rows.append(row)
-            }
-        }
-        func answerClass(_ location: Int32) -> Int32 {
-            location >= 0 && Int(location) < classCount ? answerClassOf[Int(location)] : answerClassOf[0]
-        }
-        var trie4 = PrefixTrieBuilder()
-        for (address, length, location) in steering.v4 {
-            trie4.insert(high: UInt64(address) << 32, low: 0, length: Int(length), classID: answerClass(location))
-        }
-        var trie6 = PrefixTrieBuilder()
-        for (high, low, length, location) in steering.v6 {
-            trie6.insert(high: high, low: low, length: Int(length), classID: answerClass(location))
-        }
-        // Addresses in no entry are location class 0, numbered first: answer class 0, the
-        // tries' default.
-        var steeredRows: [Int32] = []
-        var classAnswers: [Int32] = []
-        var templateStarts: [Int32] = []
-        var steeredTemplateList: [Int32] = []
-        var zoneTemplateStart: [Int: Int32] = [:]
-        for (index, steered) in steering.names.enumerated() {
-            steeredRows.append(Int32(classAnswers.count))
-            classAnswers += rows.map { $0[index] }
-            guard let zone = zoneIndex(for: steered.name.lowercased) else {
-                templateStarts.append(0)
-                continue
-            }
-            if zoneTemplateStart[zone] == nil {
-                zoneTemplateStart[zone] = Int32(steeredTemplateList.count)
-                steeredTemplateList += steeredTemplates(zone: zone)
-            }
-            templateStarts.append(zoneTemplateStart[zone]!)
-        }
-
         var capacity = 16
         while capacity < nodes.count * 2 { capacity *= 2 }
         var slots = [Int32](repeating: -1, count: capacity)
@@ -454,11 +358,44 @@ public struct SnapshotBuilder {
             while slots[slot] >= 0 { slot = (slot + 1) & (capacity - 1) }
             slots[slot] = Int32(index)
         }
-        return Snapshot(
+        return ZoneData(
             nodes: nodes, slots: slots, names: names, typeKeys: typeKeys, typeTemplates: typeTemplates,
-            templates: templates, bodies: bodies, relocations: relocations, nxdomainTemplates: nxdomain, zones: zones,
-            trie4: trie4.merged(), trie6: trie6.merged(), steeredRows: steeredRows, classAnswers: classAnswers,
-            steeredTemplateStarts: templateStarts, steeredTemplates: steeredTemplateList,
-            steeredNames: steering.names.map { $0.name.description }, steeredAnswerSites: steering.answers.map(\.sites))
+            table: table.make(), nxdomainTemplates: nxdomain, zones: zones, steeredNames: steeredNameList,
+            steeredZones: steeredNameList.map { zoneIndex(for: $0.lowercased) ?? -1 })
     }
+}
+
+/// Encodes templates into one table, reusing those given a key.
+struct TemplateTableBuilder {
+    private var templates: [Template] = []
+    private var bodies: [UInt8] = []
+    private var relocations: [UInt16] = []
+    private var cache: [String: Int32] = [:]
+
+    mutating func add(_ spec: TemplateSpec, key: String? = nil) -> Int32 {
+        if let key, let cached = cache[key] { return cached }
+        var encoder = TemplateEncoder(base: spec.base)
+        for placed in spec.answer { encoder.write(placed) }
+        for placed in spec.authority { encoder.write(placed) }
+        let minimalLength = encoder.body.count
+        let minimalRelocations = encoder.relocations.count
+        for placed in spec.additional { encoder.write(placed) }
+        let count = { (placed: [Placed]) in UInt16(placed.reduce(0) { $0 + $1.rrset.rdatas.count }) }
+        let template = Template(
+            bodyStart: UInt32(bodies.count), bodyLength: UInt16(encoder.body.count),
+            minimalLength: UInt16(minimalLength),
+            relocationStart: UInt32(relocations.count), relocationCount: UInt16(encoder.relocations.count),
+            minimalRelocationCount: UInt16(minimalRelocations),
+            answerCount: count(spec.answer), authorityCount: count(spec.authority),
+            additionalCount: count(spec.additional), baseLength: UInt16(spec.base.wire.count),
+            rcode: UInt8(spec.rcode.rawValue), authoritative: spec.authoritative, isReferral: spec.isReferral)
+        bodies += encoder.body
+        relocations += encoder.relocations
+        templates.append(template)
+        let index = Int32(templates.count - 1)
+        if let key { cache[key] = index }
+        return index
+    }
+
+    func make() -> TemplateTable { TemplateTable(templates: templates, bodies: bodies, relocations: relocations) }
 }

@@ -29,17 +29,67 @@ public struct SteeringTable: Sendable {
         }
     }
 
-    /// IPv4 networks (address, prefix length, class); a later entry overrides an earlier one
-    /// where they overlap. Addresses in no entry are class 0.
-    public var v4: [(UInt32, UInt8, Int32)] = []
-    /// IPv6 networks (high and low 64 bits, prefix length, class).
-    public var v6: [(UInt64, UInt64, UInt8, Int32)] = []
+    /// Which location class each client address is in.
+    public var locations = LocationTrie.empty
     public var classCount = 1
     /// Each steered name with the index into `answers` of every class.
     public var names: [(name: DomainName, answerOfClass: [Int32])] = []
     public var answers: [Answer] = []
 
     public init() {}
+}
+
+/// The address space cut into location classes, as two merged binary tries (IPv4, IPv6). It
+/// depends on the geography only (operator networks and the geo database), so it is built once
+/// per load; each health change relabels its leaves with answer classes (`relabeled`).
+public final class LocationTrie: Sendable {
+    let v4: [Int32]
+    let v6: [Int32]
+
+    /// IPv4 networks (address, prefix length, class); a later entry overrides an earlier one
+    /// where they overlap. Addresses in no entry are class 0. IPv6 networks as (high and low
+    /// 64 bits, prefix length, class).
+    public init(v4: [(UInt32, UInt8, Int32)], v6: [(UInt64, UInt64, UInt8, Int32)]) {
+        var trie4 = PrefixTrieBuilder()
+        for (address, length, location) in v4 {
+            trie4.insert(high: UInt64(address) << 32, low: 0, length: Int(length), classID: location)
+        }
+        var trie6 = PrefixTrieBuilder()
+        for (high, low, length, location) in v6 {
+            trie6.insert(high: high, low: low, length: Int(length), classID: location)
+        }
+        self.v4 = trie4.merged()
+        self.v6 = trie6.merged()
+    }
+
+    public static let empty = LocationTrie(v4: [], v6: [])
+
+    /// Binary trie nodes in both tries (for the load summary and memory estimates).
+    public var nodeCount: Int { (v4.count + v6.count) / 2 }
+
+    /// `trie` with each leaf's location class replaced by `classOf[class]` (classes outside
+    /// the table count as class 0), equal-leaf siblings merged again: exactly the trie that
+    /// inserting the networks with their answer classes would give.
+    static func relabeled(_ trie: [Int32], _ classOf: [Int32]) -> [Int32] {
+        func label(_ leaf: Int32) -> Int32 {
+            let location = Int(-leaf - 1)
+            return -((location < classOf.count ? classOf[location] : classOf[0]) + 1)
+        }
+        var out: [Int32] = [0, 0]
+        out.reserveCapacity(trie.count)
+        func compact(_ value: Int32) -> Int32 {
+            if value < 0 { return label(value) }
+            let left = compact(trie[2 * Int(value)])
+            let right = compact(trie[2 * Int(value) + 1])
+            if left < 0 && left == right { return left }
+            let index = Int32(out.count / 2)
+            out += [left, right]
+            return index
+        }
+        out[0] = compact(trie[0])
+        out[1] = compact(trie[1])
+        return out
+    }
 }
 
 /// A binary trie over address bits whose leaves are classes. Siblings with the same class are

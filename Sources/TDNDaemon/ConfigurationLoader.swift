@@ -22,32 +22,98 @@ struct ConfigurationLoader: Sendable {
         var policy: Policy?
         var geo: GeoDatabase?
         var zones: [Zone]
-        var geography: SteeringGeography?
+        /// The steering control plane of this configuration, kept across health changes (and
+        /// across zone reloads that leave the policy and the geo database alone).
+        var steering: Steering?
         /// The health the snapshot was compiled with.
         var health: HealthView
 
-        /// The same configuration under new health: only the decisions and the snapshot are
-        /// recomputed (files and the geo database's networks are not read again).
+        var geography: SteeringGeography? { steering?.compiler.geography }
+
+        /// The same configuration under new health: only the pairs whose answer can change are
+        /// decided again, and only the steering part of the snapshot is rebuilt (the zone part,
+        /// files and the geo database are not touched).
         func recompiled(health: HealthView) -> Loaded {
-            guard let policy, let geography else { return self }
+            guard let steering else { return self }
             var copy = self
-            let (steering, summary) = ConfigurationLoader.steering(policy: policy, geography: geography, health: health)
+            let summary = steering.update(health: health)
             copy.set = ZoneSet(
-                snapshot: SnapshotBuilder.build(zones, steering: steering), fingerprint: set.fingerprint,
-                summary: summary)
+                snapshot: set.snapshot.replacingSteering(
+                    SteeringBuilder.build(steering.table(), zone: set.snapshot.zoneData)),
+                fingerprint: set.fingerprint, summary: summary)
             copy.health = health
             return copy
         }
     }
 
-    func load(previous: [Zone]? = nil) -> Result<ZoneSet, ConfigErrors> { loadAll(previous: previous).map(\.set) }
+    /// A policy compiled against a geography: the decisions (`SteeringCompiler`), the location
+    /// tries (built once), and the steered names. Moves forward with each health change; used
+    /// by one thread at a time (loads and rebuilds run under the snapshot lock).
+    final class Steering: @unchecked Sendable {
+        let compiler: SteeringCompiler
+        let locations: LocationTrie
+        let names: [DomainName]
+        /// The geo database file as loaded (size, modification time, inode), to tell whether a
+        /// reload may keep these decisions.
+        let geoStamp: [Int]
+        let geoPath: String?
+        private(set) var lastRecomputed = 0
 
-    static func steering(policy: Policy, geography: SteeringGeography, health: HealthView) -> (SteeringTable, String) {
-        let made = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
-        let summary =
-            "\(made.names.count) steered names, \(made.locations.count) location classes, \(made.answers.count) distinct answers"
-        return (table(made), summary)
+        init(policy: Policy, geo: GeoDatabase?, health: HealthView) {
+            let geography = SteeringPlanner.geography(policy: policy, geo: geo)
+            compiler = SteeringCompiler(policy: policy, geography: geography, health: health)
+            locations = LocationTrie(v4: geography.v4, v6: geography.v6)
+            let plan = compiler.plan()
+            names = plan.names.compactMap { try? DomainName($0.labels.joined(separator: ".") + "." + plan.zone) }
+            geoPath = geo?.path
+            geoStamp = geo.map { Steering.stamp($0.path) } ?? []
+            lastRecomputed = compiler.nameCount * geography.locations.count
+        }
+
+        static func stamp(_ path: String) -> [Int] {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return [] }
+            return [Int(info.st_size), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec), Int(info.st_ino)]
+        }
+
+        /// Whether a new load of `policy` and `geo` may keep these decisions.
+        func fits(policy: Policy, geo: GeoDatabase?) -> Bool {
+            policy == compiler.policy && geo?.path == geoPath && (geo.map { Steering.stamp($0.path) } ?? []) == geoStamp
+        }
+
+        /// Moves to `health`; returns the load summary.
+        func update(health: HealthView) -> String {
+            lastRecomputed = compiler.update(health: health)
+            return summary
+        }
+
+        var summary: String {
+            let plan = compiler.plan()
+            return
+                "\(plan.names.count) steered names, \(plan.locations.count) location classes, \(plan.answers.count) distinct answers"
+        }
+
+        /// The current decisions in the form TDNDNS takes.
+        func table() -> SteeringTable {
+            let plan = compiler.plan()
+            var table = SteeringTable()
+            table.locations = locations
+            table.classCount = plan.locations.count
+            for (name, entry) in zip(names, plan.names) { table.names.append((name, entry.answerOfClass)) }
+            table.answers = plan.answers.map { answer in
+                switch (answer.denied, answer.denial) {
+                case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)
+                case (true, .empty): return SteeringTable.Answer(kind: .denied, ttl: answer.ttl)
+                default:
+                    return SteeringTable.Answer(
+                        kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
+                }
+            }
+            return table
+        }
     }
+
+    func load(previous: [Zone]? = nil) -> Result<ZoneSet, ConfigErrors> { loadAll(previous: previous).map(\.set) }
 
     /// With `previous` (the zones a watcher's reload would replace), a zone whose content
     /// changed without a serial increase is an error (`Zone.unchangedSerials`).
@@ -83,10 +149,9 @@ struct ConfigurationLoader: Sendable {
         guard errors.isEmpty else { return .failure(ConfigErrors(errors)) }
 
         var watched = zones.flatMap(\.files)
-        var steering = SteeringTable()
-        var summary = ""
-        var geography: SteeringGeography? = nil
+        var steering: Steering? = nil
         var healthView = HealthView()
+        var summary = ""
         if let policy {
             watched.append(policy.file)
             if let geo { watched.append(geo.path) }
@@ -100,43 +165,32 @@ struct ConfigurationLoader: Sendable {
                         )
                     ]))
             }
-            geography = SteeringPlanner.geography(policy: policy, geo: geo)
             healthView = health?(policy) ?? HealthView()
-            (steering, summary) = Self.steering(policy: policy, geography: geography!, health: healthView)
-            let conflicts = SnapshotBuilder.conflicts(zones, steering: steering)
+            // A reload that leaves the policy and the geo database alone keeps the decisions
+            // (and moves them to the current health): only the zones are compiled again.
+            if let kept = state?.loaded?.steering, kept.fits(policy: policy, geo: geo) {
+                steering = kept
+                summary = kept.update(health: healthView)
+            } else {
+                let made = Steering(policy: policy, geo: geo, health: healthView)
+                steering = made
+                summary = made.summary
+            }
+            let conflicts = SnapshotBuilder.conflicts(zones, steeredNames: steering!.names)
             guard conflicts.isEmpty else {
                 return .failure(
                     ConfigErrors(
                         conflicts.map { ConfigError(file: policy.file, line: 0, message: "model hostname \($0)") }))
             }
         }
+        let zoneData = SnapshotBuilder.zoneData(zones, steeredNames: steering?.names ?? [])
         let set = ZoneSet(
-            snapshot: SnapshotBuilder.build(zones, steering: steering),
+            snapshot: Snapshot(
+                zone: zoneData, steering: SteeringBuilder.build(steering?.table() ?? SteeringTable(), zone: zoneData)),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
-        let loaded = Loaded(set: set, policy: policy, geo: geo, zones: zones, geography: geography, health: healthView)
+        let loaded = Loaded(
+            set: set, policy: policy, geo: geo, zones: zones, steering: steering, health: healthView)
         state?.set(loaded)
         return .success(loaded)
-    }
-
-    /// The plan in the form TDNDNS takes.
-    static func table(_ plan: SteeringPlan) -> SteeringTable {
-        var table = SteeringTable()
-        table.v4 = plan.v4
-        table.v6 = plan.v6
-        table.classCount = plan.locations.count
-        for (labels, row) in plan.names {
-            guard let name = try? DomainName(labels.joined(separator: ".") + "." + plan.zone) else { continue }
-            table.names.append((name, row))
-        }
-        table.answers = plan.answers.map { answer in
-            switch (answer.denied, answer.denial) {
-            case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)
-            case (true, .empty): return SteeringTable.Answer(kind: .denied, ttl: answer.ttl)
-            default:
-                return SteeringTable.Answer(
-                    kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
-            }
-        }
-        return table
     }
 }

@@ -127,12 +127,25 @@ final class LiveState: Sendable {
                     logger.notice("site \(site.id): \(Self.describe(before)) → \(Self.describe(after)) (\(why))")
                 }
             }
+            let started = Self.threadCPUSeconds()
             let rebuilt = loaded.recompiled(health: view)
             store.publish(rebuilt.set.snapshot)
             serving.set(rebuilt)
+            let cpu = Self.threadCPUSeconds() - started
             Counter(label: "tdn_steering_rebuilds_total").increment()
+            FloatingPointCounter(label: "tdn_steering_rebuild_cpu_seconds_total").increment(by: cpu)
+            let pairs = rebuilt.steering?.lastRecomputed ?? 0
+            Counter(label: "tdn_steering_recomputed_pairs_total").increment(by: pairs)
+            logger.debug("steering: \(pairs) (name, class) pairs decided again, \(Int(cpu * 1000)) ms CPU")
             FreedMemory.release()
         }
+    }
+
+    /// CPU time of the calling thread (the compile thread), in seconds.
+    static func threadCPUSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
     static func describe(_ health: SiteHealth) -> String {

@@ -376,10 +376,13 @@ struct LedgerAttackTests {
         var cut = Set<Int>()
         let head = Array(
             "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".utf8)
+        // Each has started its head, and the server has taken all eight in, before the ninth comes.
+        for connection in slow { connection.send([head[0]]) }
+        usleep(300_000)
+        var position = 1
         let waiting = try #require(RawTCP(port: ledger.port))
         waiting.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         let servedEarly = !waiting.receive(timeout: 0.5, limit: 1).bytes.isEmpty
-        var position = 0
         while monotonicSeconds() - start < 3, cut.count < slow.count {
             for (index, connection) in slow.enumerated() where !cut.contains(index) {
                 if !connection.send([head[position % head.count]]) || connection.receive(timeout: 0.01).closed {

@@ -1,0 +1,94 @@
+/// Compiles a `SteeringTable` into the steering part of a snapshot for a zone part: answer
+/// classes, the location tries relabeled with them, and every steered answer encoded. Reads the
+/// zone part only for the zones' SOAs; builds nothing of it.
+public enum SteeringBuilder {
+    public static func build(_ steering: SteeringTable, zone: ZoneData) -> SteeringData {
+        // Location classes whose answers are the same for every steered name are one answer
+        // class: the trie then joins more neighbours, so it is smaller (fewer cache misses per
+        // lookup) and its scopes are wider, yet never wider than the range over which every
+        // answer is the same.
+        let classCount = max(1, steering.classCount)
+        var answerClassOf = [Int32](repeating: 0, count: classCount)
+        var rows: [[Int32]] = []
+        var rowIndex: [[Int32]: Int32] = [:]
+        for location in 0..<classCount {
+            let row = steering.names.map {
+                location < $0.answerOfClass.count ? $0.answerOfClass[location] : ($0.answerOfClass.first ?? 0)
+            }
+            if let known = rowIndex[row] {
+                answerClassOf[location] = known
+            } else {
+                answerClassOf[location] = Int32(rows.count)
+                rowIndex[row] = Int32(rows.count)
+                rows.append(row)
+            }
+        }
+        // Addresses in no network are location class 0, numbered first: answer class 0, the
+        // tries' default.
+        var table = TemplateTableBuilder()
+        var steeredRows: [Int32] = []
+        var classAnswers: [Int32] = []
+        var templateStarts: [Int32] = []
+        var templates: [Int32] = []
+        var zoneTemplateStart: [Int: Int32] = [:]
+        for index in steering.names.indices {
+            steeredRows.append(Int32(classAnswers.count))
+            classAnswers += rows.map { $0[index] }
+            let zoneIndex = index < zone.steeredZones.count ? zone.steeredZones[index] : -1
+            guard zoneIndex >= 0 else {
+                templateStarts.append(0)
+                continue
+            }
+            if zoneTemplateStart[zoneIndex] == nil {
+                zoneTemplateStart[zoneIndex] = Int32(templates.count)
+                templates += encode(steering.answers, zone: zone.zones[zoneIndex], key: zoneIndex, into: &table)
+            }
+            templateStarts.append(zoneTemplateStart[zoneIndex]!)
+        }
+        return SteeringData(
+            trie4: LocationTrie.relabeled(steering.locations.v4, answerClassOf),
+            trie6: LocationTrie.relabeled(steering.locations.v6, answerClassOf), steeredRows: steeredRows,
+            classAnswers: classAnswers, steeredTemplateStarts: templateStarts, steeredTemplates: templates,
+            table: table.make(), steeredNames: steering.names.map { $0.name.description },
+            steeredAnswerSites: steering.answers.map(\.sites))
+    }
+
+    /// The three templates (A, AAAA, other) of every steered answer, for one zone, encoded for
+    /// the zone apex as base: the apex is a suffix of every name in the zone, so the query path
+    /// shifts them to fit whichever steered name was asked.
+    private static func encode(
+        _ answers: [SteeringTable.Answer], zone: Zone, key: Int, into table: inout TemplateTableBuilder
+    ) -> [Int32] {
+        let apex = zone.origin
+        var out: [Int32] = []
+        out.reserveCapacity(3 * answers.count)
+        for answer in answers {
+            for type in [RecordType.a, .aaaa] {
+                var spec = TemplateSpec(base: apex)
+                let addresses = type == .a ? answer.ipv4 : answer.ipv6
+                switch answer.kind {
+                case .serverFailure:
+                    spec.rcode = .servFail
+                    spec.authoritative = false
+                case .denied:
+                    var soa = SnapshotBuilder.negativeSOA(zone)
+                    soa.rrset.ttl = min(soa.rrset.ttl, answer.ttl)
+                    spec.authority = [soa]
+                case .addresses where addresses.isEmpty:
+                    spec.authority = [SnapshotBuilder.negativeSOA(zone)]
+                case .addresses:
+                    spec.answer = [
+                        Placed(
+                            owner: .queryName, rrset: RRset(owner: apex, type: type, ttl: answer.ttl, rdatas: addresses)
+                        )
+                    ]
+                }
+                out.append(table.add(spec))
+            }
+            var other = TemplateSpec(base: apex)
+            other.authority = [SnapshotBuilder.negativeSOA(zone)]
+            out.append(table.add(other, key: "steered-other \(key)"))
+        }
+        return out
+    }
+}
