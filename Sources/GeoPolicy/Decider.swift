@@ -281,16 +281,25 @@ public struct Decider: Sendable {
     }
 
     static func rendezvous(_ key: String, _ site: Site) -> Double {
+        rendezvous(keyHash: rendezvousKey(key), id: site.id, weight: site.weight)
+    }
+
+    /// FNV-1a over `key` and the separator: the hash of `key|id` continues from it per site.
+    static func rendezvousKey(_ key: String) -> UInt64 {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in (key + "|" + site.id).utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
+        for byte in key.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return (hash ^ UInt64(UInt8(ascii: "|"))) &* 0x100_0000_01b3
+    }
+
+    static func rendezvous(keyHash: UInt64, id: String, weight: Int) -> Double {
+        var hash = keyHash
+        for byte in id.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         hash ^= hash >> 33
         hash = hash &* 0xff51_afd7_ed55_8ccd
         hash ^= hash >> 33
         let unit = (Double(hash >> 11) + 1) / Double(1 << 53)
         // Weighted rendezvous: -weight / ln(u) picks each member in proportion to its weight.
-        return -Double(site.weight) / logarithm(unit)
+        return -Double(weight) / logarithm(unit)
     }
 }
 

@@ -8,6 +8,12 @@ final class SiteIndex {
     /// Each site's place in the order of site ids (`String <`): the last tie-break of the ranking.
     let rank: [Int32]
     let penalty: [Double]
+    let cost: [Double]
+    let coordinates: [Coordinates]
+    let ipv4Count: [Int]
+    let ids: [String]
+    let weights: [Int]
+    let ipv6Count: [Int]
     /// Unit vectors of the sites' coordinates (x, y, z).
     let points: [(Double, Double, Double)]
     let indexOf: [String: Int32]
@@ -34,6 +40,12 @@ final class SiteIndex {
         }
         self.rank = rank
         penalty = sites.map { policy.tierPenaltyMilliseconds[$0.tier] ?? 0 }
+        cost = sites.map(\.cost)
+        coordinates = sites.map(\.coordinates)
+        ipv4Count = sites.map(\.ipv4.count)
+        ids = sites.map(\.id)
+        weights = sites.map(\.weight)
+        ipv6Count = sites.map(\.ipv6.count)
         points = sites.map { SiteIndex.unitVector($0.coordinates) }
         var latency: [String: [(site: Int32, rtt: Double)]] = [:]
         var seen: Set<[String]> = []

@@ -22,9 +22,13 @@ public final class SteeringCompiler: @unchecked Sendable {
     private var pool: [SteeringAnswer] = []
     private var poolIndex: [SteeringAnswer: Int32] = [:]
     private var pooledAfterCompaction = 0
-    /// Per pair (`name * classCount + class`): its answer, and the sites its decision read.
+    /// Per pair (`name * classCount + class`): its answer, and the sites its decision read
+    /// (`reads` holds them all, one run per pair at `readStart`, `readCount` long; a longer run
+    /// than before moves to the end, and the holes are compacted away).
     private var choice: [Int32]
-    private var reads: [[Int32]]
+    private var reads: [Int32] = []
+    private var readStart: [UInt32]
+    private var readCount: [UInt32]
     /// Per site: pairs that read it. Entries of pairs that no longer read it linger until the
     /// site changes or the lists are rebuilt; an extra entry costs one recompute, never a wrong
     /// answer.
@@ -45,7 +49,8 @@ public final class SteeringCompiler: @unchecked Sendable {
         states = SiteStates(index: index, view: health)
         let pairs = decider.names.count * classCount
         choice = [Int32](repeating: 0, count: pairs)
-        reads = [[Int32]](repeating: [], count: pairs)
+        readStart = [UInt32](repeating: 0, count: pairs)
+        readCount = [UInt32](repeating: 0, count: pairs)
         readers = [[UInt32]](repeating: [], count: index.sites.count)
         stamp = [UInt32](repeating: 0, count: pairs)
         for location in 0..<classCount {
@@ -77,7 +82,7 @@ public final class SteeringCompiler: @unchecked Sendable {
             // it is used).
             var kept: [UInt32] = []
             var seen: Set<UInt32> = []
-            for pair in readers[site] where reads[Int(pair)].contains(Int32(site)) && seen.insert(pair).inserted {
+            for pair in readers[site] where readsSite(pair, Int32(site)) && seen.insert(pair).inserted {
                 kept.append(pair)
                 if stamp[Int(pair)] != stampValue {
                     stamp[Int(pair)] = stampValue
@@ -106,23 +111,50 @@ public final class SteeringCompiler: @unchecked Sendable {
             poolIndex[answer] = id
         }
         choice[Int(pair)] = id
-        let before = reads[Int(pair)]
         let after = decider.read
         // New readers only: a site that was read before already lists this pair.
-        for site in after where !before.contains(site) {
+        for site in after where !readsSite(pair, site) {
             readers[Int(site)].append(pair)
             readerEntries += 1
         }
-        readEntries += after.count - before.count
-        reads[Int(pair)] = after
+        let count = Int(readCount[Int(pair)])
+        readEntries += after.count - count
+        if after.count > count {
+            if reads.count + after.count > Int(UInt32.max) || reads.count > 2 * readEntries + 65536 { compactReads() }
+            readStart[Int(pair)] = UInt32(reads.count)
+            reads += after
+        } else {
+            let start = Int(readStart[Int(pair)])
+            for (offset, site) in after.enumerated() { reads[start + offset] = site }
+        }
+        readCount[Int(pair)] = UInt32(after.count)
+    }
+
+    private func readsSite(_ pair: UInt32, _ site: Int32) -> Bool {
+        let start = Int(readStart[Int(pair)])
+        for position in start..<start + Int(readCount[Int(pair)]) where reads[position] == site { return true }
+        return false
+    }
+
+    /// Drops the holes left by runs that moved.
+    private func compactReads() {
+        var packed: [Int32] = []
+        packed.reserveCapacity(readEntries + 1024)
+        for pair in readStart.indices {
+            let start = Int(readStart[pair])
+            readStart[pair] = UInt32(packed.count)
+            packed += reads[start..<start + Int(readCount[pair])]
+        }
+        reads = packed
     }
 
     private func rebuildReaders() {
         readers = [[UInt32]](repeating: [], count: index.sites.count)
         readerEntries = 0
-        for (pair, sites) in reads.enumerated() {
-            for site in sites { readers[Int(site)].append(UInt32(pair)) }
-            readerEntries += sites.count
+        for pair in readStart.indices {
+            let start = Int(readStart[pair])
+            for site in reads[start..<start + Int(readCount[pair])] { readers[Int(site)].append(UInt32(pair)) }
+            readerEntries += Int(readCount[pair])
         }
     }
 
@@ -287,6 +319,24 @@ final class IndexedDecider {
             overrideMark = [UInt32](repeating: 0, count: overrideMark.count)
             mark = 1
         }
+        let mark = self.mark
+        // The scratch space moves into locals for the decision (and back after it): locals are
+        // checked for exclusive access at compile time, properties of a class at run time.
+        var heap = self.heap
+        var read = self.read
+        var readScores = self.readScores
+        var usable = self.usable
+        var full = self.full
+        var down = self.down
+        var overrideMark = self.overrideMark
+        (self.heap, self.read, self.readScores, self.usable, self.full, self.down) = (RankingHeap(), [], [], [], [], [])
+        self.overrideMark = []
+        defer {
+            (self.heap, self.read, self.readScores, self.usable, self.full, self.down) = (
+                heap, read, readScores, usable, full, down
+            )
+            self.overrideMark = overrideMark
+        }
         heap.removeAll()
         read.removeAll(keepingCapacity: true)
         readScores.removeAll(keepingCapacity: true)
@@ -297,7 +347,7 @@ final class IndexedDecider {
         let sites = index.sites
         func siteEntry(_ site: Int32, _ score: Double) -> RankingHeap.Entry {
             RankingHeap.Entry(
-                score: score, cost: sites[Int(site)].cost, rank: index.rank[Int(site)], kind: .site, value: site)
+                score: score, cost: index.cost[Int(site)], rank: index.rank[Int(site)], kind: .site, value: site)
         }
         for (site, rtt) in context.overrides where eligible.isMember[Int(site)] {
             overrideMark[Int(site)] = mark
@@ -349,16 +399,19 @@ final class IndexedDecider {
                             let site = tree.order[position]
                             guard overrideMark[Int(site)] != mark else { continue }
                             // Exactly `Decider.rtt` plus the tier penalty, so scores are equal.
-                            let rtt = 2 + from.distance(to: sites[Int(site)].coordinates) / 100
+                            let rtt = 2 + from.distance(to: index.coordinates[Int(site)]) / 100
                             heap.push(siteEntry(site, rtt + index.penalty[Int(site)]))
                         }
                     } else {
-                        for child in [node.left, node.right] {
-                            heap.push(
-                                RankingHeap.Entry(
-                                    score: tree.bound(Int(child), context.point!), cost: -.infinity, rank: .min,
-                                    kind: .node, value: child))
-                        }
+                        let point = context.point!
+                        heap.push(
+                            RankingHeap.Entry(
+                                score: tree.bound(Int(node.left), point), cost: -.infinity, rank: .min, kind: .node,
+                                value: node.left))
+                        heap.push(
+                            RankingHeap.Entry(
+                                score: tree.bound(Int(node.right), point), cost: -.infinity, rank: .min, kind: .node,
+                                value: node.right))
                     }
                 }
             }
@@ -367,8 +420,8 @@ final class IndexedDecider {
         func note(_ site: Int32, _ score: Double) -> SiteHealth {
             read.append(site)
             readScores.append(score)
-            if !sites[Int(site)].ipv4.isEmpty { v4Seen += 1 }
-            if !sites[Int(site)].ipv6.isEmpty { v6Seen += 1 }
+            if index.ipv4Count[Int(site)] > 0 { v4Seen += 1 }
+            if index.ipv6Count[Int(site)] > 0 { v6Seen += 1 }
             return states.states[Int(site)]
         }
         while let top = heap.top {
@@ -391,8 +444,8 @@ final class IndexedDecider {
                 full.append(candidate)
             } else {
                 usable.append(candidate)
-                v4Have += sites[Int(site)].ipv4.count
-                v6Have += sites[Int(site)].ipv6.count
+                v4Have += index.ipv4Count[Int(site)]
+                v6Have += index.ipv6Count[Int(site)]
             }
         }
         var candidates = usable + full
@@ -412,18 +465,24 @@ final class IndexedDecider {
             }
             if answeringDown {
                 candidates.sort {
-                    ($0.saturated ? 1 : 0, $0.score, sites[Int($0.site)].cost, index.rank[Int($0.site)])
-                        < ($1.saturated ? 1 : 0, $1.score, sites[Int($1.site)].cost, index.rank[Int($1.site)])
+                    ($0.saturated ? 1 : 0, $0.score, index.cost[Int($0.site)], index.rank[Int($0.site)])
+                        < ($1.saturated ? 1 : 0, $1.score, index.cost[Int($1.site)], index.rank[Int($1.site)])
                 }
             }
         }
         if let best = candidates.first, !best.saturated {
             let group = candidates.prefix { !$0.saturated && $0.score - best.score <= near }
             if group.count > 1 {
-                let key = context.description + "/" + model.name
-                let ordered = group.sorted {
-                    Decider.rendezvous(key, sites[Int($0.site)]) > Decider.rendezvous(key, sites[Int($1.site)])
+                // Each member's hash once; the same comparisons as `Decider`'s, so the same order.
+                let key = Decider.rendezvousKey(context.description + "/" + model.name)
+                let ranked = group.map {
+                    (
+                        $0,
+                        Decider.rendezvous(
+                            keyHash: key, id: index.ids[Int($0.site)], weight: index.weights[Int($0.site)])
+                    )
                 }
+                let ordered = ranked.sorted { $0.1 > $1.1 }.map(\.0)
                 candidates.replaceSubrange(0..<group.count, with: ordered)
             }
         }
