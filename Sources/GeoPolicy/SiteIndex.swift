@@ -21,6 +21,8 @@ final class SiteIndex {
     /// (from, site) pair (as the linear search of `Decider.rtt` finds it).
     let latency: [String: [(site: Int32, rtt: Double)]]
     private var groups: [GroupKey: EligibleSites] = [:]
+    /// The groups made so far, by `EligibleSites.id`.
+    private(set) var groupList: [EligibleSites] = []
 
     struct GroupKey: Hashable {
         var model: Int
@@ -71,8 +73,9 @@ final class SiteIndex {
         let members = sites.indices.filter { index in
             Decider.serves(sites[index], served) && (allowed?.contains(sites[index].jurisdiction) ?? true)
         }.map { Int32($0) }
-        let made = EligibleSites(members: members, index: self)
+        let made = EligibleSites(members: members, index: self, model: served.name, id: groupList.count)
         groups[key] = made
+        groupList.append(made)
         return made
     }
 }
@@ -81,6 +84,9 @@ final class SiteIndex {
 /// for clients with coordinates, and a fixed order for clients without (every site then scores
 /// 250 ms plus its tier penalty).
 final class EligibleSites {
+    let id: Int
+    let model: String
+    let members: [Int32]
     let isMember: [Bool]
     let count: Int
     /// How many members have IPv4 and IPv6 addresses: once all of them are read, reading on
@@ -91,7 +97,46 @@ final class EligibleSites {
     let unlocated: [Int32]
     let tree: KDTree
 
-    init(members: [Int32], index: SiteIndex) {
+    /// Figures of one health state (`SiteStates.epoch`), for when no member can serve: how many
+    /// can (up, with the model), how many are down, the down members that were up last, and the
+    /// unsettled members.
+    private(set) var epoch = -1
+    private(set) var usableCount = 0
+    private(set) var downCount = 0
+    private(set) var latest: [Int32] = []
+    private(set) var unsettled: [Int32] = []
+
+    func refresh(_ states: SiteStates) {
+        guard epoch != states.epoch else { return }
+        epoch = states.epoch
+        usableCount = 0
+        downCount = 0
+        latest = []
+        unsettled = []
+        var latestUp: Double? = nil
+        for member in members {
+            let state = states.states[Int(member)]
+            if state.unsettled { unsettled.append(member) }
+            if !state.up {
+                downCount += 1
+                if let up = state.lastUp {
+                    if latestUp == nil || up > latestUp! {
+                        latestUp = up
+                        latest = [member]
+                    } else if up == latestUp {
+                        latest.append(member)
+                    }
+                }
+            } else if state.models?.contains(model) ?? true {
+                usableCount += 1
+            }
+        }
+    }
+
+    init(members: [Int32], index: SiteIndex, model: String, id: Int) {
+        self.id = id
+        self.model = model
+        self.members = members
         var isMember = [Bool](repeating: false, count: index.sites.count)
         for member in members { isMember[Int(member)] = true }
         self.isMember = isMember

@@ -33,6 +33,10 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// site changes or the lists are rebuilt; an extra entry costs one recompute, never a wrong
     /// answer.
     private var readers: [[UInt32]]
+    /// Per pair: the group it depends on as a whole (every eligible site down), or -1; per
+    /// group: those pairs (entries linger like `readers`').
+    private var pairGroup: [Int32]
+    private var groupReaders: [[UInt32]] = []
     private var readerEntries = 0
     private var readEntries = 0
     private var stamp: [UInt32]
@@ -46,11 +50,12 @@ public final class SteeringCompiler: @unchecked Sendable {
         index = SiteIndex(policy: policy)
         decider = IndexedDecider(index: index, locations: geography.locations)
         classCount = geography.locations.count
-        states = SiteStates(index: index, view: health)
+        states = SiteStates(index: index, view: health, epoch: 0)
         let pairs = decider.names.count * classCount
         choice = [Int32](repeating: 0, count: pairs)
         readStart = [UInt32](repeating: 0, count: pairs)
         readCount = [UInt32](repeating: 0, count: pairs)
+        pairGroup = [Int32](repeating: -1, count: pairs)
         readers = [[UInt32]](repeating: [], count: index.sites.count)
         stamp = [UInt32](repeating: 0, count: pairs)
         for location in 0..<classCount {
@@ -65,7 +70,7 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// returns how many pairs were recomputed.
     @discardableResult
     public func update(health next: HealthView) -> Int {
-        let nextStates = SiteStates(index: index, view: next)
+        let nextStates = SiteStates(index: index, view: next, epoch: states.epoch + 1)
         var changed: [Int] = []
         for site in index.sites.indices where states.states[site] != nextStates.states[site] { changed.append(site) }
         states = nextStates
@@ -91,6 +96,18 @@ public final class SteeringCompiler: @unchecked Sendable {
             }
             readerEntries += kept.count - readers[site].count
             readers[site] = kept
+            for group in groupReaders.indices where index.groupList[group].isMember[site] {
+                var still: [UInt32] = []
+                var once: Set<UInt32> = []
+                for pair in groupReaders[group] where pairGroup[Int(pair)] == group && once.insert(pair).inserted {
+                    still.append(pair)
+                    if stamp[Int(pair)] != stampValue {
+                        stamp[Int(pair)] = stampValue
+                        affected.append(pair)
+                    }
+                }
+                groupReaders[group] = still
+            }
         }
         for pair in affected { recompute(pair) }
         if readerEntries > 2 * readEntries + 1024 { rebuildReaders() }
@@ -111,6 +128,12 @@ public final class SteeringCompiler: @unchecked Sendable {
             poolIndex[answer] = id
         }
         choice[Int(pair)] = id
+        let group = decider.wholeGroup
+        if group >= 0 && pairGroup[Int(pair)] != group {
+            while groupReaders.count <= Int(group) { groupReaders.append([]) }
+            groupReaders[Int(group)].append(pair)
+        }
+        pairGroup[Int(pair)] = group
         let after = decider.read
         // New readers only: a site that was read before already lists this pair.
         for site in after where !readsSite(pair, site) {
@@ -203,8 +226,11 @@ public final class SteeringCompiler: @unchecked Sendable {
 struct SiteStates {
     var states: [SiteHealth]
     var anyUnsettled: Bool
+    /// Which health state this is (groups cache figures per epoch).
+    var epoch: Int
 
-    init(index: SiteIndex, view: HealthView) {
+    init(index: SiteIndex, view: HealthView, epoch: Int) {
+        self.epoch = epoch
         states = index.sites.map { view[$0.id] }
         anyUnsettled = states.contains { $0.unsettled }
     }
@@ -247,10 +273,11 @@ final class IndexedDecider {
     private var mark: UInt32 = 0
     /// The sites the last decision read, best first, and their scores.
     private(set) var read: [Int32] = []
+    /// The group the last decision depends on as a whole (-1: only on the sites it read).
+    private(set) var wholeGroup: Int32 = -1
     private var readScores: [Double] = []
     private var usable: [Candidate] = []
     private var full: [Candidate] = []
-    private var down: [Candidate] = []
 
     init(index: SiteIndex, locations: [Location]) {
         self.index = index
@@ -314,6 +341,13 @@ final class IndexedDecider {
         let model = policy.models[steered.model]
         let context = context(location)
         let eligible = group(name, context)
+        eligible.refresh(states)
+        if eligible.usableCount == 0 {
+            read = []
+            wholeGroup = Int32(eligible.id)
+            return allDown(eligible, context: context, model: model, states: states)
+        }
+        wholeGroup = -1
         mark &+= 1
         if mark == 0 {
             overrideMark = [UInt32](repeating: 0, count: overrideMark.count)
@@ -327,14 +361,11 @@ final class IndexedDecider {
         var readScores = self.readScores
         var usable = self.usable
         var full = self.full
-        var down = self.down
         var overrideMark = self.overrideMark
-        (self.heap, self.read, self.readScores, self.usable, self.full, self.down) = (RankingHeap(), [], [], [], [], [])
+        (self.heap, self.read, self.readScores, self.usable, self.full) = (RankingHeap(), [], [], [], [])
         self.overrideMark = []
         defer {
-            (self.heap, self.read, self.readScores, self.usable, self.full, self.down) = (
-                heap, read, readScores, usable, full, down
-            )
+            (self.heap, self.read, self.readScores, self.usable, self.full) = (heap, read, readScores, usable, full)
             self.overrideMark = overrideMark
         }
         heap.removeAll()
@@ -342,9 +373,7 @@ final class IndexedDecider {
         readScores.removeAll(keepingCapacity: true)
         usable.removeAll(keepingCapacity: true)
         full.removeAll(keepingCapacity: true)
-        down.removeAll(keepingCapacity: true)
 
-        let sites = index.sites
         func siteEntry(_ site: Int32, _ score: Double) -> RankingHeap.Entry {
             RankingHeap.Entry(
                 score: score, cost: index.cost[Int(site)], rank: index.rank[Int(site)], kind: .site, value: site)
@@ -435,10 +464,8 @@ final class IndexedDecider {
             guard let (site, score) = next() else { break }
             let state = note(site, score)
             let candidate = Candidate(site: site, score: score, saturated: state.saturated)
-            if !state.up {
-                down.append(candidate)
-                continue
-            }
+            // Down: read (an input), not a candidate; some eligible site can serve (`allDown`).
+            if !state.up { continue }
             if let loaded = state.models, !loaded.contains(model.name) { continue }
             if state.saturated {
                 full.append(candidate)
@@ -448,28 +475,70 @@ final class IndexedDecider {
                 v6Have += index.ipv6Count[Int(site)]
             }
         }
-        var candidates = usable + full
-        var answeringDown = false
-        if candidates.isEmpty && !down.isEmpty {
-            switch policy.health.whenAllDown {
-            case .lastKnownGood:
-                if let latest = down.compactMap({ states.states[Int($0.site)].lastUp }).max() {
-                    candidates = down.filter { states.states[Int($0.site)].lastUp == latest }
-                    answeringDown = true
-                }
-            case .fallback:
-                candidates = down.filter { fallback.contains($0.site) }
-                answeringDown = !candidates.isEmpty
-            case .deny:
-                break
-            }
-            if answeringDown {
-                candidates.sort {
-                    ($0.saturated ? 1 : 0, $0.score, index.cost[Int($0.site)], index.rank[Int($0.site)])
-                        < ($1.saturated ? 1 : 0, $1.score, index.cost[Int($1.site)], index.rank[Int($1.site)])
-                }
+        return finish(usable + full, context: context, model: model) { chosen, worst in
+            // An unsettled site that scores no worse than the answer's worst shortens the TTL:
+            // read on (ties) until nothing unread can score that low, so that such a site is an
+            // input of this decision even while nothing is unsettled.
+            while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
+            guard states.anyUnsettled else { return false }
+            return read.indices.contains { position in
+                states.states[Int(read[position])].unsettled
+                    && (chosen.contains(read[position]) || readScores[position] <= worst)
             }
         }
+    }
+
+    /// Every eligible site is down or lacks the model: the policy's `when-all-down` decides,
+    /// from the group's figures for this health (no site is read one by one).
+    private func allDown(
+        _ eligible: EligibleSites, context: Context, model: Model, states: SiteStates
+    )
+        -> SteeringAnswer
+    {
+        let policy = index.policy
+        func candidate(_ site: Int32) -> Candidate {
+            Candidate(site: site, score: score(site, context), saturated: states.states[Int(site)].saturated)
+        }
+        var candidates: [Candidate] = []
+        if eligible.downCount > 0 {
+            switch policy.health.whenAllDown {
+            case .lastKnownGood: candidates = eligible.latest.map(candidate)
+            case .fallback:
+                candidates = fallback.filter { eligible.isMember[Int($0)] && !states.states[Int($0)].up }.map(candidate)
+            case .deny: break
+            }
+            candidates.sort {
+                ($0.saturated ? 1 : 0, $0.score, index.cost[Int($0.site)], index.rank[Int($0.site)])
+                    < ($1.saturated ? 1 : 0, $1.score, index.cost[Int($1.site)], index.rank[Int($1.site)])
+            }
+        }
+        return finish(candidates, context: context, model: model) { chosen, worst in
+            eligible.unsettled.contains { chosen.contains($0) || score($0, context) <= worst }
+        }
+    }
+
+    /// A site's score for a client: `Decider.rtt` (latency map, else distance, else 250 ms)
+    /// plus the tier penalty, computed the same way so that the numbers are equal.
+    private func score(_ site: Int32, _ context: Context) -> Double {
+        if let entry = context.overrides.first(where: { $0.site == site }) {
+            return entry.rtt + index.penalty[Int(site)]
+        }
+        if let from = context.location.coordinates {
+            return (2 + from.distance(to: index.coordinates[Int(site)]) / 100) + index.penalty[Int(site)]
+        }
+        return 250 + index.penalty[Int(site)]
+    }
+
+    /// The ranking's end: near-equal spread, addresses, TTL and denial, as `Decider` does them.
+    private func finish(
+        _ candidates: [Candidate], context: Context, model: Model,
+        unsettled: (_ chosen: [Int32], _ worst: Double) -> Bool
+    ) -> SteeringAnswer {
+        let policy = index.policy
+        let sites = index.sites
+        let near = policy.nearEqualMilliseconds
+        let wanted = model.answers
+        var candidates = candidates
         if let best = candidates.first, !best.saturated {
             let group = candidates.prefix { !$0.saturated && $0.score - best.score <= near }
             if group.count > 1 {
@@ -508,17 +577,7 @@ final class IndexedDecider {
             if answer.ipv4.count >= wanted && answer.ipv6.count >= wanted { break }
         }
         if chosen.isEmpty { worst = .infinity }
-        // An unsettled site that scores no worse than the answer's worst shortens the TTL: read
-        // on (ties) until nothing unread can score that low, so that such a site is an input of
-        // this decision even while nothing is unsettled.
-        while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
-        if states.anyUnsettled {
-            let unsettled = read.indices.contains { position in
-                states.states[Int(read[position])].unsettled
-                    && (chosen.contains(read[position]) || readScores[position] <= worst)
-            }
-            if unsettled { answer.ttl = min(answer.ttl, policy.health.unsettledTTL) }
-        }
+        if unsettled(chosen, worst) { answer.ttl = min(answer.ttl, policy.health.unsettledTTL) }
         if chosen.isEmpty {
             answer.denied = true
             answer.denial = policy.denial.mode
