@@ -15,7 +15,8 @@ writes DIR/tdnd.yaml, DIR/zones/tdn.example.zone and DIR/zones/tdn.example.polic
 - operator networks bench-0 … bench-199, each a /24 of 100.64.0.0/10 placed exactly at one edge
   site, so the benchmark has clients whose answer contains a known site.
 
-The sample sites and their networks are listed in DIR/samples.csv (site,prefix,ipv4).
+The sample sites and their networks are listed in DIR/samples.csv (site,prefix,ipv4), every
+site in DIR/sites.csv (site,lat,lon,ipv4).
 """
 import argparse
 import os
@@ -132,6 +133,9 @@ def main():
             prefix = f"100.{64 + number // 256}.{number % 256}.0/24"
             lines.append(f"  - {{name: bench-{number}, prefix: {prefix}, country: {country}, lat: {lat}, lon: {lon}}}")
             handle.write(f"{site_id},{prefix},10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}\n")
+    with open(os.path.join(args.out, "sites.csv"), "w") as handle:
+        for site_id, _tier, lat, lon, _country, index in sites:
+            handle.write(f"{site_id},{lat},{lon},10.{index >> 16 & 255}.{index >> 8 & 255}.{index & 255}\n")
     with open(os.path.join(args.out, "zones", "tdn.example.policy.yaml"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     with open(os.path.join(args.out, "zones", "tdn.example.zone"), "w") as handle:

@@ -22,6 +22,9 @@ public final class SteeringCompiler: @unchecked Sendable {
     private var pool: [SteeringAnswer] = []
     private var poolIndex: [SteeringAnswer: Int32] = [:]
     private var pooledAfterCompaction = 0
+    /// Changes when pool indices are renumbered (the plan's answer keys are pool indices).
+    private var poolEpoch: UInt64 = 0
+    private var cachedPlan: SteeringPlan?
     /// Per pair (`name * classCount + class`): its answer, and the sites its decision read
     /// (`reads` holds them all, one run per pair at `readStart`, `readCount` long; a longer run
     /// than before moves to the end, and the holes are compacted away).
@@ -41,6 +44,8 @@ public final class SteeringCompiler: @unchecked Sendable {
     private var readEntries = 0
     private var stamp: [UInt32]
     private var stampValue: UInt32 = 0
+    private var siteMark: [UInt32]
+    private var siteMarkValue: UInt32 = 0
 
     /// Compiles every pair under `health`.
     public init(policy: Policy, geography: SteeringGeography, health: HealthView = HealthView()) {
@@ -58,6 +63,7 @@ public final class SteeringCompiler: @unchecked Sendable {
         pairGroup = [Int32](repeating: -1, count: pairs)
         readers = [[UInt32]](repeating: [], count: index.sites.count)
         stamp = [UInt32](repeating: 0, count: pairs)
+        siteMark = [UInt32](repeating: 0, count: index.sites.count)
         for location in 0..<classCount {
             for name in decider.names.indices { recompute(UInt32(name * classCount + location)) }
         }
@@ -76,6 +82,7 @@ public final class SteeringCompiler: @unchecked Sendable {
         states = nextStates
         health = next
         guard !changed.isEmpty else { return 0 }
+        cachedPlan = nil
         stampValue &+= 1
         if stampValue == 0 {
             stamp = [UInt32](repeating: 0, count: stamp.count)
@@ -136,11 +143,18 @@ public final class SteeringCompiler: @unchecked Sendable {
         pairGroup[Int(pair)] = group
         let after = decider.read
         // New readers only: a site that was read before already lists this pair.
-        for site in after where !readsSite(pair, site) {
+        let count = Int(readCount[Int(pair)])
+        siteMarkValue &+= 1
+        if siteMarkValue == 0 {
+            siteMark = [UInt32](repeating: 0, count: siteMark.count)
+            siteMarkValue = 1
+        }
+        let start = Int(readStart[Int(pair)])
+        for position in start..<start + count { siteMark[Int(reads[position])] = siteMarkValue }
+        for site in after where siteMark[Int(site)] != siteMarkValue {
             readers[Int(site)].append(pair)
             readerEntries += 1
         }
-        let count = Int(readCount[Int(pair)])
         readEntries += after.count - count
         if after.count > count {
             if reads.count + after.count > Int(UInt32.max) || reads.count > 2 * readEntries + 65536 { compactReads() }
@@ -194,6 +208,7 @@ public final class SteeringCompiler: @unchecked Sendable {
         }
         pool = kept
         pooledAfterCompaction = kept.count
+        poolEpoch &+= 1
         poolIndex = [:]
         for (id, answer) in pool.enumerated() { poolIndex[answer] = Int32(id) }
     }
@@ -201,7 +216,9 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// The current decisions as a plan: answers numbered in the order the names and classes
     /// first give them, exactly as `SteeringPlanner.plan` numbers them.
     public func plan() -> SteeringPlan {
+        if let cachedPlan { return cachedPlan }
         var plan = SteeringPlan(zone: policy.zone)
+        plan.answerKeyEpoch = poolEpoch
         plan.locations = geography.locations
         plan.v4 = geography.v4
         plan.v6 = geography.v6
@@ -213,11 +230,13 @@ public final class SteeringCompiler: @unchecked Sendable {
                 if dense[id] < 0 {
                     dense[id] = Int32(plan.answers.count)
                     plan.answers.append(pool[id])
+                    plan.answerKeys.append(Int32(id))
                 }
                 row[location] = dense[id]
             }
             plan.names.append((steered.labels, row))
         }
+        cachedPlan = plan
         return plan
     }
 }

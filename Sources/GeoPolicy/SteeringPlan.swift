@@ -33,6 +33,11 @@ public struct SteeringPlan: Sendable {
     /// Steered hostnames as labels below the zone: `[model]` or `[model, tenant]`.
     public var names: [(labels: [String], answerOfClass: [Int32])] = []
     public var answers: [SteeringAnswer] = []
+    /// Per answer, a key that stays the same for the same answer from one plan of a
+    /// `SteeringCompiler` to the next (while `answerKeyEpoch` does): a consumer may reuse what it
+    /// made of that answer. Empty for plans without such keys.
+    public var answerKeys: [Int32] = []
+    public var answerKeyEpoch: UInt64 = 0
     public var zone: String
 
     public init(zone: String) { self.zone = zone }

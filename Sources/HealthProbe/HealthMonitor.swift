@@ -257,11 +257,20 @@ public final class HealthMonitor: Sendable {
         }
     }
 
+    /// `2026-12-02T01:02:03Z` (ISO 8601, UTC): called for every site under the lock, so no
+    /// formatter object is made per call.
     static func format(_ time: Double) -> String {
         guard time > 0 else { return "never" }
-        let formatter = ISO8601DateFormatter()
-        return formatter.string(from: Date(timeIntervalSince1970: time))
+        var seconds = time_t(time)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return
+            "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
     }
+
+    /// Why a probed site is in its state (one site, cheaply: for log lines on transitions).
+    public func reason(of site: String) -> String? { state.withLock { $0.sites[site]?.reason } }
 
     // MARK: - Persistence (warm start)
 

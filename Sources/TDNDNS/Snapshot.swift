@@ -96,6 +96,10 @@ public final class ZoneData: @unchecked Sendable {
     /// each is in (-1: none).
     public let steeredNames: [DomainName]
     let steeredZones: [Int]
+    /// Unique per zone part built in this process.
+    let generation: UInt64
+
+    private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
         nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
@@ -112,6 +116,7 @@ public final class ZoneData: @unchecked Sendable {
         self.zones = zones
         self.steeredNames = steeredNames
         self.steeredZones = steeredZones
+        generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
     deinit {
@@ -129,9 +134,11 @@ public final class ZoneData: @unchecked Sendable {
 /// class, and those answers encoded. Replaced alone on every health change (the zone part
 /// stays), and re-encoded alone when a zone's SOA changes.
 public final class SteeringData: @unchecked Sendable {
-    /// Prefix tries mapping client addresses to answer classes, as `StrideTrie` nodes.
-    let trie4: UnsafeMutableBufferPointer<UInt32>
-    let trie6: UnsafeMutableBufferPointer<UInt32>
+    /// Prefix tries mapping client addresses to answer classes, as `StrideTrie` nodes; shared
+    /// with the next steering part when its answer classes are the same.
+    let tries: AnswerTries
+    var trie4: UnsafeMutableBufferPointer<UInt32> { tries.trie4 }
+    var trie6: UnsafeMutableBufferPointer<UInt32> { tries.trie6 }
     /// Per steered name: where its row of answers by class starts in `classAnswers`.
     let steeredRows: UnsafeMutableBufferPointer<Int32>
     let classAnswers: UnsafeMutableBufferPointer<Int32>
@@ -145,15 +152,28 @@ public final class SteeringData: @unchecked Sendable {
     let steeredAnswerSites: [[String]]
     /// Unique per steering part built in this process (never reused, unlike an address).
     let generation: UInt64
+    /// What the next build may reuse: the location classes' answer classes, the answers' keys,
+    /// and the zone part the templates were encoded for.
+    let answerClassOf: [Int32]
+    let locations: LocationTrie
+    let answerKeys: [Int32]
+    let answerKeyEpoch: UInt64
+    let zoneGeneration: UInt64
 
     private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
-        trie4: [Int32], trie6: [Int32], steeredRows: [Int32], classAnswers: [Int32], steeredTemplateStarts: [Int32],
-        steeredTemplates: [Int32], table: TemplateTable, steeredNames: [String], steeredAnswerSites: [[String]]
+        tries: AnswerTries, steeredRows: [Int32], classAnswers: [Int32], steeredTemplateStarts: [Int32],
+        steeredTemplates: [Int32], table: TemplateTable, steeredNames: [String], steeredAnswerSites: [[String]],
+        answerClassOf: [Int32], locations: LocationTrie, answerKeys: [Int32], answerKeyEpoch: UInt64,
+        zoneGeneration: UInt64
     ) {
-        self.trie4 = StrideTrie.build(from: trie4)
-        self.trie6 = StrideTrie.build(from: trie6)
+        self.tries = tries
+        self.answerClassOf = answerClassOf
+        self.locations = locations
+        self.answerKeys = answerKeys
+        self.answerKeyEpoch = answerKeyEpoch
+        self.zoneGeneration = zoneGeneration
         self.steeredRows = allocatedCopy(steeredRows)
         self.classAnswers = allocatedCopy(classAnswers)
         self.steeredTemplateStarts = allocatedCopy(steeredTemplateStarts)
@@ -165,13 +185,28 @@ public final class SteeringData: @unchecked Sendable {
     }
 
     deinit {
-        trie4.deallocate()
-        trie6.deallocate()
         steeredRows.deallocate()
         classAnswers.deallocate()
         steeredTemplateStarts.deallocate()
         steeredTemplates.deallocate()
         table.deallocate()
+    }
+}
+
+/// The two stride tries of a steering part, owned apart so that steering parts with the same
+/// answer classes share them.
+final class AnswerTries: @unchecked Sendable {
+    let trie4: UnsafeMutableBufferPointer<UInt32>
+    let trie6: UnsafeMutableBufferPointer<UInt32>
+
+    init(trie4: [Int32], trie6: [Int32]) {
+        self.trie4 = StrideTrie.build(from: trie4)
+        self.trie6 = StrideTrie.build(from: trie6)
+    }
+
+    deinit {
+        trie4.deallocate()
+        trie6.deallocate()
     }
 }
 

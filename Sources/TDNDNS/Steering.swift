@@ -35,6 +35,11 @@ public struct SteeringTable: Sendable {
     /// Each steered name with the index into `answers` of every class.
     public var names: [(name: DomainName, answerOfClass: [Int32])] = []
     public var answers: [Answer] = []
+    /// Optional: per answer, a key that names the same answer in the next table while
+    /// `answerKeyEpoch` stays the same, so that `SteeringBuilder` can copy its encoding from the
+    /// previous steering part instead of encoding it again.
+    public var answerKeys: [Int32] = []
+    public var answerKeyEpoch: UInt64 = 0
 
     public init() {}
 }
@@ -71,24 +76,35 @@ public final class LocationTrie: Sendable {
     /// the table count as class 0), equal-leaf siblings merged again: exactly the trie that
     /// inserting the networks with their answer classes would give.
     static func relabeled(_ trie: [Int32], _ classOf: [Int32]) -> [Int32] {
-        func label(_ leaf: Int32) -> Int32 {
-            let location = Int(-leaf - 1)
-            return -((location < classOf.count ? classOf[location] : classOf[0]) + 1)
-        }
         var out: [Int32] = [0, 0]
         out.reserveCapacity(trie.count)
-        func compact(_ value: Int32) -> Int32 {
-            if value < 0 { return label(value) }
-            let left = compact(trie[2 * Int(value)])
-            let right = compact(trie[2 * Int(value) + 1])
-            if left < 0 && left == right { return left }
-            let index = Int32(out.count / 2)
-            out += [left, right]
-            return index
+        trie.withUnsafeBufferPointer { trie in
+            classOf.withUnsafeBufferPointer { classOf in
+                let left = compact(trie[0], trie, classOf, &out)
+                let right = compact(trie[1], trie, classOf, &out)
+                out[0] = left
+                out[1] = right
+            }
         }
-        out[0] = compact(trie[0])
-        out[1] = compact(trie[1])
         return out
+    }
+
+    /// The compacted value of a slot (a relabeled leaf, or an index into `out`), post-order.
+    private static func compact(
+        _ value: Int32, _ trie: UnsafeBufferPointer<Int32>, _ classOf: UnsafeBufferPointer<Int32>,
+        _ out: inout [Int32]
+    ) -> Int32 {
+        if value < 0 {
+            let location = Int(-value - 1)
+            return -((location < classOf.count ? classOf[location] : classOf[0]) + 1)
+        }
+        let left = compact(trie[2 * Int(value)], trie, classOf, &out)
+        let right = compact(trie[2 * Int(value) + 1], trie, classOf, &out)
+        if left < 0 && left == right { return left }
+        let index = Int32(out.count / 2)
+        out.append(left)
+        out.append(right)
+        return index
     }
 }
 
@@ -163,40 +179,48 @@ enum StrideTrie {
 
     /// Converts the binary trie of `PrefixTrieBuilder.merged()`; node 0 is the root.
     static func build(from binary: [Int32]) -> UnsafeMutableBufferPointer<UInt32> {
-        var nodes: [UInt32] = []
-        // Fills the stride node at `index` for the binary subtree whose two children are
-        // `binary[2 * node]` and `binary[2 * node + 1]`, at `depth`.
-        func fill(_ index: Int, _ node: Int, _ depth: Int) {
-            for nibble in 0..<16 {
-                var current = node
-                var step = 0
-                var entry: UInt32 = 0
-                while true {
-                    let child = binary[2 * current + ((nibble >> (3 - step)) & 1)]
-                    step += 1
-                    if child < 0 {
-                        entry = leaf(child, depth: depth + step)
-                        break
-                    }
-                    if step == 4 || depth + step == 128 {
-                        let next = nodes.count / 16
-                        nodes += [UInt32](repeating: 0, count: 16)
-                        fill(next, Int(child), depth + step)
-                        entry = UInt32(next)
-                        break
-                    }
-                    current = Int(child)
-                }
-                nodes[16 * index + nibble] = entry
-            }
-        }
-        nodes = [UInt32](repeating: 0, count: 16)
-        fill(0, 0, 0)
+        var nodes = [UInt32](repeating: 0, count: 16)
+        nodes.reserveCapacity(binary.count * 4)
+        binary.withUnsafeBufferPointer { fill(&nodes, 0, 0, 0, $0) }
         let buffer = UnsafeMutableBufferPointer<UInt32>(
             start: UnsafeMutableRawPointer.allocate(byteCount: nodes.count * 4, alignment: 64).bindMemory(
                 to: UInt32.self, capacity: nodes.count),
             count: nodes.count)
         _ = buffer.initialize(from: nodes)
         return buffer
+    }
+
+    /// Fills the stride node at `index` for the binary subtree whose two children are
+    /// `binary[2 * node]` and `binary[2 * node + 1]`, at `depth`: the subtree's top four levels
+    /// are walked once, a leaf above the fourth filling every entry below it, and children are
+    /// made in entry order. (Static, with the arrays passed in: a nested function capturing
+    /// them would check every access at run time.)
+    private static func fill(
+        _ nodes: inout [UInt32], _ index: Int, _ node: Int, _ depth: Int, _ binary: UnsafeBufferPointer<Int32>
+    ) {
+        expand(&nodes, index, node, depth, step: 0, prefix: 0, binary)
+    }
+
+    private static func expand(
+        _ nodes: inout [UInt32], _ index: Int, _ current: Int, _ depth: Int, step: Int, prefix: Int,
+        _ binary: UnsafeBufferPointer<Int32>
+    ) {
+        for bit in 0..<2 {
+            let child = binary[2 * current + bit]
+            let next = step + 1
+            let path = prefix << 1 | bit
+            if child < 0 {
+                let entry = leaf(child, depth: depth + next)
+                let start = 16 * index + (path << (4 - next))
+                for slot in start..<start + (1 << (4 - next)) { nodes[slot] = entry }
+            } else if next == 4 || depth + next == 128 {
+                let made = nodes.count / 16
+                nodes.append(contentsOf: repeatElement(0, count: 16))
+                fill(&nodes, made, Int(child), depth + next, binary)
+                nodes[16 * index + (path << (4 - next))] = UInt32(made)
+            } else {
+                expand(&nodes, index, Int(child), depth, step: next, prefix: path, binary)
+            }
+        }
     }
 }

@@ -2,7 +2,10 @@
 /// classes, the location tries relabeled with them, and every steered answer encoded. Reads the
 /// zone part only for the zones' SOAs; builds nothing of it.
 public enum SteeringBuilder {
-    public static func build(_ steering: SteeringTable, zone: ZoneData) -> SteeringData {
+    /// With `previous` (the steering part being replaced), what has not changed is reused: the
+    /// tries when every location class keeps its answer class, and the encoding of every answer
+    /// it had (by `SteeringTable.answerKeys`) when the zone part is the same.
+    public static func build(_ steering: SteeringTable, zone: ZoneData, previous: SteeringData? = nil) -> SteeringData {
         // Location classes whose answers are the same for every steered name are one answer
         // class: the trie then joins more neighbours, so it is smaller (fewer cache misses per
         // lookup) and its scopes are wider, yet never wider than the range over which every
@@ -26,6 +29,19 @@ public enum SteeringBuilder {
         // Addresses in no network are location class 0, numbered first: answer class 0, the
         // tries' default.
         var table = TemplateTableBuilder()
+        // The previous part's encodings by answer key, when they fit this zone part.
+        var reusable: [Int32] = []
+        var reusableStart: [Int: Int32] = [:]
+        if let previous, previous.zoneGeneration == zone.generation, previous.answerKeyEpoch == steering.answerKeyEpoch,
+            !steering.answerKeys.isEmpty, !previous.answerKeys.isEmpty
+        {
+            reusable = [Int32](repeating: -1, count: Int(previous.answerKeys.max() ?? 0) + 1)
+            for (index, key) in previous.answerKeys.enumerated() { reusable[Int(key)] = Int32(index) }
+            for (index, zoneIndex) in zone.steeredZones.enumerated()
+            where zoneIndex >= 0 && index < previous.steeredTemplateStarts.count {
+                reusableStart[zoneIndex] = previous.steeredTemplateStarts[index]
+            }
+        }
         var steeredRows: [Int32] = []
         var classAnswers: [Int32] = []
         var templateStarts: [Int32] = []
@@ -41,28 +57,53 @@ public enum SteeringBuilder {
             }
             if zoneTemplateStart[zoneIndex] == nil {
                 zoneTemplateStart[zoneIndex] = Int32(templates.count)
-                templates += encode(steering.answers, zone: zone.zones[zoneIndex], key: zoneIndex, into: &table)
+                templates += encode(
+                    steering, zone: zone.zones[zoneIndex], key: zoneIndex, into: &table,
+                    reuse: previous.flatMap { previous in
+                        reusableStart[zoneIndex].map { (previous, $0, reusable) }
+                    })
             }
             templateStarts.append(zoneTemplateStart[zoneIndex]!)
         }
+        let tries: AnswerTries
+        if let previous, previous.locations === steering.locations, previous.answerClassOf == answerClassOf {
+            tries = previous.tries
+        } else {
+            tries = AnswerTries(
+                trie4: LocationTrie.relabeled(steering.locations.v4, answerClassOf),
+                trie6: LocationTrie.relabeled(steering.locations.v6, answerClassOf))
+        }
         return SteeringData(
-            trie4: LocationTrie.relabeled(steering.locations.v4, answerClassOf),
-            trie6: LocationTrie.relabeled(steering.locations.v6, answerClassOf), steeredRows: steeredRows,
-            classAnswers: classAnswers, steeredTemplateStarts: templateStarts, steeredTemplates: templates,
-            table: table.make(), steeredNames: steering.names.map { $0.name.description },
-            steeredAnswerSites: steering.answers.map(\.sites))
+            tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, steeredTemplateStarts: templateStarts,
+            steeredTemplates: templates, table: table.make(), steeredNames: steering.names.map { $0.name.description },
+            steeredAnswerSites: steering.answers.map(\.sites), answerClassOf: answerClassOf,
+            locations: steering.locations, answerKeys: steering.answerKeys, answerKeyEpoch: steering.answerKeyEpoch,
+            zoneGeneration: zone.generation)
     }
 
     /// The three templates (A, AAAA, other) of every steered answer, for one zone, encoded for
     /// the zone apex as base: the apex is a suffix of every name in the zone, so the query path
     /// shifts them to fit whichever steered name was asked.
     private static func encode(
-        _ answers: [SteeringTable.Answer], zone: Zone, key: Int, into table: inout TemplateTableBuilder
+        _ steering: SteeringTable, zone: Zone, key: Int, into table: inout TemplateTableBuilder,
+        reuse: (previous: SteeringData, start: Int32, indexOfKey: [Int32])?
     ) -> [Int32] {
         let apex = zone.origin
         var out: [Int32] = []
-        out.reserveCapacity(3 * answers.count)
-        for answer in answers {
+        out.reserveCapacity(3 * steering.answers.count)
+        for (position, answer) in steering.answers.enumerated() {
+            if let reuse, position < steering.answerKeys.count {
+                let answerKey = Int(steering.answerKeys[position])
+                if answerKey < reuse.indexOfKey.count, reuse.indexOfKey[answerKey] >= 0 {
+                    let first = Int(reuse.start) + 3 * Int(reuse.indexOfKey[answerKey])
+                    out.append(table.copy(Int(reuse.previous.steeredTemplates[first]), from: reuse.previous.table))
+                    out.append(table.copy(Int(reuse.previous.steeredTemplates[first + 1]), from: reuse.previous.table))
+                    var other = TemplateSpec(base: apex)
+                    other.authority = [SnapshotBuilder.negativeSOA(zone)]
+                    out.append(table.add(other, key: "steered-other \(key)"))
+                    continue
+                }
+            }
             for type in [RecordType.a, .aaaa] {
                 var spec = TemplateSpec(base: apex)
                 let addresses = type == .a ? answer.ipv4 : answer.ipv6

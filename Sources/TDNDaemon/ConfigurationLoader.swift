@@ -37,9 +37,10 @@ struct ConfigurationLoader: Sendable {
             guard let steering else { return self }
             var copy = self
             let summary = steering.update(health: health)
+            let data = SteeringBuilder.build(
+                steering.table(), zone: set.snapshot.zoneData, previous: set.snapshot.steeringData)
             copy.set = ZoneSet(
-                snapshot: set.snapshot.replacingSteering(
-                    SteeringBuilder.build(steering.table(), zone: set.snapshot.zoneData)),
+                snapshot: set.snapshot.replacingSteering(data),
                 fingerprint: set.fingerprint, summary: summary)
             copy.health = health
             return copy
@@ -100,6 +101,8 @@ struct ConfigurationLoader: Sendable {
             table.locations = locations
             table.classCount = plan.locations.count
             for (name, entry) in zip(names, plan.names) { table.names.append((name, entry.answerOfClass)) }
+            table.answerKeys = plan.answerKeys
+            table.answerKeyEpoch = plan.answerKeyEpoch
             table.answers = plan.answers.map { answer in
                 switch (answer.denied, answer.denial) {
                 case (true, .servfail): return SteeringTable.Answer(kind: .serverFailure, ttl: answer.ttl)

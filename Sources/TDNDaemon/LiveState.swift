@@ -123,7 +123,7 @@ final class LiveState: Sendable {
                 let before = loaded.health[site.id]
                 let after = view[site.id]
                 if before.up != after.up || before.saturated != after.saturated || before.models != after.models {
-                    let why = monitor.status().first { $0.site == site.id }?.why ?? ""
+                    let why = monitor.reason(of: site.id) ?? ""
                     logger.notice("site \(site.id): \(Self.describe(before)) → \(Self.describe(after)) (\(why))")
                 }
             }

@@ -65,8 +65,9 @@ enum StatusServer {
             guard live.monitor.force(site: site, forced) else {
                 return text(.notFound, "no probed site '\(site)' (only probed sites can be forced)\n")
             }
-            live.save()
+            // Answers first, then the saved state: the operator's change is live sooner.
             await live.rebuild()
+            live.save()
             logger.notice("site \(site) forced \(value) by an operator")
             return text(
                 .ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
