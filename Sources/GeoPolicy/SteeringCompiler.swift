@@ -39,6 +39,10 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// Per pair: the group it depends on as a whole (every eligible site down), or -1; per
     /// group: those pairs (entries linger like `readers`').
     private var pairGroup: [Int32]
+    /// Per pair: the sites its answer is made of, and the best site (`IndexedDecider.keys`);
+    /// per site: the pairs it keys (entries linger like `readers`').
+    private var keys: [[Int32]]
+    private var keyed: [[UInt32]]
     private var groupReaders: [[UInt32]] = []
     private var readerEntries = 0
     private var readEntries = 0
@@ -61,6 +65,8 @@ public final class SteeringCompiler: @unchecked Sendable {
         readStart = [UInt32](repeating: 0, count: pairs)
         readCount = [UInt32](repeating: 0, count: pairs)
         pairGroup = [Int32](repeating: -1, count: pairs)
+        keys = [[Int32]](repeating: [], count: pairs)
+        keyed = [[UInt32]](repeating: [], count: index.sites.count)
         readers = [[UInt32]](repeating: [], count: index.sites.count)
         stamp = [UInt32](repeating: 0, count: pairs)
         siteMark = [UInt32](repeating: 0, count: index.sites.count)
@@ -79,6 +85,7 @@ public final class SteeringCompiler: @unchecked Sendable {
         let nextStates = SiteStates(index: index, view: next, epoch: states.epoch + 1)
         var changed: [Int] = []
         for site in index.sites.indices where states.states[site] != nextStates.states[site] { changed.append(site) }
+        let before = states
         states = nextStates
         health = next
         guard !changed.isEmpty else { return 0 }
@@ -90,19 +97,35 @@ public final class SteeringCompiler: @unchecked Sendable {
         }
         var affected: [UInt32] = []
         for site in changed {
-            // Keep only the pairs that still read this site, once each (the list is rebuilt as
-            // it is used).
-            var kept: [UInt32] = []
-            var seen: Set<UInt32> = []
-            for pair in readers[site] where readsSite(pair, Int32(site)) && seen.insert(pair).inserted {
-                kept.append(pair)
-                if stamp[Int(pair)] != stampValue {
-                    stamp[Int(pair)] = stampValue
-                    affected.append(pair)
+            if Self.onlyWorse(before.states[site], states.states[site]) {
+                // A site that only got worse (down, full, fewer models) moves the answers it is
+                // in, and those it anchors (the best site sets the near-equal window); it cannot
+                // enter any other answer. Keep the list to the pairs it still keys, once each.
+                var kept: [UInt32] = []
+                var seen: Set<UInt32> = []
+                for pair in keyed[site] where keys[Int(pair)].contains(Int32(site)) && seen.insert(pair).inserted {
+                    kept.append(pair)
+                    if stamp[Int(pair)] != stampValue {
+                        stamp[Int(pair)] = stampValue
+                        affected.append(pair)
+                    }
                 }
+                keyed[site] = kept
+            } else {
+                // Otherwise every pair that read it: keep only those that still do, once each
+                // (the list is rebuilt as it is used).
+                var kept: [UInt32] = []
+                var seen: Set<UInt32> = []
+                for pair in readers[site] where readsSite(pair, Int32(site)) && seen.insert(pair).inserted {
+                    kept.append(pair)
+                    if stamp[Int(pair)] != stampValue {
+                        stamp[Int(pair)] = stampValue
+                        affected.append(pair)
+                    }
+                }
+                readerEntries += kept.count - readers[site].count
+                readers[site] = kept
             }
-            readerEntries += kept.count - readers[site].count
-            readers[site] = kept
             for group in groupReaders.indices where index.groupList[group].isMember[site] {
                 var still: [UInt32] = []
                 var once: Set<UInt32> = []
@@ -120,6 +143,17 @@ public final class SteeringCompiler: @unchecked Sendable {
         if readerEntries > 2 * readEntries + 1024 { rebuildReaders() }
         if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
         return affected.count
+    }
+
+    /// Whether a site's new state can only take it out of answers: down (whatever else), or
+    /// up with no more room and no more models than before; the same unsettled flag (which
+    /// sets TTLs). Its last-up time matters only to pairs that depend on a whole group.
+    static func onlyWorse(_ old: SiteHealth, _ new: SiteHealth) -> Bool {
+        guard old.unsettled == new.unsettled else { return false }
+        if !new.up { return true }
+        guard old.up, !old.saturated || new.saturated else { return false }
+        guard let grown = new.models else { return old.models == nil }
+        return old.models.map { grown.isSubset(of: $0) } ?? true
     }
 
     private func recompute(_ pair: UInt32) {
@@ -141,6 +175,9 @@ public final class SteeringCompiler: @unchecked Sendable {
             groupReaders[Int(group)].append(pair)
         }
         pairGroup[Int(pair)] = group
+        let key = decider.keys
+        for site in key where !keys[Int(pair)].contains(site) { keyed[Int(site)].append(pair) }
+        keys[Int(pair)] = key
         let after = decider.read
         // New readers only: a site that was read before already lists this pair.
         let count = Int(readCount[Int(pair)])
@@ -294,6 +331,9 @@ final class IndexedDecider {
     private(set) var read: [Int32] = []
     /// The group the last decision depends on as a whole (-1: only on the sites it read).
     private(set) var wholeGroup: Int32 = -1
+    /// The sites of the last answer and its best candidate (every candidate when the answer
+    /// is empty): a site that only gets worse changes the answer only if it is one of these.
+    private(set) var keys: [Int32] = []
     private var readScores: [Double] = []
     private var usable: [Candidate] = []
     private var full: [Candidate] = []
@@ -558,6 +598,7 @@ final class IndexedDecider {
         let near = policy.nearEqualMilliseconds
         let wanted = model.answers
         var candidates = candidates
+        let best = candidates.first?.site
         if let best = candidates.first, !best.saturated {
             let group = candidates.prefix { !$0.saturated && $0.score - best.score <= near }
             if group.count > 1 {
@@ -597,6 +638,12 @@ final class IndexedDecider {
         }
         if chosen.isEmpty { worst = .infinity }
         if unsettled(chosen, worst) { answer.ttl = min(answer.ttl, policy.health.unsettledTTL) }
+        if chosen.isEmpty {
+            keys = candidates.map(\.site)
+        } else {
+            keys = chosen
+            if let best, !chosen.contains(best) { keys.append(best) }
+        }
         if chosen.isEmpty {
             answer.denied = true
             answer.denial = policy.denial.mode

@@ -180,19 +180,29 @@ public final class HealthMonitor: Sendable {
 
     /// Forces a site up, down or to drain; nil clears it. Forced states survive reloads and
     /// restarts (they are saved). Returns false for a site that is not probed.
-    public func force(site: String, _ forced: ForcedState?) -> Bool {
+    public func force(site: String, _ forced: ForcedState?) -> Bool { force(sites: [site], forced).isEmpty }
+
+    /// Forces several sites at once (one change of the view, one re-steering): all of them, or,
+    /// when some are not probed, none. Returns the sites that are not probed.
+    public func force(sites: [String], _ forced: ForcedState?) -> [String] {
         let now = clock()
-        let effective = state.withLock { state -> (up: Bool, saturated: Bool)? in
-            guard state.sites[site] != nil else { return nil }
-            state.sites[site]!.force(forced, at: now)
-            return state.sites[site]!.effective(at: now)
+        let outcome = state.withLock { state -> (unknown: [String], effective: [(String, Bool)]) in
+            let unknown = sites.filter { state.sites[$0] == nil }
+            guard unknown.isEmpty else { return (unknown, []) }
+            var effective: [(String, Bool)] = []
+            for site in sites {
+                state.sites[site]!.force(forced, at: now)
+                effective.append((site, state.sites[site]!.effective(at: now).up))
+            }
+            return ([], effective)
         }
-        if let effective {
-            Gauge(label: "tdn_site_up", dimensions: [("site", site)]).record(effective.up ? 1 : 0)
+        guard outcome.unknown.isEmpty else { return outcome.unknown }
+        for (site, up) in outcome.effective {
+            Gauge(label: "tdn_site_up", dimensions: [("site", site)]).record(up ? 1 : 0)
             Counter(label: "tdn_site_state_changes_total", dimensions: [("site", site)]).increment()
-            publishIfChanged()
         }
-        return effective != nil
+        publishIfChanged()
+        return []
     }
 
     /// Re-evaluates the view (time alone makes data stale); signals `changes` if it differs.

@@ -194,14 +194,28 @@ public final class SteeringData: @unchecked Sendable {
 }
 
 /// The two stride tries of a steering part, owned apart so that steering parts with the same
-/// answer classes share them.
+/// answer classes share them, and with what the next build needs to redo only what changed.
 final class AnswerTries: @unchecked Sendable {
     let trie4: UnsafeMutableBufferPointer<UInt32>
     let trie6: UnsafeMutableBufferPointer<UInt32>
+    let state4: AnswerTrie
+    let state6: AnswerTrie
+    /// The answer class of each location class these tries were built for.
+    let classOf: [Int32]
 
-    init(trie4: [Int32], trie6: [Int32]) {
-        self.trie4 = StrideTrie.build(from: trie4)
-        self.trie6 = StrideTrie.build(from: trie6)
+    /// The tries of `locations` under `classOf`, from `previous` (built for the same
+    /// locations) where it applies.
+    init(locations: LocationTrie, classOf: [Int32], previous: AnswerTries? = nil) {
+        if let previous {
+            state4 = AnswerTrie(updating: previous.state4, locations: locations.v4, old: previous.classOf, new: classOf)
+            state6 = AnswerTrie(updating: previous.state6, locations: locations.v6, old: previous.classOf, new: classOf)
+        } else {
+            state4 = AnswerTrie(locations: locations.v4, classOf: classOf)
+            state6 = AnswerTrie(locations: locations.v6, classOf: classOf)
+        }
+        self.classOf = classOf
+        trie4 = state4.aligned()
+        trie6 = state6.aligned()
     }
 
     deinit {

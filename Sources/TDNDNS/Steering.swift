@@ -46,7 +46,7 @@ public struct SteeringTable: Sendable {
 
 /// The address space cut into location classes, as two merged binary tries (IPv4, IPv6). It
 /// depends on the geography only (operator networks and the geo database), so it is built once
-/// per load; each health change relabels its leaves with answer classes (`relabeled`).
+/// per load; each health change relabels its leaves with answer classes (`AnswerTrie`).
 public final class LocationTrie: Sendable {
     let v4: [Int32]
     let v6: [Int32]
@@ -71,41 +71,6 @@ public final class LocationTrie: Sendable {
 
     /// Binary trie nodes in both tries (for the load summary and memory estimates).
     public var nodeCount: Int { (v4.count + v6.count) / 2 }
-
-    /// `trie` with each leaf's location class replaced by `classOf[class]` (classes outside
-    /// the table count as class 0), equal-leaf siblings merged again: exactly the trie that
-    /// inserting the networks with their answer classes would give.
-    static func relabeled(_ trie: [Int32], _ classOf: [Int32]) -> [Int32] {
-        var out: [Int32] = [0, 0]
-        out.reserveCapacity(trie.count)
-        trie.withUnsafeBufferPointer { trie in
-            classOf.withUnsafeBufferPointer { classOf in
-                let left = compact(trie[0], trie, classOf, &out)
-                let right = compact(trie[1], trie, classOf, &out)
-                out[0] = left
-                out[1] = right
-            }
-        }
-        return out
-    }
-
-    /// The compacted value of a slot (a relabeled leaf, or an index into `out`), post-order.
-    private static func compact(
-        _ value: Int32, _ trie: UnsafeBufferPointer<Int32>, _ classOf: UnsafeBufferPointer<Int32>,
-        _ out: inout [Int32]
-    ) -> Int32 {
-        if value < 0 {
-            let location = Int(-value - 1)
-            return -((location < classOf.count ? classOf[location] : classOf[0]) + 1)
-        }
-        let left = compact(trie[2 * Int(value)], trie, classOf, &out)
-        let right = compact(trie[2 * Int(value) + 1], trie, classOf, &out)
-        if left < 0 && left == right { return left }
-        let index = Int32(out.count / 2)
-        out.append(left)
-        out.append(right)
-        return index
-    }
 }
 
 /// A binary trie over address bits whose leaves are classes. Siblings with the same class are
@@ -175,52 +140,5 @@ enum StrideTrie {
 
     static func leaf(_ value: Int32, depth: Int) -> UInt32 {
         leafFlag | UInt32(depth) << 24 | UInt32(-value - 1)
-    }
-
-    /// Converts the binary trie of `PrefixTrieBuilder.merged()`; node 0 is the root.
-    static func build(from binary: [Int32]) -> UnsafeMutableBufferPointer<UInt32> {
-        var nodes = [UInt32](repeating: 0, count: 16)
-        nodes.reserveCapacity(binary.count * 4)
-        binary.withUnsafeBufferPointer { fill(&nodes, 0, 0, 0, $0) }
-        let buffer = UnsafeMutableBufferPointer<UInt32>(
-            start: UnsafeMutableRawPointer.allocate(byteCount: nodes.count * 4, alignment: 64).bindMemory(
-                to: UInt32.self, capacity: nodes.count),
-            count: nodes.count)
-        _ = buffer.initialize(from: nodes)
-        return buffer
-    }
-
-    /// Fills the stride node at `index` for the binary subtree whose two children are
-    /// `binary[2 * node]` and `binary[2 * node + 1]`, at `depth`: the subtree's top four levels
-    /// are walked once, a leaf above the fourth filling every entry below it, and children are
-    /// made in entry order. (Static, with the arrays passed in: a nested function capturing
-    /// them would check every access at run time.)
-    private static func fill(
-        _ nodes: inout [UInt32], _ index: Int, _ node: Int, _ depth: Int, _ binary: UnsafeBufferPointer<Int32>
-    ) {
-        expand(&nodes, index, node, depth, step: 0, prefix: 0, binary)
-    }
-
-    private static func expand(
-        _ nodes: inout [UInt32], _ index: Int, _ current: Int, _ depth: Int, step: Int, prefix: Int,
-        _ binary: UnsafeBufferPointer<Int32>
-    ) {
-        for bit in 0..<2 {
-            let child = binary[2 * current + bit]
-            let next = step + 1
-            let path = prefix << 1 | bit
-            if child < 0 {
-                let entry = leaf(child, depth: depth + next)
-                let start = 16 * index + (path << (4 - next))
-                for slot in start..<start + (1 << (4 - next)) { nodes[slot] = entry }
-            } else if next == 4 || depth + next == 128 {
-                let made = nodes.count / 16
-                nodes.append(contentsOf: repeatElement(0, count: 16))
-                fill(&nodes, made, Int(child), depth + next, binary)
-                nodes[16 * index + (path << (4 - next))] = UInt32(made)
-            } else {
-                expand(&nodes, index, Int(child), depth, step: next, prefix: path, binary)
-            }
-        }
     }
 }

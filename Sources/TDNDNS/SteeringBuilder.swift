@@ -1,5 +1,5 @@
 /// Compiles a `SteeringTable` into the steering part of a snapshot for a zone part: answer
-/// classes, the location tries relabeled with them, and every steered answer encoded. Reads the
+/// classes, the answer tries (`AnswerTrie`), and every steered answer encoded. Reads the
 /// zone part only for the zones' SOAs; builds nothing of it.
 public enum SteeringBuilder {
     /// With `previous` (the steering part being replaced), what has not changed is reused: the
@@ -65,13 +65,16 @@ public enum SteeringBuilder {
             }
             templateStarts.append(zoneTemplateStart[zoneIndex]!)
         }
+        // The tries: the previous ones when no location class changed its answer class, else
+        // rebuilt from them where classes changed (`AnswerTrie`), else from scratch.
         let tries: AnswerTries
-        if let previous, previous.locations === steering.locations, previous.answerClassOf == answerClassOf {
-            tries = previous.tries
+        if let previous, previous.locations === steering.locations {
+            tries =
+                previous.tries.classOf == answerClassOf
+                ? previous.tries
+                : AnswerTries(locations: steering.locations, classOf: answerClassOf, previous: previous.tries)
         } else {
-            tries = AnswerTries(
-                trie4: LocationTrie.relabeled(steering.locations.v4, answerClassOf),
-                trie6: LocationTrie.relabeled(steering.locations.v6, answerClassOf))
+            tries = AnswerTries(locations: steering.locations, classOf: answerClassOf)
         }
         return SteeringData(
             tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, steeredTemplateStarts: templateStarts,

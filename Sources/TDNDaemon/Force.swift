@@ -3,13 +3,14 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 
-/// `tdnd force SITE up|down|drain|auto`: forces a site's state on a running tdnd through its
-/// admin endpoint (the status server, authenticated with the configured admin token).
+/// `tdnd force SITE[,SITE…] up|down|drain|auto`: forces sites' state on a running tdnd through
+/// its admin endpoint (the status server, authenticated with the configured admin token).
+/// Several sites (comma-separated) change at once: one re-steering.
 struct Force: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Force a probed site up, down or to drain on a running tdnd (auto: let the probes decide again).")
 
-    @Argument(help: "The site id, as in the policy file.")
+    @Argument(help: "The site id, as in the policy file; several, comma-separated, change at once.")
     var site: String
 
     @Argument(help: "up, down, drain or auto.")
@@ -32,11 +33,18 @@ struct Force: AsyncParsableCommand {
             throw ValidationError("no admin token: pass --token or set admin-token in the configuration")
         }
         let host = status.host.contains(":") ? "[\(status.host)]" : status.host
-        let escaped = site.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? site
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "&=+#")
+        let url: String
+        if site.contains(",") {
+            let escaped = site.addingPercentEncoding(withAllowedCharacters: allowed) ?? site
+            url = "http://\(host):\(status.port)/admin/force?state=\(state)&sites=\(escaped)"
+        } else {
+            let escaped = site.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? site
+            url = "http://\(host):\(status.port)/admin/sites/\(escaped)/force?state=\(state)"
+        }
         let outcome = await Result(catching: {
-            try await httpPost(
-                "http://\(host):\(status.port)/admin/sites/\(escaped)/force?state=\(state)", body: Data(),
-                headers: ["Authorization": "Bearer \(token)"])
+            try await httpPost(url, body: Data(), headers: ["Authorization": "Bearer \(token)"])
         })
         switch outcome {
         case .success((200, let body)):

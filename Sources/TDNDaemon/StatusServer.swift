@@ -18,7 +18,8 @@ final class ServingState: Sendable {
 /// The status HTTP server (default 127.0.0.1:9153): `/healthz` for tdnd itself,
 /// `/metrics` (Prometheus), `/status` (every probed site, JSON), `/explain?host=…&client=…`
 /// (the decision trace of `tdnd explain --json`) and, with an admin token configured,
-/// `POST /admin/sites/{site}/force?state=up|down|drain|auto`.
+/// `POST /admin/sites/{site}/force?state=up|down|drain|auto` (and `POST /admin/force?state=…&sites=A,B`
+/// for several at once).
 enum StatusServer {
     static func make(address: ListenAddress, live: LiveState, limits: HTTPLimits, logger: Logger) -> some Service {
         let state = live.serving
@@ -43,7 +44,8 @@ enum StatusServer {
             response.headers[.contentType] = "application/json"
             return response
         }
-        router.post("admin/sites/:site/force") { request, context -> Response in
+        /// Forces sites and answers once the answers reflect it (the state is saved after).
+        @Sendable func force(_ request: Request, sites: [String]) async -> Response {
             guard let token = live.adminToken else {
                 return text(.forbidden, "admin endpoints are off: set admin-token in the configuration\n")
             }
@@ -52,7 +54,6 @@ enum StatusServer {
             guard constantTimeEqual(given, token) else {
                 return text(.unauthorized, "a valid admin token is needed (Authorization: Bearer TOKEN)\n")
             }
-            let site = context.parameters.get("site") ?? ""
             let value = request.uri.queryParameters["state"].map(String.init) ?? ""
             let forced: ForcedState?
             if value == "auto" {
@@ -62,15 +63,32 @@ enum StatusServer {
             } else {
                 return text(.badRequest, "state must be up, down, drain or auto\n")
             }
-            guard live.monitor.force(site: site, forced) else {
-                return text(.notFound, "no probed site '\(site)' (only probed sites can be forced)\n")
+            guard !sites.isEmpty, !sites.contains(where: \.isEmpty) else {
+                return text(.badRequest, "name the sites: sites=ID,ID,…\n")
+            }
+            let unknown = live.monitor.force(sites: sites, forced)
+            guard unknown.isEmpty else {
+                return text(
+                    .notFound,
+                    "no probed site \(unknown.map { "'\($0)'" }.joined(separator: ", ")) (only probed sites can be forced); nothing was forced\n"
+                )
             }
             // Answers first, then the saved state: the operator's change is live sooner.
             await live.rebuild()
             live.save()
-            logger.notice("site \(site) forced \(value) by an operator")
+            let named = sites.count == 1 ? sites[0] : "\(sites.count) sites"
+            logger.notice("\(named) forced \(value) by an operator")
             return text(
-                .ok, "\(site): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
+                .ok, "\(named): \(value == "auto" ? "forced state cleared, probes decide" : "forced \(value)")\n")
+        }
+        router.post("admin/sites/:site/force") { request, context -> Response in
+            await force(request, sites: [context.parameters.get("site") ?? ""])
+        }
+        // Many sites at once (a region drained, or failed): one change, one re-steering.
+        router.post("admin/force") { request, _ -> Response in
+            let list = request.uri.queryParameters["sites"].map(String.init) ?? ""
+            return await force(
+                request, sites: list.split(separator: ",", omittingEmptySubsequences: false).map(String.init))
         }
         router.get("explain") { request, _ -> Response in
             guard let host = request.uri.queryParameters["host"], let client = request.uri.queryParameters["client"]
