@@ -57,12 +57,15 @@ struct TemplateTable {
     let relocations: UnsafeMutableBufferPointer<UInt16>
     /// The longest template body, to size TCP response buffers.
     let maximumBodyLength: Int
+    /// How many of each the buffers hold (an empty array still gets a buffer of one).
+    let counts: (templates: Int, bodies: Int, relocations: Int)
 
     init(templates: [Template], bodies: [UInt8], relocations: [UInt16]) {
         self.templates = allocatedCopy(templates)
         self.bodies = allocatedCopy(bodies)
         self.relocations = allocatedCopy(relocations)
         maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
+        counts = (templates.count, bodies.count, relocations.count)
     }
 
     func deallocate() {

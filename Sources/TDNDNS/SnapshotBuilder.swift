@@ -397,20 +397,13 @@ struct TemplateTableBuilder {
         return index
     }
 
-    /// Appends a copy of template `index` of `source` (its body and relocations as they are).
-    mutating func copy(_ index: Int, from source: TemplateTable) -> Int32 {
-        var template = source.templates[index]
-        let body = UnsafeBufferPointer(
-            rebasing: source.bodies[Int(template.bodyStart)..<Int(template.bodyStart) + Int(template.bodyLength)])
-        let moved = UnsafeBufferPointer(
-            rebasing: source.relocations[
-                Int(template.relocationStart)..<Int(template.relocationStart) + Int(template.relocationCount)])
-        template.bodyStart = UInt32(bodies.count)
-        template.relocationStart = UInt32(relocations.count)
-        bodies.append(contentsOf: body)
-        relocations.append(contentsOf: moved)
-        templates.append(template)
-        return Int32(templates.count - 1)
+    init() {}
+
+    /// Starts with every template of `source`, at the same indices.
+    init(copying source: TemplateTable) {
+        templates = Array(source.templates[0..<source.counts.templates])
+        bodies = Array(source.bodies[0..<source.counts.bodies])
+        relocations = Array(source.relocations[0..<source.counts.relocations])
     }
 
     func make() -> TemplateTable { TemplateTable(templates: templates, bodies: bodies, relocations: relocations) }

@@ -29,12 +29,16 @@ public enum SteeringBuilder {
         // Addresses in no network are location class 0, numbered first: answer class 0, the
         // tries' default.
         var table = TemplateTableBuilder()
-        // The previous part's encodings by answer key, when they fit this zone part.
+        // The previous part's encodings by answer key, when they fit this zone part: its whole
+        // table is taken over (one copy) and answers it had point at their old templates. Once
+        // the table holds over twice what the answers need, it is encoded afresh.
         var reusable: [Int32] = []
         var reusableStart: [Int: Int32] = [:]
         if let previous, previous.zoneGeneration == zone.generation, previous.answerKeyEpoch == steering.answerKeyEpoch,
-            !steering.answerKeys.isEmpty, !previous.answerKeys.isEmpty
+            !steering.answerKeys.isEmpty, !previous.answerKeys.isEmpty,
+            previous.table.counts.templates <= 6 * steering.answers.count + 4096
         {
+            table = TemplateTableBuilder(copying: previous.table)
             reusable = [Int32](repeating: -1, count: Int(previous.answerKeys.max() ?? 0) + 1)
             for (index, key) in previous.answerKeys.enumerated() { reusable[Int(key)] = Int32(index) }
             for (index, zoneIndex) in zone.steeredZones.enumerated()
@@ -94,16 +98,19 @@ public enum SteeringBuilder {
         let apex = zone.origin
         var out: [Int32] = []
         out.reserveCapacity(3 * steering.answers.count)
+        // Types other than A and AAAA: NODATA, the same for every answer of the zone.
+        var other = TemplateSpec(base: apex)
+        other.authority = [SnapshotBuilder.negativeSOA(zone)]
+        let otherTemplate = table.add(other, key: "steered-other \(key)")
         for (position, answer) in steering.answers.enumerated() {
             if let reuse, position < steering.answerKeys.count {
                 let answerKey = Int(steering.answerKeys[position])
                 if answerKey < reuse.indexOfKey.count, reuse.indexOfKey[answerKey] >= 0 {
+                    // The table starts as a copy of the previous one: same template indices.
                     let first = Int(reuse.start) + 3 * Int(reuse.indexOfKey[answerKey])
-                    out.append(table.copy(Int(reuse.previous.steeredTemplates[first]), from: reuse.previous.table))
-                    out.append(table.copy(Int(reuse.previous.steeredTemplates[first + 1]), from: reuse.previous.table))
-                    var other = TemplateSpec(base: apex)
-                    other.authority = [SnapshotBuilder.negativeSOA(zone)]
-                    out.append(table.add(other, key: "steered-other \(key)"))
+                    out.append(reuse.previous.steeredTemplates[first])
+                    out.append(reuse.previous.steeredTemplates[first + 1])
+                    out.append(otherTemplate)
                     continue
                 }
             }
@@ -129,9 +136,7 @@ public enum SteeringBuilder {
                 }
                 out.append(table.add(spec))
             }
-            var other = TemplateSpec(base: apex)
-            other.authority = [SnapshotBuilder.negativeSOA(zone)]
-            out.append(table.add(other, key: "steered-other \(key)"))
+            out.append(otherTemplate)
         }
         return out
     }
