@@ -38,17 +38,18 @@ struct AnswerTrie {
         freshStride = stride.count
     }
 
-    /// `previous` moved from the labels `old` to `new`.
-    init(updating previous: AnswerTrie, locations: [Int32], old: [Int32], new: [Int32]) {
-        guard old.count == new.count, previous.merged.count == locations.count / 2 else {
+    /// An empty placeholder (what a steering part keeps once the next one has taken its trie).
+    init() {}
+
+    /// Moves from the labels `old` to `new`, in place (the arrays are mutated, not copied: the
+    /// caller holds the only reference).
+    mutating func update(locations: [Int32], old: [Int32], new: [Int32]) {
+        guard old.count == new.count, merged.count == locations.count / 2 else {
             self = AnswerTrie(locations: locations, classOf: new)
             return
         }
         let changed = zip(old, new).map { $0 != $1 }
-        guard changed.contains(true) else {
-            self = previous
-            return
-        }
+        guard changed.contains(true) else { return }
         // Children come before parents in a merged trie, so one pass upward marks every node
         // with a changed class below it.
         var dirty = [Bool](repeating: false, count: locations.count / 2)
@@ -62,7 +63,6 @@ struct AnswerTrie {
         for node in 1..<max(1, locations.count / 2) {
             dirty[node] = isDirty(locations[2 * node]) || isDirty(locations[2 * node + 1])
         }
-        self = previous
         if binary.count > 2 * freshBinary + 4096 || stride.count > 2 * freshStride + 4096 {
             self = AnswerTrie(locations: locations, classOf: new)
             return

@@ -201,17 +201,26 @@ public final class SteeringData: @unchecked Sendable {
 final class AnswerTries: @unchecked Sendable {
     let trie4: UnsafeMutableBufferPointer<UInt32>
     let trie6: UnsafeMutableBufferPointer<UInt32>
-    let state4: AnswerTrie
-    let state6: AnswerTrie
+    /// What the next build patches; taken over by it (the query path reads only the buffers
+    /// above, which are copies). Builds run one at a time, on the compile thread.
+    private var state4: AnswerTrie
+    private var state6: AnswerTrie
+    private var hasState = true
     /// The answer class of each location class these tries were built for.
     let classOf: [Int32]
 
-    /// The tries of `locations` under `classOf`, from `previous` (built for the same
-    /// locations) where it applies.
+    /// The tries of `locations` under `classOf`, patched from `previous` (built for the same
+    /// locations, and not patched before) where it applies.
     init(locations: LocationTrie, classOf: [Int32], previous: AnswerTries? = nil) {
-        if let previous {
-            state4 = AnswerTrie(updating: previous.state4, locations: locations.v4, old: previous.classOf, new: classOf)
-            state6 = AnswerTrie(updating: previous.state6, locations: locations.v6, old: previous.classOf, new: classOf)
+        if let previous, previous.hasState {
+            // Taken, not copied: `previous` keeps its buffers for the snapshot still serving.
+            state4 = previous.state4
+            state6 = previous.state6
+            previous.state4 = AnswerTrie()
+            previous.state6 = AnswerTrie()
+            previous.hasState = false
+            state4.update(locations: locations.v4, old: previous.classOf, new: classOf)
+            state6.update(locations: locations.v6, old: previous.classOf, new: classOf)
         } else {
             state4 = AnswerTrie(locations: locations.v4, classOf: classOf)
             state6 = AnswerTrie(locations: locations.v6, classOf: classOf)
