@@ -25,15 +25,7 @@ struct AnswerTrie {
     init(locations: [Int32], classOf: [Int32]) {
         merged = [Int32](repeating: 0, count: locations.count / 2)
         binary.reserveCapacity(locations.count)
-        locations.withUnsafeBufferPointer { trie in
-            classOf.withUnsafeBufferPointer { classOf in
-                let left = Self.merge(trie[0], trie, classOf, nil, &binary, &merged)
-                let right = Self.merge(trie[1], trie, classOf, nil, &binary, &merged)
-                binary[0] = left
-                binary[1] = right
-            }
-        }
-        layOut()
+        mergeFromRoot(locations, classOf, dirty: nil)
         freshBinary = binary.count
         freshStride = stride.count
     }
@@ -67,14 +59,20 @@ struct AnswerTrie {
             self = AnswerTrie(locations: locations, classOf: new)
             return
         }
-        dirty.withUnsafeBufferPointer { dirty in
-            locations.withUnsafeBufferPointer { trie in
-                new.withUnsafeBufferPointer { classOf in
+        mergeFromRoot(locations, new, dirty: dirty)
+    }
+
+    /// Merges from the root (only `dirty` nodes, when given) and lays the stride nodes out.
+    private mutating func mergeFromRoot(_ locations: [Int32], _ classOf: [Int32], dirty: [Bool]?) {
+        locations.withUnsafeBufferPointer { trie in
+            classOf.withUnsafeBufferPointer { classOf in
+                func root(_ dirty: UnsafeBufferPointer<Bool>?) {
                     let left = Self.merge(trie[0], trie, classOf, dirty, &binary, &merged)
                     let right = Self.merge(trie[1], trie, classOf, dirty, &binary, &merged)
                     binary[0] = left
                     binary[1] = right
                 }
+                if let dirty { dirty.withUnsafeBufferPointer { root($0) } } else { root(nil) }
             }
         }
         layOut()
