@@ -1,3 +1,5 @@
+import Dispatch
+
 /// The steering control plane: one decision per (steered name, location class), kept between
 /// health changes so that a change recomputes only the pairs whose answer it can move.
 ///
@@ -15,6 +17,10 @@ public final class SteeringCompiler: @unchecked Sendable {
     public private(set) var health: HealthView
     let index: SiteIndex
     private let decider: IndexedDecider
+    /// A second decider for the second thread of large recomputes (made on first need), and
+    /// how many pairs make a recompute large (tests lower it).
+    private var helper: IndexedDecider?
+    var parallelAbove = 2048
     private let classCount: Int
     private var states: SiteStates
 
@@ -139,7 +145,7 @@ public final class SteeringCompiler: @unchecked Sendable {
                 groupReaders[group] = still
             }
         }
-        for pair in affected { recompute(pair) }
+        recompute(affected)
         if readerEntries > 2 * readEntries + 1024 { rebuildReaders() }
         if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
         return affected.count
@@ -156,10 +162,51 @@ public final class SteeringCompiler: @unchecked Sendable {
         return old.models.map { grown.isSubset(of: $0) } ?? true
     }
 
-    private func recompute(_ pair: UInt32) {
-        let name = Int(pair) / classCount
-        let location = Int(pair) % classCount
-        let answer = decider.decide(name: name, location: location, states: states)
+    /// One decision with its inputs, as `apply` records them.
+    struct Outcome {
+        var answer: SteeringAnswer
+        var group: Int32
+        var keys: [Int32]
+        var read: [Int32]
+    }
+
+    private func decide(_ pair: UInt32, with decider: IndexedDecider) -> Outcome {
+        let answer = decider.decide(name: Int(pair) / classCount, location: Int(pair) % classCount, states: states)
+        return Outcome(answer: answer, group: decider.wholeGroup, keys: decider.keys, read: decider.read)
+    }
+
+    /// Decides many pairs on two threads (each with a decider of its own; the groups' figures
+    /// for this health are made first, so that the threads only read shared state), then
+    /// records the outcomes in order, on this thread.
+    private func recompute(_ pairs: [UInt32]) {
+        guard pairs.count >= parallelAbove else {
+            for pair in pairs { recompute(pair) }
+            return
+        }
+        if helper == nil { helper = IndexedDecider(index: index, locations: geography.locations) }
+        for group in index.groupList { group.refresh(states) }
+        let deciders = [decider, helper!]
+        var outcomes = [Outcome?](repeating: nil, count: pairs.count)
+        // Each thread writes its own slots and uses its own decider: no two touch the same memory.
+        struct Work: @unchecked Sendable {
+            let results: UnsafeMutableBufferPointer<Outcome?>
+            let deciders: [IndexedDecider]
+        }
+        outcomes.withUnsafeMutableBufferPointer { results in
+            let work = Work(results: results, deciders: deciders)
+            DispatchQueue.concurrentPerform(iterations: 2) { part in
+                for position in stride(from: part, to: pairs.count, by: 2) {
+                    work.results[position] = decide(pairs[position], with: work.deciders[part])
+                }
+            }
+        }
+        for (position, pair) in pairs.enumerated() { apply(pair, outcomes[position]!) }
+    }
+
+    private func recompute(_ pair: UInt32) { apply(pair, decide(pair, with: decider)) }
+
+    private func apply(_ pair: UInt32, _ outcome: Outcome) {
+        let answer = outcome.answer
         let id: Int32
         if let known = poolIndex[answer] {
             id = known
@@ -169,16 +216,16 @@ public final class SteeringCompiler: @unchecked Sendable {
             poolIndex[answer] = id
         }
         choice[Int(pair)] = id
-        let group = decider.wholeGroup
+        let group = outcome.group
         if group >= 0 && pairGroup[Int(pair)] != group {
             while groupReaders.count <= Int(group) { groupReaders.append([]) }
             groupReaders[Int(group)].append(pair)
         }
         pairGroup[Int(pair)] = group
-        let key = decider.keys
+        let key = outcome.keys
         for site in key where !keys[Int(pair)].contains(site) { keyed[Int(site)].append(pair) }
         keys[Int(pair)] = key
-        let after = decider.read
+        let after = outcome.read
         // New readers only: a site that was read before already lists this pair.
         let count = Int(readCount[Int(pair)])
         siteMarkValue &+= 1

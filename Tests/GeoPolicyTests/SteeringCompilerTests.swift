@@ -1,6 +1,7 @@
-import GeoPolicy
 import TDNTestSupport
 import Testing
+
+@testable import GeoPolicy
 
 /// The indexed, incremental compiler against the reference: `SteeringPlanner.plan`, one
 /// `Decider` decision per (name, class) over every site. Random policies, locations and health
@@ -172,6 +173,8 @@ struct SteeringCompilerTests {
             let geography = SteeringGeography(locations: Self.locations(&random))
             var health = Self.health(policy, &random, changing: 0.5, from: HealthView())
             let compiler = SteeringCompiler(policy: policy, geography: geography, health: health)
+            // Half the rounds decide on two threads whenever there is more than one pair.
+            if round % 2 == 1 { compiler.parallelAbove = 2 }
             for step in 0..<25 {
                 // Mostly one or two sites at a time, sometimes a burst.
                 let fraction = step % 7 == 6 ? 0.6 : 1.5 / Double(max(1, policy.sites.count))
