@@ -1,5 +1,9 @@
 import Dispatch
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The steering control plane: one decision per (steered name, location class), kept between
 /// health changes so that a change recomputes only the pairs whose answer it can move.
 ///
@@ -21,6 +25,15 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// how many pairs make a recompute large (tests lower it).
     private var helper: IndexedDecider?
     var parallelAbove = 2048
+    /// CPU time recomputes spent on threads other than the caller's, in total.
+    public private(set) var otherThreadsCPUSeconds = 0.0
+
+    /// CPU time of the calling thread, in seconds.
+    public static func threadCPUSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
     private let classCount: Int
     private var states: SiteStates
 
@@ -188,18 +201,30 @@ public final class SteeringCompiler: @unchecked Sendable {
         let deciders = [decider, helper!]
         var outcomes = [Outcome?](repeating: nil, count: pairs.count)
         // Each thread writes its own slots and uses its own decider: no two touch the same memory.
+        // CPU spent on threads other than this one is added to `otherThreadsCPUSeconds` (a
+        // caller that times its own thread would miss it).
         struct Work: @unchecked Sendable {
             let results: UnsafeMutableBufferPointer<Outcome?>
             let deciders: [IndexedDecider]
+            let elsewhere: UnsafeMutablePointer<Double>
+            let caller: pthread_t
         }
+        let elsewhere = UnsafeMutablePointer<Double>.allocate(capacity: 2)
+        elsewhere.initialize(repeating: 0, count: 2)
+        defer { elsewhere.deallocate() }
         outcomes.withUnsafeMutableBufferPointer { results in
-            let work = Work(results: results, deciders: deciders)
+            let work = Work(results: results, deciders: deciders, elsewhere: elsewhere, caller: pthread_self())
             DispatchQueue.concurrentPerform(iterations: 2) { part in
+                let started = Self.threadCPUSeconds()
                 for position in stride(from: part, to: pairs.count, by: 2) {
                     work.results[position] = decide(pairs[position], with: work.deciders[part])
                 }
+                if pthread_equal(pthread_self(), work.caller) == 0 {
+                    work.elsewhere[part] = Self.threadCPUSeconds() - started
+                }
             }
         }
+        otherThreadsCPUSeconds += elsewhere[0] + elsewhere[1]
         for (position, pair) in pairs.enumerated() { apply(pair, outcomes[position]!) }
     }
 

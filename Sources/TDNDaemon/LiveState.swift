@@ -128,10 +128,13 @@ final class LiveState: Sendable {
                 }
             }
             let started = Self.threadCPUSeconds()
+            let helped = loaded.steering?.compiler.otherThreadsCPUSeconds ?? 0
             let rebuilt = loaded.recompiled(health: view)
             store.publish(rebuilt.set.snapshot)
             serving.set(rebuilt)
-            let cpu = Self.threadCPUSeconds() - started
+            // This thread's CPU, and what the compiler spent on a second thread.
+            let cpu =
+                Self.threadCPUSeconds() - started + (rebuilt.steering?.compiler.otherThreadsCPUSeconds ?? 0) - helped
             Counter(label: "tdn_steering_rebuilds_total").increment()
             FloatingPointCounter(label: "tdn_steering_rebuild_cpu_seconds_total").increment(by: cpu)
             let pairs = rebuilt.steering?.lastRecomputed ?? 0
@@ -142,11 +145,7 @@ final class LiveState: Sendable {
     }
 
     /// CPU time of the calling thread (the compile thread), in seconds.
-    static func threadCPUSeconds() -> Double {
-        var now = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now)
-        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-    }
+    static func threadCPUSeconds() -> Double { SteeringCompiler.threadCPUSeconds() }
 
     static func describe(_ health: SiteHealth) -> String {
         var text = health.up ? (health.saturated ? "full" : "up") : "down"
