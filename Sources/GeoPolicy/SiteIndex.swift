@@ -13,6 +13,9 @@ final class SiteIndex {
     let ipv4Count: [Int]
     let ids: [String]
     let weights: [Int]
+    /// Addresses by site, so that decisions never copy a whole `Site`.
+    let ipv4: [[[UInt8]]]
+    let ipv6: [[[UInt8]]]
     let ipv6Count: [Int]
     /// Unit vectors of the sites' coordinates (x, y, z).
     let points: [(Double, Double, Double)]
@@ -47,6 +50,8 @@ final class SiteIndex {
         ipv4Count = sites.map(\.ipv4.count)
         ids = sites.map(\.id)
         weights = sites.map(\.weight)
+        ipv4 = sites.map(\.ipv4)
+        ipv6 = sites.map(\.ipv6)
         ipv6Count = sites.map(\.ipv6.count)
         points = sites.map { SiteIndex.unitVector($0.coordinates) }
         var latency: [String: [(site: Int32, rtt: Double)]] = [:]

@@ -666,44 +666,69 @@ final class IndexedDecider {
         unsettled: (_ chosen: [Int32], _ worst: Double) -> Bool
     ) -> SteeringAnswer {
         let policy = index.policy
-        let sites = index.sites
         let near = policy.nearEqualMilliseconds
         let wanted = model.answers
-        var candidates = candidates
         let best = candidates.first?.site
-        if let best = candidates.first, !best.saturated {
-            let group = candidates.prefix { !$0.saturated && $0.score - best.score <= near }
-            if group.count > 1 {
-                // Each member's hash once; the same comparisons as `Decider`'s, so the same order.
+        // Near-equal sites go first in rendezvous order (highest first; ties in ranking order,
+        // as the stable sort of `Decider` leaves them). Only as many are taken off the heap as
+        // the addresses need: a group can be hundreds of sites, an answer a few.
+        var ranked: [Double] = []
+        var groupCount = 0
+        if let first = candidates.first, !first.saturated {
+            groupCount = candidates.prefix { !$0.saturated && $0.score - first.score <= near }.count
+            if groupCount > 1 {
                 let key = Decider.rendezvousKey(context.description + "/" + model.name)
-                let ranked = group.map {
-                    (
-                        $0,
-                        Decider.rendezvous(
-                            keyHash: key, id: index.ids[Int($0.site)], weight: index.weights[Int($0.site)])
-                    )
+                ranked = candidates[0..<groupCount].map {
+                    Decider.rendezvous(keyHash: key, id: index.ids[Int($0.site)], weight: index.weights[Int($0.site)])
                 }
-                let ordered = ranked.sorted { $0.1 > $1.1 }.map(\.0)
-                candidates.replaceSubrange(0..<group.count, with: ordered)
+            } else {
+                groupCount = 0
             }
+        }
+        var heap = Array(0..<groupCount)
+        func before(_ a: Int, _ b: Int) -> Bool { ranked[a] > ranked[b] || (ranked[a] == ranked[b] && a < b) }
+        func sink(_ start: Int) {
+            var parent = start
+            while true {
+                let left = 2 * parent + 1
+                guard left < heap.count else { return }
+                var child = left
+                if left + 1 < heap.count && before(heap[left + 1], heap[left]) { child = left + 1 }
+                guard before(heap[child], heap[parent]) else { return }
+                heap.swapAt(child, parent)
+                parent = child
+            }
+        }
+        for position in stride(from: heap.count / 2 - 1, through: 0, by: -1) { sink(position) }
+        var rest = groupCount
+        func next() -> Candidate? {
+            if !heap.isEmpty {
+                let top = heap[0]
+                heap[0] = heap[heap.count - 1]
+                heap.removeLast()
+                sink(0)
+                return candidates[top]
+            }
+            guard rest < candidates.count else { return nil }
+            rest += 1
+            return candidates[rest - 1]
         }
         var answer = SteeringAnswer(ipv4: [], ipv6: [], ttl: model.ttl, denied: false, denial: .empty, sites: [])
         var chosen: [Int32] = []
         var worst = -Double.infinity
-        for candidate in candidates {
-            let site = sites[Int(candidate.site)]
+        while let candidate = next() {
             var used = false
-            for address in site.ipv4 where answer.ipv4.count < wanted {
+            for address in index.ipv4[Int(candidate.site)] where answer.ipv4.count < wanted {
                 answer.ipv4.append(address)
                 used = true
             }
-            for address in site.ipv6 where answer.ipv6.count < wanted {
+            for address in index.ipv6[Int(candidate.site)] where answer.ipv6.count < wanted {
                 answer.ipv6.append(address)
                 used = true
             }
             if used {
                 chosen.append(candidate.site)
-                answer.sites.append(site.id)
+                answer.sites.append(index.ids[Int(candidate.site)])
                 worst = max(worst, candidate.score)
             }
             if answer.ipv4.count >= wanted && answer.ipv6.count >= wanted { break }
