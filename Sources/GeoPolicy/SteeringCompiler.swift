@@ -62,6 +62,8 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// per site: the pairs it keys (entries linger like `readers`').
     private var keys: [[Int32]]
     private var keyed: [[UInt32]]
+    private var keyEntries = 0
+    private var keyedEntries = 0
     private var groupReaders: [[UInt32]] = []
     private var readerEntries = 0
     private var readEntries = 0
@@ -129,6 +131,7 @@ public final class SteeringCompiler: @unchecked Sendable {
                         affected.append(pair)
                     }
                 }
+                keyedEntries += kept.count - keyed[site].count
                 keyed[site] = kept
             } else {
                 // Otherwise every pair that read it: keep only those that still do, once each
@@ -160,6 +163,7 @@ public final class SteeringCompiler: @unchecked Sendable {
         }
         recompute(affected)
         if readerEntries > 2 * readEntries + 1024 { rebuildReaders() }
+        if keyedEntries > 2 * keyEntries + 1024 { rebuildKeyed() }
         if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
         return affected.count
     }
@@ -248,7 +252,11 @@ public final class SteeringCompiler: @unchecked Sendable {
         }
         pairGroup[Int(pair)] = group
         let key = outcome.keys
-        for site in key where !keys[Int(pair)].contains(site) { keyed[Int(site)].append(pair) }
+        for site in key where !keys[Int(pair)].contains(site) {
+            keyed[Int(site)].append(pair)
+            keyedEntries += 1
+        }
+        keyEntries += key.count - keys[Int(pair)].count
         keys[Int(pair)] = key
         let after = outcome.read
         // New readers only: a site that was read before already lists this pair.
@@ -292,6 +300,14 @@ public final class SteeringCompiler: @unchecked Sendable {
             packed += reads[start..<start + Int(readCount[pair])]
         }
         reads = packed
+    }
+
+    private func rebuildKeyed() {
+        keyed = [[UInt32]](repeating: [], count: index.sites.count)
+        for (pair, sites) in keys.enumerated() {
+            for site in sites { keyed[Int(site)].append(UInt32(pair)) }
+        }
+        keyedEntries = keyEntries
     }
 
     private func rebuildReaders() {
