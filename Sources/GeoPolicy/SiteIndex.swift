@@ -93,7 +93,6 @@ final class EligibleSites {
     let model: String
     let members: [Int32]
     let isMember: [Bool]
-    let count: Int
     /// How many members have IPv4 and IPv6 addresses: once all of them are read, reading on
     /// cannot add an address of that family.
     let withIPv4: Int
@@ -145,7 +144,6 @@ final class EligibleSites {
         var isMember = [Bool](repeating: false, count: index.sites.count)
         for member in members { isMember[Int(member)] = true }
         self.isMember = isMember
-        count = members.count
         withIPv4 = members.filter { !index.sites[Int($0)].ipv4.isEmpty }.count
         withIPv6 = members.filter { !index.sites[Int($0)].ipv6.isEmpty }.count
         unlocated = members.sorted {

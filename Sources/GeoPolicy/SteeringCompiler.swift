@@ -121,44 +121,18 @@ public final class SteeringCompiler: @unchecked Sendable {
             if Self.onlyWorse(before.states[site], states.states[site]) {
                 // A site that only got worse (down, full, fewer models) moves the answers it is
                 // in, and those it anchors (the best site sets the near-equal window); it cannot
-                // enter any other answer. Keep the list to the pairs it still keys, once each.
-                var kept: [UInt32] = []
-                var seen: Set<UInt32> = []
-                for pair in keyed[site] where keys[Int(pair)].contains(Int32(site)) && seen.insert(pair).inserted {
-                    kept.append(pair)
-                    if stamp[Int(pair)] != stampValue {
-                        stamp[Int(pair)] = stampValue
-                        affected.append(pair)
-                    }
-                }
+                // enter any other answer.
+                let kept = collect(keyed[site], into: &affected) { keys[Int($0)].contains(Int32(site)) }
                 keyedEntries += kept.count - keyed[site].count
                 keyed[site] = kept
             } else {
-                // Otherwise every pair that read it: keep only those that still do, once each
-                // (the list is rebuilt as it is used).
-                var kept: [UInt32] = []
-                var seen: Set<UInt32> = []
-                for pair in readers[site] where readsSite(pair, Int32(site)) && seen.insert(pair).inserted {
-                    kept.append(pair)
-                    if stamp[Int(pair)] != stampValue {
-                        stamp[Int(pair)] = stampValue
-                        affected.append(pair)
-                    }
-                }
+                // Otherwise every pair that read it.
+                let kept = collect(readers[site], into: &affected) { readsSite($0, Int32(site)) }
                 readerEntries += kept.count - readers[site].count
                 readers[site] = kept
             }
             for group in groupReaders.indices where index.groupList[group].isMember[site] {
-                var still: [UInt32] = []
-                var once: Set<UInt32> = []
-                for pair in groupReaders[group] where pairGroup[Int(pair)] == group && once.insert(pair).inserted {
-                    still.append(pair)
-                    if stamp[Int(pair)] != stampValue {
-                        stamp[Int(pair)] = stampValue
-                        affected.append(pair)
-                    }
-                }
-                groupReaders[group] = still
+                groupReaders[group] = collect(groupReaders[group], into: &affected) { pairGroup[Int($0)] == group }
             }
         }
         recompute(affected)
@@ -166,6 +140,22 @@ public final class SteeringCompiler: @unchecked Sendable {
         if keyedEntries > 2 * keyEntries + 1024 { rebuildKeyed() }
         if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
         return affected.count
+    }
+
+    /// The pairs of a dependency list that still depend (`live`), once each: the list as it
+    /// should be kept (stale entries are dropped as lists are used). Each such pair not yet
+    /// stamped in this update is stamped and added to `affected`.
+    private func collect(_ list: [UInt32], into affected: inout [UInt32], where live: (UInt32) -> Bool) -> [UInt32] {
+        var kept: [UInt32] = []
+        var seen: Set<UInt32> = []
+        for pair in list where live(pair) && seen.insert(pair).inserted {
+            kept.append(pair)
+            if stamp[Int(pair)] != stampValue {
+                stamp[Int(pair)] = stampValue
+                affected.append(pair)
+            }
+        }
+        return kept
     }
 
     /// Whether a site's new state can only take it out of answers: down (whatever else), or

@@ -47,10 +47,6 @@ public struct SteeringPlan: Sendable {
 /// gives a bounded number of classes) and from the operator networks, then one decision per
 /// (name, class).
 public enum SteeringPlanner {
-    public static func plan(policy: Policy, geo: GeoDatabase?, health: HealthView = HealthView()) -> SteeringPlan {
-        plan(policy: policy, geography: geography(policy: policy, geo: geo), health: health)
-    }
-
     public static func geography(policy: Policy, geo: GeoDatabase?) -> SteeringGeography {
         var plan = SteeringGeography()
         var classOf: [Location: Int32] = [.unknown: 0]
@@ -82,7 +78,8 @@ public enum SteeringPlanner {
         return plan
     }
 
-    /// One decision per (name, location class) under `health`.
+    /// One `Decider` decision per (name, location class) under `health`: the reference that
+    /// `SteeringCompiler` must equal (its tests compare the two).
     public static func plan(
         policy: Policy, geography: SteeringGeography, health: HealthView = HealthView()
     ) -> SteeringPlan {

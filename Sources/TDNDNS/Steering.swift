@@ -69,8 +69,6 @@ public final class LocationTrie: Sendable {
 
     public static let empty = LocationTrie(v4: [], v6: [])
 
-    /// Binary trie nodes in both tries (for the load summary and memory estimates).
-    public var nodeCount: Int { (v4.count + v6.count) / 2 }
 }
 
 /// A binary trie over address bits whose leaves are classes. Siblings with the same class are

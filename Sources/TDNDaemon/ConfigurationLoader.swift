@@ -28,8 +28,6 @@ struct ConfigurationLoader: Sendable {
         /// The health the snapshot was compiled with.
         var health: HealthView
 
-        var geography: SteeringGeography? { steering?.compiler.geography }
-
         /// The same configuration under new health: only the pairs whose answer can change are
         /// decided again, and only the steering part of the snapshot is rebuilt (the zone part,
         /// files and the geo database are not touched).
