@@ -26,6 +26,31 @@ final class SiteIndex {
     private var groups: [GroupKey: EligibleSites] = [:]
     /// The groups made so far, by `EligibleSites.id`.
     private(set) var groupList: [EligibleSites] = []
+    /// The tree nodes of all groups so far (each group numbers its own from `nodeBase`).
+    private(set) var nodeCount = 0
+    /// Groups by their members (groups of different models often have the same sites), and
+    /// the walk keys of one health state (`EligibleSites.walkKey`).
+    private var memberClasses: [[Int32]: Int] = [:]
+    private var walkKeys: [WalkKey: Int] = [:]
+    private var walkKeysEpoch = -1
+
+    struct WalkKey: Hashable {
+        var members: Int
+        /// Members that are up but report a model list without the group's model.
+        var without: [Int32]
+    }
+
+    /// A number per (member class, candidacy) for health state `epoch`.
+    func walkKey(members: Int, without: [Int32], epoch: Int) -> Int {
+        if walkKeysEpoch != epoch {
+            walkKeys.removeAll(keepingCapacity: true)
+            walkKeysEpoch = epoch
+        }
+        let key = WalkKey(members: members, without: without)
+        if let known = walkKeys[key] { return known }
+        walkKeys[key] = walkKeys.count
+        return walkKeys.count - 1
+    }
 
     struct GroupKey: Hashable {
         var model: Int
@@ -78,9 +103,14 @@ final class SiteIndex {
         let members = sites.indices.filter { index in
             Decider.serves(sites[index], served) && (allowed?.contains(sites[index].jurisdiction) ?? true)
         }.map { Int32($0) }
-        let made = EligibleSites(members: members, index: self, model: served.name, id: groupList.count)
+        let memberClass = memberClasses[members] ?? memberClasses.count
+        memberClasses[members] = memberClass
+        let made = EligibleSites(
+            members: members, index: self, model: served.name, id: groupList.count, nodeBase: nodeCount,
+            memberClass: memberClass)
         groups[key] = made
         groupList.append(made)
+        nodeCount += made.tree.nodes.count
         return made
     }
 }
@@ -90,9 +120,14 @@ final class SiteIndex {
 /// 250 ms plus its tier penalty).
 final class EligibleSites {
     let id: Int
+    /// The number of this group's first tree node among all groups' (`SiteIndex.nodeCount`).
+    let nodeBase: Int
     let model: String
     let members: [Int32]
+    /// Groups with the same members have the same number.
+    let memberClass: Int
     let isMember: [Bool]
+    private unowned let index: SiteIndex
     /// How many members have IPv4 and IPv6 addresses: once all of them are read, reading on
     /// cannot add an address of that family.
     let withIPv4: Int
@@ -109,6 +144,18 @@ final class EligibleSites {
     private(set) var downCount = 0
     private(set) var latest: [Int32] = []
     private(set) var unsettled: [Int32] = []
+    /// Per tree node, for the same health state: how many sites below it are candidates (up,
+    /// with the model), and how many are candidates or unsettled. A walk reads a node without
+    /// candidates without ranking its sites, and one without either as a whole (one input).
+    private(set) var candidatesBelow: [Int32] = []
+    private(set) var liveBelow: [Int32] = []
+    /// For the same health state: groups with the same key have the same members and the same
+    /// candidates, so a walk over one is a walk over the other.
+    private(set) var walkKey = -1
+
+    /// Whether `state` makes a member a candidate: up and, if it reports models, with this one.
+    @inline(__always)
+    func isCandidate(_ state: SiteHealth) -> Bool { state.up && (state.models?.contains(model) ?? true) }
 
     func refresh(_ states: SiteStates) {
         guard epoch != states.epoch else { return }
@@ -117,6 +164,13 @@ final class EligibleSites {
         downCount = 0
         latest = []
         unsettled = []
+        candidatesBelow = tree.counts { isCandidate(states.states[Int($0)]) }
+        let without = members.filter { member in
+            let state = states.states[Int(member)]
+            return state.up && !(state.models?.contains(model) ?? true)
+        }
+        walkKey = index.walkKey(members: memberClass, without: without, epoch: states.epoch)
+        liveBelow = tree.counts { isCandidate(states.states[Int($0)]) || states.states[Int($0)].unsettled }
         var latestUp: Double? = nil
         for member in members {
             let state = states.states[Int(member)]
@@ -137,8 +191,11 @@ final class EligibleSites {
         }
     }
 
-    init(members: [Int32], index: SiteIndex, model: String, id: Int) {
+    init(members: [Int32], index: SiteIndex, model: String, id: Int, nodeBase: Int, memberClass: Int) {
         self.id = id
+        self.nodeBase = nodeBase
+        self.memberClass = memberClass
+        self.index = index
         self.model = model
         self.members = members
         var isMember = [Bool](repeating: false, count: index.sites.count)
@@ -167,34 +224,65 @@ struct KDTree {
         var start: Int32
         var end: Int32
         var minimumPenalty: Double
+        /// How many sites below have IPv4 and IPv6 addresses.
+        var ipv4Below: Int32
+        var ipv6Below: Int32
     }
 
     private(set) var nodes: [Node] = []
     private(set) var order: [Int32]
+    /// Each node's parent (-1 for the root), and each member's leaf: a node's inputs change
+    /// when a site on the path from its leaf up changes.
+    private(set) var parent: [Int32] = []
+    private(set) var leafOf: [Int32: Int32] = [:]
     static let bucket = 8
 
     init(members: [Int32], index: SiteIndex) {
         order = members
         guard !members.isEmpty else { return }
         _ = build(0, members.count, index)
+        parent = [Int32](repeating: -1, count: nodes.count)
+        for (id, node) in nodes.enumerated() {
+            if node.left < 0 {
+                for position in Int(node.start)..<Int(node.end) { leafOf[order[position]] = Int32(id) }
+            } else {
+                parent[Int(node.left)] = Int32(id)
+                parent[Int(node.right)] = Int32(id)
+            }
+        }
+    }
+
+    /// The nodes with `site` below them, from its leaf to the root (none if not a member).
+    func path(to site: Int32) -> [Int32] {
+        guard var node = leafOf[site] else { return [] }
+        var path: [Int32] = []
+        while node >= 0 {
+            path.append(node)
+            node = parent[Int(node)]
+        }
+        return path
     }
 
     private mutating func build(_ start: Int, _ end: Int, _ index: SiteIndex) -> Int32 {
         var low = (Double.infinity, Double.infinity, Double.infinity)
         var high = (-Double.infinity, -Double.infinity, -Double.infinity)
         var penalty = Double.infinity
+        var ipv4: Int32 = 0
+        var ipv6: Int32 = 0
         for position in start..<end {
             let site = Int(order[position])
             let p = index.points[site]
             low = (min(low.0, p.0), min(low.1, p.1), min(low.2, p.2))
             high = (max(high.0, p.0), max(high.1, p.1), max(high.2, p.2))
             penalty = min(penalty, index.penalty[site])
+            if index.ipv4Count[site] > 0 { ipv4 += 1 }
+            if index.ipv6Count[site] > 0 { ipv6 += 1 }
         }
         let id = Int32(nodes.count)
         nodes.append(
             Node(
                 low: low, high: high, left: -1, right: -1, start: Int32(start), end: Int32(end),
-                minimumPenalty: penalty))
+                minimumPenalty: penalty, ipv4Below: ipv4, ipv6Below: ipv6))
         guard end - start > Self.bucket else { return id }
         let spans = [high.0 - low.0, high.1 - low.1, high.2 - low.2]
         let axis = spans.indices.max { spans[$0] < spans[$1] }!
@@ -209,6 +297,23 @@ struct KDTree {
         nodes[Int(id)].left = left
         nodes[Int(id)].right = right
         return id
+    }
+
+    /// How many sites below each node pass `test` (children follow their parent in `nodes`,
+    /// so one pass from the end sums them).
+    func counts(_ test: (Int32) -> Bool) -> [Int32] {
+        var counts = [Int32](repeating: 0, count: nodes.count)
+        for id in nodes.indices.reversed() {
+            let node = nodes[id]
+            if node.left < 0 {
+                var count: Int32 = 0
+                for position in Int(node.start)..<Int(node.end) where test(order[position]) { count += 1 }
+                counts[id] = count
+            } else {
+                counts[id] = counts[Int(node.left)] + counts[Int(node.right)]
+            }
+        }
+        return counts
     }
 
     /// A lower bound of the score (2 + km / 100 + tier penalty) of any site below `node` for a

@@ -45,13 +45,13 @@ public final class SteeringCompiler: @unchecked Sendable {
     private var poolEpoch: UInt64 = 0
     private var cachedPlan: SteeringPlan?
     /// Per pair (`name * classCount + class`): its answer, and the sites its decision read
-    /// (`reads` holds them all, one run per pair at `readStart`, `readCount` long; a longer run
+    /// or tree nodes (`reads` holds them all, one run per pair at `readStart`, `readCount` long; a longer run
     /// than before moves to the end, and the holes are compacted away).
     private var choice: [Int32]
     private var reads: [Int32] = []
     private var readStart: [UInt32]
     private var readCount: [UInt32]
-    /// Per site: pairs that read it. Entries of pairs that no longer read it linger until the
+    /// Per site, then per tree node read as a whole (`slot`): pairs that read it. Entries of pairs that no longer read it linger until the
     /// site changes or the lists are rebuilt; an extra entry costs one recompute, never a wrong
     /// answer.
     private var readers: [[UInt32]]
@@ -130,6 +130,17 @@ public final class SteeringCompiler: @unchecked Sendable {
                 let kept = collect(readers[site], into: &affected) { readsSite($0, Int32(site)) }
                 readerEntries += kept.count - readers[site].count
                 readers[site] = kept
+                // And every pair that read a tree node above it as a whole.
+                for group in index.groupList where group.isMember[site] {
+                    for node in group.tree.path(to: Int32(site)) {
+                        let input = IndexedDecider.nodeInput(group.nodeBase + Int(node))
+                        let slot = slot(input)
+                        guard slot < readers.count, !readers[slot].isEmpty else { continue }
+                        let kept = collect(readers[slot], into: &affected) { readsSite($0, input) }
+                        readerEntries += kept.count - readers[slot].count
+                        readers[slot] = kept
+                    }
+                }
             }
             for group in groupReaders.indices where index.groupList[group].isMember[site] {
                 groupReaders[group] = collect(groupReaders[group], into: &affected) { pairGroup[Int($0)] == group }
@@ -186,6 +197,10 @@ public final class SteeringCompiler: @unchecked Sendable {
     /// for this health are made first, so that the threads only read shared state), then
     /// records the outcomes in order, on this thread.
     private func recompute(_ pairs: [UInt32]) {
+        // Location by location, so that the names of a location share walks (`WalkKey`).
+        let names = UInt32(decider.names.count)
+        let count = UInt32(classCount)
+        let pairs = pairs.sorted { ($0 % count) * names + $0 / count < ($1 % count) * names + $1 / count }
         guard pairs.count >= parallelAbove else {
             for pair in pairs { recompute(pair) }
             return
@@ -210,7 +225,9 @@ public final class SteeringCompiler: @unchecked Sendable {
             let work = Work(results: results, deciders: deciders, elsewhere: elsewhere, caller: pthread_self())
             DispatchQueue.concurrentPerform(iterations: 2) { part in
                 let started = Self.threadCPUSeconds()
-                for position in stride(from: part, to: pairs.count, by: 2) {
+                // Each thread takes one half: consecutive pairs share walks.
+                let half = pairs.count / 2
+                for position in (part == 0 ? 0..<half : half..<pairs.count) {
                     work.results[position] = decide(pairs[position], with: work.deciders[part])
                 }
                 if pthread_equal(pthread_self(), work.caller) == 0 {
@@ -256,10 +273,15 @@ public final class SteeringCompiler: @unchecked Sendable {
             siteMark = [UInt32](repeating: 0, count: siteMark.count)
             siteMarkValue = 1
         }
+        if readers.count < index.sites.count + index.nodeCount {
+            let slots = index.sites.count + index.nodeCount
+            readers += [[UInt32]](repeating: [], count: slots - readers.count)
+            siteMark += [UInt32](repeating: 0, count: slots - siteMark.count)
+        }
         let start = Int(readStart[Int(pair)])
-        for position in start..<start + count { siteMark[Int(reads[position])] = siteMarkValue }
-        for site in after where siteMark[Int(site)] != siteMarkValue {
-            readers[Int(site)].append(pair)
+        for position in start..<start + count { siteMark[slot(reads[position])] = siteMarkValue }
+        for input in after where siteMark[slot(input)] != siteMarkValue {
+            readers[slot(input)].append(pair)
             readerEntries += 1
         }
         readEntries += after.count - count
@@ -273,6 +295,11 @@ public final class SteeringCompiler: @unchecked Sendable {
         }
         readCount[Int(pair)] = UInt32(after.count)
     }
+
+    /// Where an entry of `reads` (a site, or a tree node: `IndexedDecider.nodeInput`) keeps its
+    /// readers: sites first, then the nodes of all groups.
+    @inline(__always)
+    private func slot(_ input: Int32) -> Int { input >= 0 ? Int(input) : index.sites.count + Int(-1 - input) }
 
     private func readsSite(_ pair: UInt32, _ site: Int32) -> Bool {
         let start = Int(readStart[Int(pair)])
@@ -301,11 +328,11 @@ public final class SteeringCompiler: @unchecked Sendable {
     }
 
     private func rebuildReaders() {
-        readers = [[UInt32]](repeating: [], count: index.sites.count)
+        readers = [[UInt32]](repeating: [], count: index.sites.count + index.nodeCount)
         readerEntries = 0
         for pair in readStart.indices {
             let start = Int(readStart[pair])
-            for site in reads[start..<start + Int(readCount[pair])] { readers[Int(site)].append(UInt32(pair)) }
+            for input in reads[start..<start + Int(readCount[pair])] { readers[slot(input)].append(UInt32(pair)) }
             readerEntries += Int(readCount[pair])
         }
     }
@@ -405,14 +432,23 @@ final class IndexedDecider {
     private var heap = RankingHeap()
     private var overrideMark: [UInt32]
     private var mark: UInt32 = 0
-    /// The sites the last decision read, best first, and their scores.
+    /// The sites the last decision read (its inputs), and their scores (+infinity for a settled
+    /// non-candidate read unranked: only unsettled sites' scores are compared). A negative entry
+    /// is a tree node read as a whole, all of its sites down or without the model and settled
+    /// (`nodeInput`): the decision changes only if one of them changes.
     private(set) var read: [Int32] = []
+
+    /// The entry of `read` for node `node` of all groups' nodes (`SiteIndex.nodeCount`).
+    static func nodeInput(_ node: Int) -> Int32 { Int32(-1 - node) }
     /// The group the last decision depends on as a whole (-1: only on the sites it read).
     private(set) var wholeGroup: Int32 = -1
     /// The sites of the last answer and its best candidate (every candidate when the answer
     /// is empty): a site that only gets worse changes the answer only if it is one of these.
     private(set) var keys: [Int32] = []
-    private var readScores: [Double] = []
+    /// The walks of the location being decided, for this health.
+    private var memo: [WalkKey: Walk] = [:]
+    private var memoLocation = -1
+    private var memoEpoch = -1
     private var usable: [Candidate] = []
     private var full: [Candidate] = []
 
@@ -485,6 +521,51 @@ final class IndexedDecider {
             return allDown(eligible, context: context, model: model, states: states)
         }
         wholeGroup = -1
+        let walkKey = WalkKey(walk: eligible.walkKey, wanted: model.answers)
+        if memoLocation != location || memoEpoch != states.epoch {
+            memo.removeAll(keepingCapacity: true)
+            (memoLocation, memoEpoch) = (location, states.epoch)
+        }
+        let walked: Walk
+        if let known = memo[walkKey] {
+            walked = known
+        } else {
+            walked = walk(eligible, context: context, wanted: model.answers, states: states)
+            memo[walkKey] = walked
+        }
+        read = walked.read
+        return finish(walked.candidates, context: context, model: model) { chosen, worst in
+            guard states.anyUnsettled else { return false }
+            return walked.read.indices.contains { position in
+                walked.read[position] >= 0 && states.states[Int(walked.read[position])].unsettled
+                    && (chosen.contains(walked.read[position]) || walked.readScores[position] <= worst)
+            }
+        }
+    }
+
+    /// What a walk found: the candidates in ranking order (usable first, then full), and what it
+    /// read, with scores (`read`).
+    struct Walk {
+        var candidates: [Candidate]
+        var read: [Int32]
+        var readScores: [Double]
+    }
+
+    /// Groups that walk alike (`EligibleSites.walkKey`) and answers of the same size read the
+    /// same sites in the same order for one location and health: names of one location share
+    /// one walk (the models of a tier, a tenant's names beside the public ones).
+    struct WalkKey: Hashable {
+        var walk: Int
+        var wanted: Int
+    }
+
+    /// The best-first walk of `eligible` for one location: candidates in exact ranking order
+    /// until the near-equal group is complete and the sites read can fill the answer, then on
+    /// through ties of the worst candidate read (a site that scores no worse than an answer's
+    /// worst is an input: an unsettled one shortens the TTL). Depends on the model only through
+    /// the group's candidacy and `wanted`, so that names can share it.
+    private func walk(_ eligible: EligibleSites, context: Context, wanted: Int, states: SiteStates) -> Walk {
+        let policy = index.policy
         mark &+= 1
         if mark == 0 {
             overrideMark = [UInt32](repeating: 0, count: overrideMark.count)
@@ -494,20 +575,18 @@ final class IndexedDecider {
         // The scratch space moves into locals for the decision (and back after it): locals are
         // checked for exclusive access at compile time, properties of a class at run time.
         var heap = self.heap
-        var read = self.read
-        var readScores = self.readScores
         var usable = self.usable
         var full = self.full
         var overrideMark = self.overrideMark
-        (self.heap, self.read, self.readScores, self.usable, self.full) = (RankingHeap(), [], [], [], [])
+        (self.heap, self.usable, self.full) = (RankingHeap(), [], [])
         self.overrideMark = []
         defer {
-            (self.heap, self.read, self.readScores, self.usable, self.full) = (heap, read, readScores, usable, full)
+            (self.heap, self.usable, self.full) = (heap, usable, full)
             self.overrideMark = overrideMark
         }
         heap.removeAll()
-        read.removeAll(keepingCapacity: true)
-        readScores.removeAll(keepingCapacity: true)
+        var read: [Int32] = []
+        var readScores: [Double] = []
         usable.removeAll(keepingCapacity: true)
         full.removeAll(keepingCapacity: true)
 
@@ -520,6 +599,8 @@ final class IndexedDecider {
             heap.push(siteEntry(site, rtt + index.penalty[Int(site)]))
         }
         let tree = eligible.tree
+        let candidatesBelow = eligible.candidatesBelow
+        let liveBelow = eligible.liveBelow
         if let point = context.point {
             if !tree.nodes.isEmpty {
                 heap.push(
@@ -537,9 +618,28 @@ final class IndexedDecider {
         var v6Have = 0
         var v4Seen = 0
         var v6Seen = 0
-        let wanted = model.answers
         let near = policy.nearEqualMilliseconds
-        /// The next site in ranking order, or nil when every eligible site is read.
+        func note(_ site: Int32, _ score: Double) -> SiteHealth {
+            read.append(site)
+            readScores.append(score)
+            if index.ipv4Count[Int(site)] > 0 { v4Seen += 1 }
+            if index.ipv6Count[Int(site)] > 0 { v6Seen += 1 }
+            return states.states[Int(site)]
+        }
+        /// Exactly `Decider.rtt` plus the tier penalty, so that scores are equal.
+        func located(_ site: Int32) -> Double {
+            2 + context.location.coordinates!.distance(to: index.coordinates[Int(site)]) / 100
+                + index.penalty[Int(site)]
+        }
+        /// A site of the tree that is no candidate (down, or without the model) is an input of
+        /// the decision, never part of it: it is read at once, unranked, whatever its score (a
+        /// superset of the sites the ranking would reach). Only an unsettled one needs its score.
+        func input(_ site: Int32) {
+            guard overrideMark[Int(site)] != mark else { return }
+            _ = note(site, states.states[Int(site)].unsettled ? located(site) : .infinity)
+        }
+        /// The next candidate in ranking order (or, from overrides and the unlocated order, the
+        /// next site), or nil when every eligible site is read.
         func next() -> (Int32, Double)? {
             while !heap.entries.isEmpty {
                 let entry = heap.pop()
@@ -558,15 +658,25 @@ final class IndexedDecider {
                     }
                     if overrideMark[Int(site)] != mark { return (site, entry.score) }
                 case .node:
-                    let node = tree.nodes[Int(entry.value)]
-                    if node.left < 0 {
-                        let from = context.location.coordinates!
+                    let id = Int(entry.value)
+                    let node = tree.nodes[id]
+                    if liveBelow[id] == 0 && context.overrides.isEmpty {
+                        // Nothing below can serve or shorten a TTL: the node is one input.
+                        read.append(Self.nodeInput(eligible.nodeBase + id))
+                        readScores.append(.infinity)
+                        v4Seen += Int(node.ipv4Below)
+                        v6Seen += Int(node.ipv6Below)
+                    } else if candidatesBelow[id] == 0 {
+                        for position in Int(node.start)..<Int(node.end) { input(tree.order[position]) }
+                    } else if node.left < 0 {
                         for position in Int(node.start)..<Int(node.end) {
                             let site = tree.order[position]
                             guard overrideMark[Int(site)] != mark else { continue }
-                            // Exactly `Decider.rtt` plus the tier penalty, so scores are equal.
-                            let rtt = 2 + from.distance(to: index.coordinates[Int(site)]) / 100
-                            heap.push(siteEntry(site, rtt + index.penalty[Int(site)]))
+                            if eligible.isCandidate(states.states[Int(site)]) {
+                                heap.push(siteEntry(site, located(site)))
+                            } else {
+                                input(site)
+                            }
                         }
                     } else {
                         let point = context.point!
@@ -583,13 +693,6 @@ final class IndexedDecider {
             }
             return nil
         }
-        func note(_ site: Int32, _ score: Double) -> SiteHealth {
-            read.append(site)
-            readScores.append(score)
-            if index.ipv4Count[Int(site)] > 0 { v4Seen += 1 }
-            if index.ipv6Count[Int(site)] > 0 { v6Seen += 1 }
-            return states.states[Int(site)]
-        }
         while let top = heap.top {
             // Stop once the near-equal group is complete and the sites read can fill the answer:
             // anything unread ranks after all of them.
@@ -603,7 +706,7 @@ final class IndexedDecider {
             let candidate = Candidate(site: site, score: score, saturated: state.saturated)
             // Down: read (an input), not a candidate; some eligible site can serve (`allDown`).
             if !state.up { continue }
-            if let loaded = state.models, !loaded.contains(model.name) { continue }
+            if let loaded = state.models, !loaded.contains(eligible.model) { continue }
             if state.saturated {
                 full.append(candidate)
             } else {
@@ -612,17 +715,11 @@ final class IndexedDecider {
                 v6Have += index.ipv6Count[Int(site)]
             }
         }
-        return finish(usable + full, context: context, model: model) { chosen, worst in
-            // An unsettled site that scores no worse than the answer's worst shortens the TTL:
-            // read on (ties) until nothing unread can score that low, so that such a site is an
-            // input of this decision even while nothing is unsettled.
-            while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
-            guard states.anyUnsettled else { return false }
-            return read.indices.contains { position in
-                states.states[Int(read[position])].unsettled
-                    && (chosen.contains(read[position]) || readScores[position] <= worst)
-            }
-        }
+        // Read on through ties of the worst candidate (everything scoring less is read): the
+        // answer's worst is never worse. No candidate: everything.
+        let worst = (usable + full).map(\.score).max() ?? .infinity
+        while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
+        return Walk(candidates: usable + full, read: read, readScores: readScores)
     }
 
     /// Every eligible site is down or lacks the model: the policy's `when-all-down` decides,

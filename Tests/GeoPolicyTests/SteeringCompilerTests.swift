@@ -225,4 +225,60 @@ struct SteeringCompilerTests {
         )
         #expect(!compiler.plan().answers.contains { $0.sites.contains("s17") })
     }
+
+    /// A region goes down at once (whole subtrees of the site index without a usable site, read
+    /// as one input each) and comes back one site at a time: each return must reach the pairs
+    /// that read its subtree, so every step equals a full recompile.
+    @Test func aRegionComesBackSiteBySite() throws {
+        var random = SeededRandom(state: UInt64.random(in: 1...UInt64.max))
+        let seed = random.state
+        var lines = ["zone: t.example", "jurisdictions: {us: [US]}", "sites:"]
+        var region: [String] = []
+        for index in 0..<300 {
+            // A third of the sites crowd into one region, the rest spread over the world.
+            let crowded = index % 3 == 0
+            let lat = crowded ? Double.random(in: 40...44, using: &random) : Double.random(in: -60...60, using: &random)
+            let lon =
+                crowded ? Double.random(in: -76...(-70), using: &random) : Double.random(in: -180...180, using: &random)
+            if crowded { region.append("s\(index)") }
+            lines.append(
+                "  s\(index): {tier: \(index % 10 == 0 ? "regional" : "edge"), location: {lat: \(lat), lon: \(lon), country: US}, jurisdiction: us, ipv4: [10.1.\(index / 250).\(index % 250 + 1)]}"
+            )
+        }
+        lines.append("models: {m: {size: 7b, answers: 2}}")
+        lines.append("health: {when-all-down: last-known-good, unsettled-ttl: 5}")
+        let policy = try PolicyLoader.parse(lines.joined(separator: "\n"), file: "region.yaml").get()
+        var places: [Location] = [.unknown]
+        for _ in 0..<200 {
+            let near = Bool.random(using: &random)
+            places.append(
+                Location(
+                    country: "US",
+                    coordinates: Coordinates(
+                        latitude: near
+                            ? Double.random(in: 38...46, using: &random) : Double.random(in: -60...60, using: &random),
+                        longitude: near
+                            ? Double.random(in: -78...(-68), using: &random)
+                            : Double.random(in: -180...180, using: &random))
+                ).quantized)
+        }
+        let geography = SteeringGeography(locations: places)
+        let compiler = SteeringCompiler(policy: policy, geography: geography)
+        var health = HealthView()
+        for site in region { health.sites[site] = SiteHealth(up: false, lastUp: 100) }
+        compiler.update(health: health)
+        Self.expectEqual(
+            compiler.plan(), SteeringCompiler(policy: policy, geography: geography, health: health).plan(),
+            "seed \(seed): region down")
+        for (step, site) in region.shuffled(using: &random).enumerated() {
+            health.sites[site] =
+                Bool.random(using: &random) ? SiteHealth(up: true) : SiteHealth(up: true, unsettled: true)
+            compiler.update(health: health)
+            Self.expectEqual(
+                compiler.plan(), SteeringCompiler(policy: policy, geography: geography, health: health).plan(),
+                "seed \(seed): step \(step), \(site) back")
+        }
+        Self.expectEqual(
+            compiler.plan(), SteeringPlanner.plan(policy: policy, geography: geography, health: health), "all back")
+    }
 }
