@@ -116,6 +116,18 @@ def force(status_port, site, state):
     urllib.request.urlopen(request, timeout=60).read()
 
 
+def settle(status_port, size):
+    """Waits until every site is up and the steering rebuilds have stopped for 3 s."""
+    deadline = time.monotonic() + 600
+    while metric(status_port, "tdn_site_up") < size and time.monotonic() < deadline:
+        time.sleep(0.5)
+    while time.monotonic() < deadline:
+        before = metric(status_port, "tdn_steering_rebuilds_total")
+        time.sleep(3)
+        if metric(status_port, "tdn_steering_rebuilds_total") == before:
+            break
+
+
 def percentile(values, fraction):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
@@ -157,12 +169,7 @@ def run_size(args, size):
         sites = [line.strip().split(",") for line in open(os.path.join(directory, "sites.csv"))]
         site_of = {s[3]: s[0] for s in sites}
         # Steady state: every probe has succeeded once and the rebuilds have settled.
-        settle = time.monotonic() + 600
-        while time.monotonic() < settle:
-            before = metric(status_port, "tdn_steering_rebuilds_total")
-            time.sleep(3)
-            if metric(status_port, "tdn_steering_rebuilds_total") == before:
-                break
+        settle(status_port, size)
         # Each change takes down a site that a sample client is answered with right now.
         chosen, taken = [], set()
         for _, subnet, _ in samples:
@@ -190,7 +197,8 @@ def run_size(args, size):
               file=sys.stderr, flush=True)
         for site, _, _ in chosen[:args.changes]:
             force(status_port, site, "auto")
-        time.sleep(2)
+        # The burst starts from the steady state again (the sites back up, their rebuilds done).
+        settle(status_port, size)
 
         # A region fails: the BURST sites nearest to a sample client's answer go down at once;
         # every sample client answered with one of them is watched until none is in its answer.
