@@ -34,6 +34,8 @@ let package = Package(
         .target(name: "CSocketIO"),
         // malloc_trim, to give memory freed by a snapshot swap back to the system.
         .target(name: "CMemory"),
+        // Counts a thread's heap allocations, for the test that the query path makes none.
+        .target(name: "CAllocationCounter"),
 
         .target(
             name: "TDNDNS",
@@ -119,7 +121,7 @@ let package = Package(
         .testTarget(
             name: "TDNDNSTests",
             dependencies: [
-                "TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd",
+                "TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd", "CAllocationCounter",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             exclude: ["Resources"]),

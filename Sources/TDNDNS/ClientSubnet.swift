@@ -69,3 +69,31 @@ public struct ClientSubnet: Hashable, Sendable {
         [UInt8(family >> 8), UInt8(family & 0xFF), sourcePrefixLength, scopePrefixLength] + address
     }
 }
+
+extension ClientSubnet {
+    /// The SCOPE PREFIX-LENGTH of the option in a response (RFC 7871 §7.2.1): how far around
+    /// the client's subnet the answer holds. The rules, all here:
+    /// - an answer that is the same for every client (a static name, or a steered name's types
+    ///   other than A, AAAA and ANY) has scope 0;
+    /// - a query whose source prefix is 0 asked not to be located by subnet (§7.1.2): it was
+    ///   located by its sender's address, and the scope stays 0;
+    /// - otherwise the scope of the client's location (`locationScope`).
+    /// FORMERR and BADVERS responses echo no option at all (the parser drops it), and
+    /// responses to queries without the option carry none.
+    @inline(__always)
+    static func responseScope(sourcePrefix: UInt8, qtype: UInt16, location: SteeringLocation?) -> UInt8 {
+        guard let location, sourcePrefix > 0 else { return 0 }
+        let clientDependent =
+            qtype == RecordType.a.rawValue || qtype == RecordType.aaaa.rawValue || qtype == RecordType.any.rawValue
+        return clientDependent ? UInt8(location.scope) : 0
+    }
+
+    /// The prefix over which a location's answer class holds: the depth of its leaf in the
+    /// location trie, 0 when one class covers the whole space (every address gets the same
+    /// answer), and counted in IPv6 bits for an IPv4 client carried in IPv6 (IPv4-mapped or
+    /// NAT64: 96 more).
+    @inline(__always)
+    static func locationScope(leafDepth: Int, embeddedIPv4: Bool) -> Int {
+        leafDepth == 0 ? 0 : leafDepth + (embeddedIPv4 ? 96 : 0)
+    }
+}

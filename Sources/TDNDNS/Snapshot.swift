@@ -338,8 +338,8 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// addresses are looked up as IPv4, with the scope counted in IPv6 bits). For tools and tests.
     public func classify(_ address: [UInt8]) -> (classID: Int, scope: Int) {
         let (high, low) = address.withUnsafeBufferPointer { Responder.addressBits($0.baseAddress!, address.count) }
-        let result = Responder.classify(self, high: high, low: low, isIPv6: address.count == 16)
-        return (Int(result.0), result.1)
+        let location = Responder.classify(self, SteeringLookup(high: high, low: low, isIPv6: address.count == 16))
+        return (Int(location.classID), location.scope)
     }
 
     /// FNV-1a over a lower-cased wire name.

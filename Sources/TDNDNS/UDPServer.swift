@@ -126,7 +126,7 @@ final class UDPWorker: @unchecked Sendable {
     let slots: UnsafeMutablePointer<tdn_datagram>
     let memory: UnsafeMutableRawPointer
     /// Steered queries of a batch, located together (`Responder.locate`).
-    let lookups: UnsafeMutablePointer<SteeringLookup>
+    let lookups: UnsafeMutablePointer<DeferredQuery>
     let locations: UnsafeMutablePointer<SteeringLocation>
     let deferredSlots: UnsafeMutablePointer<Int>
     let replySize: Int
@@ -139,7 +139,7 @@ final class UDPWorker: @unchecked Sendable {
         replySize = responder.maxUDPPayload
         slots = .allocate(capacity: Self.batch)
         lookups = .allocate(capacity: Self.batch)
-        lookups.initialize(repeating: SteeringLookup(), count: Self.batch)
+        lookups.initialize(repeating: DeferredQuery(), count: Self.batch)
         locations = .allocate(capacity: Self.batch)
         locations.initialize(repeating: SteeringLocation(), count: Self.batch)
         deferredSlots = .allocate(capacity: Self.batch)
@@ -195,10 +195,10 @@ final class UDPWorker: @unchecked Sendable {
                 for item in 0..<deferred {
                     let slot = slots + deferredSlots[item]
                     slot.pointee.reply_length = responder.respond(
-                        to: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: slot.pointee.length),
+                        deferred: lookups[item], location: locations[item],
+                        query: UnsafeRawBufferPointer(start: slot.pointee.buffer, count: slot.pointee.length),
                         into: UnsafeMutableRawBufferPointer(start: slot.pointee.reply, count: replySize),
-                        transport: .udp, snapshot: snapshot, peer: UnsafeRawPointer(slot.pointer(to: \.peer)!),
-                        location: locations[item])
+                        transport: .udp, snapshot: snapshot)
                 }
             }
             tdn_send_batch(fd, slots, UInt32(received))

@@ -15,7 +15,7 @@ struct BatchLocateTests {
         let snapshot = try ConfigurationLoader(config: SteeringTests.config(directory)).load().get().snapshot
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
-        let lookups = UnsafeMutablePointer<SteeringLookup>.allocate(capacity: 32)
+        let lookups = UnsafeMutablePointer<DeferredQuery>.allocate(capacity: 32)
         let results = UnsafeMutablePointer<SteeringLocation>.allocate(capacity: 32)
         defer {
             lookups.deallocate()
@@ -43,8 +43,10 @@ struct BatchLocateTests {
                                 >> Int.random(in: 0...31, using: &random)) << 32
                     }
                 }
-                lookups[index] = SteeringLookup(high: high, low: low, isIPv6: isIPv6)
-                expected.append(Responder.classify(snapshot, high: high, low: low, isIPv6: isIPv6))
+                let lookup = SteeringLookup(high: high, low: low, isIPv6: isIPv6)
+                lookups[index] = DeferredQuery(parsed: ParsedQuery(), steeredName: 0, lookup: lookup)
+                let location = Responder.classify(snapshot, lookup)
+                expected.append((location.classID, location.scope))
             }
             Responder.locate(lookups, count: count, snapshot: snapshot, into: results)
             for index in 0..<count {

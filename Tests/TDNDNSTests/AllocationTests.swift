@@ -1,0 +1,134 @@
+import CAllocationCounter
+import Glibc
+import TDNTestSupport
+import Testing
+
+@testable import TDNDNS
+@testable import TDNDaemon
+
+/// The query path allocates nothing: static answers, steered answers (by ECS, by the sender's
+/// address, and through the UDP batch's deferred pass), NXDOMAIN, FORMERR and the other
+/// errors, with statistics on. Counted by replacing malloc and its kin in the test process
+/// (`CAllocationCounter`).
+@Suite("Allocations on the query path")
+struct AllocationTests {
+    static func wire(_ name: String, _ type: RecordType, subnet: ClientSubnet? = nil, edns: Bool = true) -> [UInt8] {
+        var ednsRecord = EDNS()
+        ednsRecord.clientSubnet = subnet
+        var query = Message.query(try! DomainName(name), type, edns: edns ? ednsRecord : nil)
+        query.header.id = 99
+        return query.encoded()
+    }
+
+    @Test func theCounterSeesAnAllocation() {
+        tdn_allocations_begin()
+        let made = [Int](repeating: 7, count: Int.random(in: 100...200))
+        let counted = tdn_allocations_end()
+        #expect(made.count >= 100)
+        #expect(counted > 0, "the counter must see the array's allocation")
+    }
+
+    @Test func queriesAllocateNothing() throws {
+        let directory = makeTemporaryDirectory()
+        writeFile(directory + "/t.example.zone", SteeringTests.zone)
+        writeFile(directory + "/policy.yaml", SteeringTests.policy)
+        let snapshot = try ConfigurationLoader(config: SteeringTests.config(directory)).load().get().snapshot
+        let responder = Responder(stats: QueryStats())
+
+        var malformed = Self.wire("ns1.t.example.", .a)
+        malformed[12] = 0x41  // a label type that does not exist
+        var twoQuestions = Self.wire("ns1.t.example.", .a, edns: false)
+        twoQuestions[5] = 2
+        let queries: [(String, [UInt8])] = [
+            ("static A", Self.wire("ns1.t.example.", .a)),
+            ("static SOA without EDNS", Self.wire("t.example.", .soa, edns: false)),
+            ("NODATA", Self.wire("ns1.t.example.", .txt)),
+            ("NXDOMAIN", Self.wire("nope.t.example.", .a)),
+            ("REFUSED", Self.wire("www.example.org.", .a)),
+            ("AXFR", Self.wire("t.example.", .axfr)),
+            ("FORMERR", malformed),
+            ("FORMERR, two questions", twoQuestions),
+            (
+                "steered by ECS",
+                Self.wire("small.t.example.", .a, subnet: ClientSubnet(address: [5, 9, 1, 0], prefix: 24))
+            ),
+            (
+                "steered AAAA by ECS",
+                Self.wire(
+                    "sovereign.t.example.", .aaaa,
+                    subnet: ClientSubnet(
+                        address: [0x2A, 0x01, 0x04, 0xF8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], prefix: 48))
+            ),
+            ("steered by sender", Self.wire("small.t.example.", .a)),
+        ]
+        var peer = sockaddr_in()
+        peer.sin_family = sa_family_t(AF_INET)
+        peer.sin_addr.s_addr = UInt32(0x0808_0808).bigEndian
+        var out = [UInt8](repeating: 0, count: 4096)
+        var deferred = DeferredQuery()
+        var location = SteeringLocation()
+
+        func answerAll() -> [Int] {
+            var lengths: [Int] = []
+            lengths.reserveCapacity(2 * queries.count)
+            withUnsafeBytes(of: &peer) { peerBytes in
+                out.withUnsafeMutableBytes { output in
+                    for (_, query) in queries {
+                        query.withUnsafeBytes { input in
+                            lengths.append(
+                                responder.respond(
+                                    to: input, into: output, transport: .udp, snapshot: snapshot,
+                                    peer: peerBytes.baseAddress))
+                            // The UDP batch's way: defer, locate, then write.
+                            var written = responder.respond(
+                                to: input, into: output, transport: .udp, snapshot: snapshot,
+                                peer: peerBytes.baseAddress, deferred: &deferred)
+                            if written == Responder.deferredResult {
+                                Responder.locate(&deferred, count: 1, snapshot: snapshot, into: &location)
+                                written = responder.respond(
+                                    deferred: deferred, location: location, query: input, into: output,
+                                    transport: .udp, snapshot: snapshot)
+                            }
+                            lengths.append(written)
+                        }
+                    }
+                }
+            }
+            return lengths
+        }
+
+        let first = answerAll()  // first use: lazy runtime metadata, counters' first flush
+        #expect(first.allSatisfy { $0 > 0 }, "every query is answered: \(first)")
+        var counts: [String: Int] = [:]
+        withUnsafeBytes(of: &peer) { peerBytes in
+            out.withUnsafeMutableBytes { output in
+                for (label, query) in queries {
+                    query.withUnsafeBytes { input in
+                        tdn_allocations_begin()
+                        for _ in 0..<100 {
+                            _ = responder.respond(
+                                to: input, into: output, transport: .udp, snapshot: snapshot,
+                                peer: peerBytes.baseAddress)
+                            let written = responder.respond(
+                                to: input, into: output, transport: .udp, snapshot: snapshot,
+                                peer: peerBytes.baseAddress, deferred: &deferred)
+                            if written == Responder.deferredResult {
+                                Responder.locate(&deferred, count: 1, snapshot: snapshot, into: &location)
+                                _ = responder.respond(
+                                    deferred: deferred, location: location, query: input, into: output,
+                                    transport: .udp, snapshot: snapshot)
+                            }
+                        }
+                        let counted = tdn_allocations_end()
+                        counts[label] = counted
+                    }
+                }
+            }
+        }
+        #expect(counts.count == queries.count)
+        for (label, count) in counts.sorted(by: { $0.key < $1.key }) {
+            #expect(count == 0, "\(label): \(count) allocations in 100 queries")
+        }
+        #expect(answerAll() == first, "the same answers as before counting")
+    }
+}
