@@ -46,7 +46,8 @@ public struct SiteState: Hashable, Sendable {
     /// The models the site lists (nil: not probed for models), and when they were read.
     public private(set) var models: Set<String>?
     public private(set) var modelsAt: Double?
-    /// When the site was last seen up, and when a health probe last succeeded.
+    /// When the site was last seen up as steering sees it (not while forced down or drained:
+    /// then it stays at the moment it was taken out), and when a health probe last succeeded.
     public private(set) var lastUp: Double?
     public private(set) var lastSuccess: Double?
     /// The last probe's outcome and round-trip time (seconds).
@@ -133,7 +134,7 @@ public struct SiteState: Hashable, Sendable {
         case true?: next = failures >= rules.fall ? false : true
         case false?: next = successes >= rules.rise ? true : false
         }
-        defer { if up == true { lastUp = now } }
+        defer { if up == true && !forcedOut { lastUp = now } }
         guard next != up else { return false }
         up = next
         since = now
@@ -155,7 +156,13 @@ public struct SiteState: Hashable, Sendable {
         return true
     }
 
+    /// Whether an operator took the site out of service (forced down, or draining).
+    var forcedOut: Bool { forced == .down || forced == .drain }
+
     public mutating func force(_ state: ForcedState?, at now: Double) {
+        // Taken out while up: it was last up now (and stays so while out, whatever the probes
+        // say, so that a drained site's view does not change with every probe).
+        if up == true && !forcedOut && (state == .down || state == .drain) { lastUp = now }
         forced = state
         since = now
         reason = state.map { "forced \($0.rawValue) by an operator" } ?? "forced state cleared"

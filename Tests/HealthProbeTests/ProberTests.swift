@@ -201,6 +201,35 @@ struct HealthMonitorTests {
         #expect(monitor.view()["a"]?.models == [])
     }
 
+    /// A site taken out by an operator keeps the view it had when taken out while its probes
+    /// go on succeeding: its last-up time is the moment it left, so steering is not rebuilt
+    /// on every probe of every drained site, and last-known-good ranks it by that moment.
+    @Test func aForcedDownSiteKeepsItsViewWhileProbesSucceed() {
+        let clock = Clock()
+        let monitor = HealthMonitor(clock: { clock.now })
+        monitor.configure([ProbeTarget(site: "a", interval: 5), ProbeTarget(site: "b", interval: 5)])
+        monitor.record(site: "a", result: result(true))
+        monitor.record(site: "b", result: result(true))
+        clock.now += 5
+        #expect(monitor.force(site: "a", .down))
+        #expect(monitor.force(site: "b", .drain))
+        let taken = clock.now
+        let first = monitor.view()
+        #expect(first["a"]?.up == false && first["a"]?.lastUp == taken)
+        #expect(first["b"]?.up == false && first["b"]?.lastUp == taken)
+        for _ in 0..<3 {
+            clock.now += 5
+            monitor.record(site: "a", result: result(true))
+            monitor.record(site: "b", result: result(true))
+            #expect(monitor.view() == first, "probes of a site that is out change nothing steering reads")
+        }
+        // Back in service: probes move its last-up time again once it is down for real.
+        #expect(monitor.force(site: "a", nil))
+        clock.now += 5
+        monitor.record(site: "a", result: result(true))
+        #expect(monitor.view()["a"]?.up == true)
+    }
+
     @Test func reloadKeepsStateAndForcedStateSurvivesSaveAndRestore() throws {
         let clock = Clock()
         let monitor = HealthMonitor(clock: { clock.now })
