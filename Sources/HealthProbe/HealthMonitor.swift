@@ -72,17 +72,38 @@ public final class HealthMonitor: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Every time held here is on `clock`, a monotonic scale, so that a step of the wall clock
+    /// (NTP, an operator) never makes capacity or model data stale or fresh, nor moves a state's
+    /// age. Times shown (`status`) and saved (`save`) are converted to the wall clock, and saved
+    /// ones back on `restore`.
     private let clock: @Sendable () -> Double
+    private let wallClock: (@Sendable () -> Double)?
     public let changes: AsyncStream<Void>
     private let changed: AsyncStream<Void>.Continuation
 
-    /// `clock`: seconds since 1970 (injected by tests).
-    public init(clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    /// A monotonic clock for the states and the system's wall clock for what is shown and saved.
+    public convenience init() {
+        self.init(clock: HealthMonitor.monotonicSeconds, wallClock: { Date().timeIntervalSince1970 })
+    }
+
+    /// `clock` for the states; `wallClock` for shown and saved times (nil: `clock` is also the
+    /// wall clock, as in tests that drive time).
+    public init(clock: @escaping @Sendable () -> Double, wallClock: (@Sendable () -> Double)? = nil) {
         self.clock = clock
+        self.wallClock = wallClock
         (changes, changed) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    public var now: Double { clock() }
+    /// Seconds on CLOCK_MONOTONIC.
+    @Sendable public static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
+    /// Wall-clock time minus `clock` time, now: added to a time of ours, it gives the wall-clock
+    /// time of that moment.
+    private var wallOffset: Double { wallClock.map { $0() - clock() } ?? 0 }
 
     /// Sets the probed sites (at start and on every reload). Sites that stay keep everything
     /// measured (a reload never re-probes from zero); new sites start from a saved state when
@@ -108,7 +129,8 @@ public final class HealthMonitor: Sendable {
 
     /// Saved states from an earlier run, used by `configure` for the sites it names.
     public func restore(_ saved: [String: SavedSiteState]) {
-        state.withLock { $0.restored = saved }
+        let offset = wallOffset
+        state.withLock { $0.restored = saved.mapValues { $0.shifted(by: -offset) } }
     }
 
     /// Whether every configured site has a state (probed, or restored from disk).
@@ -240,6 +262,7 @@ public final class HealthMonitor: Sendable {
     /// Every probed site for `/status`, sorted by id.
     public func status() -> [SiteStatus] {
         let now = clock()
+        let offset = wallOffset
         return state.withLock { state in
             state.sites.keys.sorted().map { id in
                 let site = state.sites[id]!
@@ -257,11 +280,12 @@ public final class HealthMonitor: Sendable {
                 if let capacityAt = site.capacityAt, now - capacityAt > site.rules.staleAfter {
                     why += "; capacity data \(Int(now - capacityAt)) s old counts as full"
                 }
+                let since = site.since > 0 ? site.since + offset : 0
                 return SiteStatus(
-                    site: id, state: name, why: why, since: site.since, sinceText: Self.format(site.since),
+                    site: id, state: name, why: why, since: since, sinceText: Self.format(since),
                     forced: site.forced?.rawValue,
                     load: site.load, models: site.loadedModels(at: now).map { $0.sorted() }, lastProbe: site.lastResult,
-                    lastSuccess: site.lastSuccess, rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
+                    lastSuccess: site.lastSuccess.map { $0 + offset }, rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
                     unsettled: site.forced == nil && site.nearChange(at: now))
             }
         }
@@ -286,14 +310,15 @@ public final class HealthMonitor: Sendable {
 
     /// Writes every site's state to `path` (atomically: a temporary file, then rename).
     public func save(to path: String) throws {
+        let offset = wallOffset
         let saved = state.withLock { state in
             var all = state.restored
             for (id, site) in state.sites { all[id] = site.saved }
-            return all
+            return all.mapValues { $0.shifted(by: offset) }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-        let data = try encoder.encode(SavedHealth(version: 1, savedAt: clock(), sites: saved))
+        let data = try encoder.encode(SavedHealth(version: 1, savedAt: clock() + offset, sites: saved))
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 

@@ -210,3 +210,17 @@ public struct SavedSiteState: Codable, Hashable, Sendable {
     public var lastUp: Double?
     public var lastSuccess: Double?
 }
+
+extension SavedSiteState {
+    /// The same state with every time moved by `offset` seconds (between the monitor's
+    /// monotonic scale and the wall clock); 0 (never) stays 0.
+    func shifted(by offset: Double) -> SavedSiteState {
+        var copy = self
+        copy.capacityAt = capacityAt.map { $0 + offset }
+        copy.modelsAt = modelsAt.map { $0 + offset }
+        copy.since = since > 0 ? since + offset : 0
+        copy.lastUp = lastUp.map { $0 + offset }
+        copy.lastSuccess = lastSuccess.map { $0 + offset }
+        return copy
+    }
+}

@@ -201,6 +201,42 @@ struct HealthMonitorTests {
         #expect(monitor.view()["a"]?.models == [])
     }
 
+    /// Staleness runs on the monotonic clock: a step of the wall clock (NTP, an operator) in
+    /// either direction neither ages capacity and model data nor refreshes it; shown and saved
+    /// times follow the wall clock, and a saved state comes back at the same age.
+    @Test func aWallClockStepMovesNoAge() throws {
+        let monotonic = Clock()
+        let wall = Clock()
+        wall.now = 1_700_000_000
+        let monitor = HealthMonitor(clock: { monotonic.now }, wallClock: { wall.now })
+        let rules = HealthRules(rise: 1, fall: 1, staleAfter: 15)
+        monitor.configure([ProbeTarget(site: "a", interval: 5, rules: rules)])
+        monitor.record(site: "a", result: result(true, load: 0.2, models: ["m"]))
+        monotonic.now += 1
+        wall.now += 3600
+        #expect(monitor.view()["a"]?.saturated == false, "1 s old capacity data is fresh after a step forward")
+        #expect(monitor.view()["a"]?.models == ["m"])
+        wall.now -= 7200
+        #expect(monitor.view()["a"]?.saturated == false, "and after a step back")
+        let status = try #require(monitor.status().first)
+        #expect(status.since == wall.now - 1, "shown on the wall clock: 1 s ago")
+        monotonic.now += 20
+        wall.now += 20
+        #expect(monitor.view()["a"]?.saturated == true, "21 s without capacity data: full")
+
+        let directory = NSTemporaryDirectory() + "tdn-health-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try monitor.save(to: directory + "/health.json")
+        // Another process: its monotonic clock starts elsewhere.
+        let otherMonotonic = Clock()
+        otherMonotonic.now = 50
+        let restarted = HealthMonitor(clock: { otherMonotonic.now }, wallClock: { wall.now })
+        restarted.restore(try #require(try HealthMonitor.loadSaved(from: directory + "/health.json")))
+        restarted.configure([ProbeTarget(site: "a", interval: 5, rules: rules)])
+        #expect(try #require(restarted.status().first).since == status.since, "the same moment on the wall clock")
+    }
+
     /// A site taken out by an operator keeps the view it had when taken out while its probes
     /// go on succeeding: its last-up time is the moment it left, so steering is not rebuilt
     /// on every probe of every drained site, and last-known-good ranks it by that moment.
