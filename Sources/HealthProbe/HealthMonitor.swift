@@ -285,7 +285,8 @@ public final class HealthMonitor: Sendable {
                     site: id, state: name, why: why, since: since, sinceText: Self.format(since),
                     forced: site.forced?.rawValue,
                     load: site.load, models: site.loadedModels(at: now).map { $0.sorted() }, lastProbe: site.lastResult,
-                    lastSuccess: site.lastSuccess.map { $0 + offset }, rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
+                    lastSuccess: site.lastSuccess.map { $0 + offset },
+                    rttMilliseconds: site.rtt.map { ($0 * 1e6).rounded() / 1e3 },
                     unsettled: site.forced == nil && site.nearChange(at: now))
             }
         }
