@@ -45,8 +45,10 @@ public final class DNSServer: Sendable {
         tcpSettings.maxUDPPayload = settings.maxUDPPayload
         tcpSettings.stats = settings.stats
         // With port 0 the UDP bind picks the port and TCP must get the same one; a port taken
-        // for TCP only is retried a few times with a new pick.
+        // for TCP only, or taken by someone else between the pick and the bind of the UDP
+        // sockets, is retried a few times with a new pick.
         var lastError: Error? = nil
+        let picksPort = settings.listen.contains { $0.port == 0 }
         for _ in 0..<8 {
             do {
                 let udp = try UDPServer(
@@ -60,11 +62,11 @@ public final class DNSServer: Sendable {
                 } catch {
                     udp.stop()
                     lastError = error
-                    if settings.listen.allSatisfy({ $0.port != 0 }) { break }
+                    if !picksPort { break }
                 }
             } catch {
                 lastError = error
-                break
+                if !picksPort { break }
             }
         }
         try? await group.shutdownGracefully()
