@@ -5,14 +5,16 @@ import Glibc
 #endif
 
 /// Recompiles the zones off the query path and publishes the result; on any error the old
-/// snapshot keeps serving and every error is logged as `file:line: message`.
+/// snapshot keeps serving and every error is logged as `file:line: message`. `Loaded` is what a
+/// load makes (a `ZoneSet`, or the daemon's whole configuration around one): the reloader only
+/// decides when to load and hands a success to `publish`, the one place it is served from.
 ///
 /// The watcher (`reloadIfChanged`) is careful about files being written: it loads a change
 /// only once the files have kept the same size and modification time for `settle` seconds,
 /// and refuses a zone whose content changed without a serial increase (a file rewritten in
 /// place is read half-written otherwise). `reload` (SIGHUP) loads at once and skips the serial
 /// check: the operator asked for it.
-public final class ZoneReloader: @unchecked Sendable {
+public final class ZoneReloader<Loaded: Sendable>: @unchecked Sendable {
     public enum Outcome: Equatable, Sendable {
         case reloaded(zones: Int)
         case unchanged
@@ -23,12 +25,15 @@ public final class ZoneReloader: @unchecked Sendable {
 
     /// `previous` is the zones being served for a watcher's reload (check the serials against
     /// them), nil for a forced one.
-    public typealias Load = @Sendable (_ previous: [Zone]?) -> Result<ZoneSet, ConfigErrors>
+    public typealias Load = @Sendable (_ previous: [Zone]?) -> Result<Loaded, ConfigErrors>
 
     public let directory: String
-    public let store: SnapshotStore
     private let logger: Logger
     private let load: Load
+    private let zoneSet: @Sendable (Loaded) -> ZoneSet
+    private let publish: @Sendable (Loaded) -> Void
+    /// The zones served now (a watcher's reload checks their serials against the new ones).
+    private let served: @Sendable () -> [Zone]
     private let settle: Double
     private let clock: @Sendable () -> Double
     // Touched only by the reload path, which the caller serialises (one ReloadService).
@@ -37,30 +42,25 @@ public final class ZoneReloader: @unchecked Sendable {
     /// A change seen on disk and since when it has been unchanged.
     private var candidate: (fingerprint: ZoneSet.Fingerprint, since: Double)? = nil
 
-    /// `load` compiles everything the snapshot is made of (by default the zones of `directory`);
-    /// its fingerprint says which files to watch besides the directory's `*.zone` files.
-    /// `settle`: seconds a change must stay unchanged before the watcher loads it.
+    /// `load` compiles everything the snapshot is made of, `zoneSet` finds the zones in what it
+    /// made (their fingerprint says which files to watch besides the directory's `*.zone`
+    /// files), and `publish` serves it. `settle`: seconds a change must stay unchanged before
+    /// the watcher loads it.
     public init(
-        directory: String, fingerprint: ZoneSet.Fingerprint, store: SnapshotStore, logger: Logger, settle: Double = 0,
-        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
+        directory: String, fingerprint: ZoneSet.Fingerprint, logger: Logger, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = monotonicSeconds, served: @escaping @Sendable () -> [Zone],
+        load: @escaping Load, zoneSet: @escaping @Sendable (Loaded) -> ZoneSet,
+        publish: @escaping @Sendable (Loaded) -> Void
     ) {
         self.directory = directory
-        self.load = load ?? { previous in ZoneSet.load(directory: directory, previous: previous) }
-        self.store = store
+        self.load = load
+        self.zoneSet = zoneSet
+        self.publish = publish
+        self.served = served
         self.logger = logger
         self.settle = settle
         self.clock = clock
         self.fingerprint = fingerprint
-    }
-
-    /// A reloader whose last load is `initial` (only its fingerprint is kept).
-    public convenience init(
-        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
-        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
-    ) {
-        self.init(
-            directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle,
-            clock: clock, load: load)
     }
 
     /// Reloads when a zone file (or one of its includes) changed since the last attempt and
@@ -81,7 +81,7 @@ public final class ZoneReloader: @unchecked Sendable {
             guard now - candidate.since >= settle else { return .settling }
         }
         candidate = nil
-        return reload(previous: store.load().zones)
+        return reload(previous: served())
     }
 
     /// Reloads unconditionally (SIGHUP).
@@ -89,8 +89,9 @@ public final class ZoneReloader: @unchecked Sendable {
 
     private func reload(previous: [Zone]?) -> Outcome {
         switch load(previous) {
-        case .success(let set):
-            store.publish(set.snapshot)
+        case .success(let loaded):
+            publish(loaded)
+            let set = zoneSet(loaded)
             fingerprint = set.fingerprint
             failedFingerprint = nil
             let zones = set.snapshot.zones.map { "\($0.origin) serial \($0.serial)" }.joined(separator: ", ")
@@ -102,5 +103,30 @@ public final class ZoneReloader: @unchecked Sendable {
             failedFingerprint = ZoneSet.Fingerprint(directory: directory, extraFiles: Array(fingerprint.entries.keys))
             return .failed(errors: errors.errors.map(\.description))
         }
+    }
+}
+
+extension ZoneReloader where Loaded == ZoneSet {
+    /// A reloader of the zones of `directory` alone (or what `load` makes), published to
+    /// `store`.
+    public convenience init(
+        directory: String, fingerprint: ZoneSet.Fingerprint, store: SnapshotStore, logger: Logger, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
+    ) {
+        self.init(
+            directory: directory, fingerprint: fingerprint, logger: logger, settle: settle, clock: clock,
+            served: { store.load().zones },
+            load: load ?? { previous in ZoneSet.load(directory: directory, previous: previous) },
+            zoneSet: { $0 }, publish: { store.publish($0.snapshot) })
+    }
+
+    /// A reloader whose last load is `initial` (only its fingerprint is kept).
+    public convenience init(
+        directory: String, initial: ZoneSet, store: SnapshotStore, logger: Logger, settle: Double = 0,
+        clock: @escaping @Sendable () -> Double = monotonicSeconds, load: Load? = nil
+    ) {
+        self.init(
+            directory: directory, fingerprint: initial.fingerprint, store: store, logger: logger, settle: settle,
+            clock: clock, load: load)
     }
 }

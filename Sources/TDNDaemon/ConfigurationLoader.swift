@@ -10,8 +10,6 @@ import Glibc
 /// `check` accepts is exactly one that `serve` can load.
 struct ConfigurationLoader: Sendable {
     let config: DaemonConfig
-    /// Told of every successful load (for the status server).
-    var state: ServingState? = nil
 
     /// Live health for a policy's sites (the daemon's probes); nil: every site healthy.
     var health: (@Sendable (Policy) -> HealthView)? = nil
@@ -116,9 +114,11 @@ struct ConfigurationLoader: Sendable {
 
     func load(previous: [Zone]? = nil) -> Result<ZoneSet, ConfigErrors> { loadAll(previous: previous).map(\.set) }
 
-    /// With `previous` (the zones a watcher's reload would replace), a zone whose content
-    /// changed without a serial increase is an error (`Zone.unchangedSerials`).
-    func loadAll(previous: [Zone]? = nil) -> Result<Loaded, ConfigErrors> {
+    /// A pure function of the files and its arguments. With `previous` (the zones a watcher's
+    /// reload would replace), a zone whose content changed without a serial increase is an
+    /// error (`Zone.unchangedSerials`). With `serving` (what is served now), a policy and geo
+    /// database that did not change keep its decisions.
+    func loadAll(previous: [Zone]? = nil, serving: Loaded? = nil) -> Result<Loaded, ConfigErrors> {
         var errors: [ConfigError] = []
         func add(_ failure: PolicyErrors) {
             errors += failure.errors.map { ConfigError(file: $0.file, line: $0.line, message: $0.message) }
@@ -169,7 +169,7 @@ struct ConfigurationLoader: Sendable {
             healthView = health?(policy) ?? HealthView()
             // A reload that leaves the policy and the geo database alone keeps the decisions
             // (and moves them to the current health): only the zones are compiled again.
-            if let kept = state?.loaded?.steering, kept.fits(policy: policy, geo: geo) {
+            if let kept = serving?.steering, kept.fits(policy: policy, geo: geo) {
                 steering = kept
                 summary = kept.update(health: healthView)
             } else {
@@ -189,9 +189,7 @@ struct ConfigurationLoader: Sendable {
             snapshot: Snapshot(
                 zone: zoneData, steering: SteeringBuilder.build(steering?.table() ?? SteeringTable(), zone: zoneData)),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
-        let loaded = Loaded(
-            set: set, policy: policy, geo: geo, zones: zones, steering: steering, health: healthView)
-        state?.set(loaded)
-        return .success(loaded)
+        return .success(
+            Loaded(set: set, policy: policy, geo: geo, zones: zones, steering: steering, health: healthView))
     }
 }

@@ -48,7 +48,6 @@ enum ProbePlan {
 /// and health alike go through `lock`, so they never publish out of order).
 final class LiveState: Sendable {
     let serving: ServingState
-    let store: Mutex<SnapshotStore?> = Mutex(nil)
     let monitor: HealthMonitor
     let prober: Prober
     let scheduler: ProbeScheduler
@@ -114,9 +113,7 @@ final class LiveState: Sendable {
 
     private func rebuildIfChanged() {
         lock.withLock { _ in
-            guard let loaded = serving.loaded, let policy = loaded.policy, let store = store.withLock({ $0 }) else {
-                return
-            }
+            guard let loaded = serving.loaded, let policy = loaded.policy else { return }
             let view = ProbePlan.view(policy, monitor)
             guard view != loaded.health else { return }
             for site in policy.sites {
@@ -130,8 +127,7 @@ final class LiveState: Sendable {
             let started = Self.threadCPUSeconds()
             let helped = loaded.steering?.compiler.otherThreadsCPUSeconds ?? 0
             let rebuilt = loaded.recompiled(health: view)
-            store.publish(rebuilt.set.snapshot)
-            serving.set(rebuilt)
+            serving.publish(rebuilt)
             // This thread's CPU, and what the compiler spent on a second thread.
             let cpu =
                 Self.threadCPUSeconds() - started + (rebuilt.steering?.compiler.otherThreadsCPUSeconds ?? 0) - helped

@@ -33,7 +33,7 @@ struct Serve: AsyncParsableCommand {
         let live = LiveState(
             serving: state, statePath: statePath, adminToken: config.adminToken, concurrency: config.probeConcurrency,
             logger: options.makeLogger("tdn.health"))
-        var loader = ConfigurationLoader(config: config, state: state)
+        var loader = ConfigurationLoader(config: config)
         loader.health = { [monitor = live.monitor] policy in ProbePlan.view(policy, monitor) }
         let first = try await Self.firstLoad(
             loader: loader, live: live, config: config, statePath: statePath, logger: logger)
@@ -63,10 +63,12 @@ struct Serve: AsyncParsableCommand {
         logger.info("serving \(first.names) on \(addresses) (UDP and TCP)")
         if !first.summary.isEmpty { logger.info("steering: \(first.summary)") }
 
-        let reloader = ZoneReloader(
-            directory: config.zones, fingerprint: first.fingerprint, store: store, logger: logger,
-            settle: Double(config.watchSettle),
-            load: { [loader] previous in loader.load(previous: previous) })
+        let serving = live.serving
+        let reloader = ZoneReloader<ConfigurationLoader.Loaded>(
+            directory: config.zones, fingerprint: first.fingerprint, logger: logger, settle: Double(config.watchSettle),
+            served: { serving.loaded?.set.snapshot.zones ?? [] },
+            load: { [loader] previous in loader.loadAll(previous: previous, serving: serving.loaded) },
+            zoneSet: { $0.set }, publish: { serving.publish($0) })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: DNSService(server: server, logger: logger)),
             .init(service: ReloadService(reloader: reloader, interval: config.watchInterval, live: live)),
@@ -133,11 +135,9 @@ extension Serve {
             }
             if let policy = loaded.policy {
                 loaded = loaded.recompiled(health: ProbePlan.view(policy, live.monitor))
-                live.serving.set(loaded)
             }
         }
-        let store = SnapshotStore(loaded.set.snapshot)
-        live.store.withLock { $0 = store }
+        let store = live.serving.publish(loaded)
         return FirstLoad(
             store: store, probes: probes, fingerprint: loaded.set.fingerprint,
             names: loaded.set.snapshot.zones.map { "\($0.origin) (serial \($0.serial))" }.joined(separator: ", "),
@@ -160,7 +160,7 @@ struct DNSService: Service {
 /// Reloads on SIGHUP and when a zone file changes (polled every `interval` seconds). The two
 /// triggers feed one loop, so reloads never overlap.
 struct ReloadService: Service {
-    let reloader: ZoneReloader
+    let reloader: ZoneReloader<ConfigurationLoader.Loaded>
     let interval: Int
     let live: LiveState
 

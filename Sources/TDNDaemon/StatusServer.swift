@@ -6,13 +6,34 @@ import ServiceLifecycle
 import Synchronization
 import TDNDNS
 
-/// The configuration being served, as the status server needs it: updated by every successful
-/// load, just before the reloader publishes its snapshot.
+/// What is served, with one way in (`publish`): the loaded configuration and the store its
+/// snapshot is published through, changed together by reloads and health changes alike (both
+/// under `LiveState.lock`, so never out of order).
 final class ServingState: Sendable {
-    private let current: Mutex<ConfigurationLoader.Loaded?> = Mutex(nil)
+    private struct Served {
+        var loaded: ConfigurationLoader.Loaded
+        var store: SnapshotStore
+    }
 
-    func set(_ loaded: ConfigurationLoader.Loaded) { current.withLock { $0 = loaded } }
-    var loaded: ConfigurationLoader.Loaded? { current.withLock { $0 } }
+    private let current: Mutex<Served?> = Mutex(nil)
+
+    /// Stores `loaded` and publishes its snapshot, together: the configuration read here is
+    /// always the one whose snapshot answers. The first publish makes the store the DNS server
+    /// reads; the store is returned.
+    @discardableResult
+    func publish(_ loaded: ConfigurationLoader.Loaded) -> SnapshotStore {
+        current.withLock { served in
+            if let store = served?.store {
+                store.publish(loaded.set.snapshot)
+                served = Served(loaded: loaded, store: store)
+            } else {
+                served = Served(loaded: loaded, store: SnapshotStore(loaded.set.snapshot))
+            }
+            return served!.store
+        }
+    }
+
+    var loaded: ConfigurationLoader.Loaded? { current.withLock { $0?.loaded } }
 }
 
 /// The status HTTP server (default 127.0.0.1:9153): `/healthz` for tdnd itself,

@@ -11,14 +11,14 @@ import Glibc
 public final class TestServer: @unchecked Sendable {
     public let directory: String
     public let server: DNSServer
-    public let reloader: ZoneReloader
+    public let reloader: ZoneReloader<ZoneSet>
 
     public var port: Int { server.addresses[0].port }
     public var address: ListenAddress { server.addresses[0] }
     public var client: DNSClient { DNSClient(server: address) }
     public var snapshot: Snapshot { server.store.load() }
 
-    private init(directory: String, server: DNSServer, reloader: ZoneReloader) {
+    private init(directory: String, server: DNSServer, reloader: ZoneReloader<ZoneSet>) {
         self.directory = directory
         self.server = server
         self.reloader = reloader
@@ -38,7 +38,7 @@ public final class TestServer: @unchecked Sendable {
     ) async throws -> TestServer {
         let directory = makeTemporaryDirectory()
         for (name, text) in zones { writeFile(directory + "/" + name, text) }
-        let loader: ZoneReloader.Load
+        let loader: ZoneReloader<ZoneSet>.Load
         if let load {
             loader = { _ in load(directory) }
         } else {
