@@ -432,10 +432,9 @@ final class IndexedDecider {
     private var heap = RankingHeap()
     private var overrideMark: [UInt32]
     private var mark: UInt32 = 0
-    /// The sites the last decision read (its inputs), and their scores (+infinity for a settled
-    /// non-candidate read unranked: only unsettled sites' scores are compared). A negative entry
-    /// is a tree node read as a whole, all of its sites down or without the model and settled
-    /// (`nodeInput`): the decision changes only if one of them changes.
+    /// The sites the last decision read (its inputs; their scores are in its `Walk`). A
+    /// negative entry is a tree node read as a whole, all of its sites down or without the model
+    /// and settled (`nodeInput`): the decision changes only if one of them changes.
     private(set) var read: [Int32] = []
 
     /// The entry of `read` for node `node` of all groups' nodes (`SiteIndex.nodeCount`).
@@ -544,7 +543,8 @@ final class IndexedDecider {
     }
 
     /// What a walk found: the candidates in ranking order (usable first, then full), and what it
-    /// read, with scores (`read`).
+    /// read (`read`) with the scores (+infinity for a settled non-candidate read unranked: only
+    /// unsettled sites' scores are compared).
     struct Walk {
         var candidates: [Candidate]
         var read: [Int32]
