@@ -165,12 +165,8 @@ final class EligibleSites {
         latest = []
         unsettled = []
         candidatesBelow = tree.counts { isCandidate(states.states[Int($0)]) }
-        let without = members.filter { member in
-            let state = states.states[Int(member)]
-            return state.up && !(state.models?.contains(model) ?? true)
-        }
-        walkKey = index.walkKey(members: memberClass, without: without, epoch: states.epoch)
         liveBelow = tree.counts { isCandidate(states.states[Int($0)]) || states.states[Int($0)].unsettled }
+        var without: [Int32] = []
         var latestUp: Double? = nil
         for member in members {
             let state = states.states[Int(member)]
@@ -185,10 +181,13 @@ final class EligibleSites {
                         latest.append(member)
                     }
                 }
-            } else if state.models?.contains(model) ?? true {
+            } else if isCandidate(state) {
                 usableCount += 1
+            } else {
+                without.append(member)
             }
         }
+        walkKey = index.walkKey(members: memberClass, without: without, epoch: states.epoch)
     }
 
     init(members: [Int32], index: SiteIndex, model: String, id: Int, nodeBase: Int, memberClass: Int) {

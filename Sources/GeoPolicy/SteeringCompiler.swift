@@ -126,19 +126,11 @@ public final class SteeringCompiler: @unchecked Sendable {
                 keyedEntries += kept.count - keyed[site].count
                 keyed[site] = kept
             } else {
-                // Otherwise every pair that read it.
-                let kept = collect(readers[site], into: &affected) { readsSite($0, Int32(site)) }
-                readerEntries += kept.count - readers[site].count
-                readers[site] = kept
-                // And every pair that read a tree node above it as a whole.
+                // Otherwise every pair that read it, or a tree node above it as a whole.
+                collectReaders(of: Int32(site), into: &affected)
                 for group in index.groupList where group.isMember[site] {
                     for node in group.tree.path(to: Int32(site)) {
-                        let input = IndexedDecider.nodeInput(group.nodeBase + Int(node))
-                        let slot = slot(input)
-                        guard slot < readers.count, !readers[slot].isEmpty else { continue }
-                        let kept = collect(readers[slot], into: &affected) { readsSite($0, input) }
-                        readerEntries += kept.count - readers[slot].count
-                        readers[slot] = kept
+                        collectReaders(of: IndexedDecider.nodeInput(group.nodeBase + Int(node)), into: &affected)
                     }
                 }
             }
@@ -151,6 +143,16 @@ public final class SteeringCompiler: @unchecked Sendable {
         if keyedEntries > 2 * keyEntries + 1024 { rebuildKeyed() }
         if pool.count > 2 * pooledAfterCompaction + 4096 { compactPool() }
         return affected.count
+    }
+
+    /// The pairs that still read `input` (a site or a tree node) go to `affected`; its list of
+    /// readers keeps only them.
+    private func collectReaders(of input: Int32, into affected: inout [UInt32]) {
+        let slot = slot(input)
+        guard slot < readers.count, !readers[slot].isEmpty else { return }
+        let kept = collect(readers[slot], into: &affected) { readsInput($0, input) }
+        readerEntries += kept.count - readers[slot].count
+        readers[slot] = kept
     }
 
     /// The pairs of a dependency list that still depend (`live`), once each: the list as it
@@ -301,9 +303,9 @@ public final class SteeringCompiler: @unchecked Sendable {
     @inline(__always)
     private func slot(_ input: Int32) -> Int { input >= 0 ? Int(input) : index.sites.count + Int(-1 - input) }
 
-    private func readsSite(_ pair: UInt32, _ site: Int32) -> Bool {
+    private func readsInput(_ pair: UInt32, _ input: Int32) -> Bool {
         let start = Int(readStart[Int(pair)])
-        for position in start..<start + Int(readCount[Int(pair)]) where reads[position] == site { return true }
+        for position in start..<start + Int(readCount[Int(pair)]) where reads[position] == input { return true }
         return false
     }
 
@@ -704,9 +706,9 @@ final class IndexedDecider {
             guard let (site, score) = next() else { break }
             let state = note(site, score)
             let candidate = Candidate(site: site, score: score, saturated: state.saturated)
-            // Down: read (an input), not a candidate; some eligible site can serve (`allDown`).
-            if !state.up { continue }
-            if let loaded = state.models, !loaded.contains(eligible.model) { continue }
+            // Down or without the model: read (an input), not a candidate; some eligible site
+            // can serve (`allDown`).
+            guard eligible.isCandidate(state) else { continue }
             if state.saturated {
                 full.append(candidate)
             } else {
@@ -717,9 +719,10 @@ final class IndexedDecider {
         }
         // Read on through ties of the worst candidate (everything scoring less is read): the
         // answer's worst is never worse. No candidate: everything.
-        let worst = (usable + full).map(\.score).max() ?? .infinity
+        let candidates = usable + full
+        let worst = candidates.map(\.score).max() ?? .infinity
         while let top = heap.top, top.score <= worst, let (site, score) = next() { _ = note(site, score) }
-        return Walk(candidates: usable + full, read: read, readScores: readScores)
+        return Walk(candidates: candidates, read: read, readScores: readScores)
     }
 
     /// Every eligible site is down or lacks the model: the policy's `when-all-down` decides,

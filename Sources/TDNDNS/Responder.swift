@@ -85,12 +85,20 @@ public final class Responder: @unchecked Sendable {
         else { return 0 }
         resetCounting()
         questionType = deferred.parsed.qtype
-        var writer = ResponseWriter(
-            out: o, capacity: out.count, query: q, transport: transport, ourPayload: UInt16(maxUDPPayload),
-            parsed: deferred.parsed)
+        var writer = writer(o, out.count, q, transport, deferred.parsed)
         let written = steer(&writer, snapshot, Int(deferred.steeredName), location: location)
-        if counters != nil { count(written, out, snapshot) }
+        count(written, out, snapshot)
         return written
+    }
+
+    @inline(__always)
+    private func writer(
+        _ out: UnsafeMutablePointer<UInt8>, _ capacity: Int, _ query: UnsafePointer<UInt8>, _ transport: Transport,
+        _ parsed: ParsedQuery
+    ) -> ResponseWriter {
+        ResponseWriter(
+            out: out, capacity: capacity, query: query, transport: transport, ourPayload: UInt16(maxUDPPayload),
+            parsed: parsed)
     }
 
     @inline(__always)
@@ -127,17 +135,12 @@ public final class Responder: @unchecked Sendable {
         case .error(let rcode, let partial):
             questionType = partial.qtype
             badVersion = rcode == .badVers
-            return ResponseWriter(
-                out: o, capacity: out.count, query: q, transport: transport, ourPayload: UInt16(maxUDPPayload),
-                parsed: partial
-            ).error(rcode)
+            return writer(o, out.count, q, transport, partial).error(rcode)
         case .query(let query):
             parsed = query
         }
         questionType = parsed.qtype
-        var writer = ResponseWriter(
-            out: o, capacity: out.count, query: q, transport: transport, ourPayload: UInt16(maxUDPPayload),
-            parsed: parsed)
+        var writer = writer(o, out.count, q, transport, parsed)
         if let refusal = Self.admit(parsed) { return writer.error(refusal) }
         switch resolve(parsed, in: snapshot) {
         case .refused:

@@ -34,9 +34,6 @@ struct ResponseWriter {
     var ecsLength: Int { parsed.ecsLength }
 
     @inline(__always)
-    static func u16(_ p: UnsafePointer<UInt8>) -> UInt16 { UInt16(p[0]) << 8 | UInt16(p[1]) }
-
-    @inline(__always)
     static func put16(_ p: UnsafeMutablePointer<UInt8>, _ value: UInt16) {
         p[0] = UInt8(truncatingIfNeeded: value >> 8)
         p[1] = UInt8(truncatingIfNeeded: value)
@@ -134,7 +131,7 @@ struct ResponseWriter {
             let relocations = table.relocations.baseAddress! + Int(t.relocationStart)
             for item in 0..<relocationCount {
                 let p = body + Int(relocations[item])
-                ResponseWriter.put16(p, ResponseWriter.u16(p) &+ shift)
+                ResponseWriter.put16(p, QueryParser.u16(p) &+ shift)
             }
         }
         return writeOPT(at: base + bodyLength, rcode: rcode)

@@ -23,13 +23,10 @@ final class ServingState: Sendable {
     @discardableResult
     func publish(_ loaded: ConfigurationLoader.Loaded) -> SnapshotStore {
         current.withLock { served in
-            if let store = served?.store {
-                store.publish(loaded.set.snapshot)
-                served = Served(loaded: loaded, store: store)
-            } else {
-                served = Served(loaded: loaded, store: SnapshotStore(loaded.set.snapshot))
-            }
-            return served!.store
+            let store = served?.store ?? SnapshotStore(loaded.set.snapshot)
+            if served != nil { store.publish(loaded.set.snapshot) }
+            served = Served(loaded: loaded, store: store)
+            return store
         }
     }
 

@@ -29,10 +29,7 @@ struct AllocationTests {
     }
 
     @Test func queriesAllocateNothing() throws {
-        let directory = makeTemporaryDirectory()
-        writeFile(directory + "/t.example.zone", SteeringTests.zone)
-        writeFile(directory + "/policy.yaml", SteeringTests.policy)
-        let snapshot = try ConfigurationLoader(config: SteeringTests.config(directory)).load().get().snapshot
+        let snapshot = try SteeringTests.snapshot()
         let responder = Responder(stats: QueryStats())
 
         var malformed = Self.wire("ns1.t.example.", .a)

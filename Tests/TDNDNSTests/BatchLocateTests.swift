@@ -9,10 +9,7 @@ import Testing
 @Suite("Batched steering lookups")
 struct BatchLocateTests {
     @Test func lockstepWalksMatchSingleLookups() throws {
-        let directory = makeTemporaryDirectory()
-        writeFile(directory + "/t.example.zone", SteeringTests.zone)
-        writeFile(directory + "/policy.yaml", SteeringTests.policy)
-        let snapshot = try ConfigurationLoader(config: SteeringTests.config(directory)).load().get().snapshot
+        let snapshot = try SteeringTests.snapshot()
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         let lookups = UnsafeMutablePointer<DeferredQuery>.allocate(capacity: 32)

@@ -11,12 +11,10 @@ import Testing
 @Suite("Publishing what is served")
 struct PublishTests {
     @Test func aReloadPublishesConfigurationAndSnapshotTogether() throws {
-        let directory = makeTemporaryDirectory()
         let zone = { (serial: Int) in
             SteeringTests.zone.replacingOccurrences(of: "hostmaster 1 ", with: "hostmaster \(serial) ")
         }
-        writeFile(directory + "/t.example.zone", zone(1))
-        writeFile(directory + "/policy.yaml", SteeringTests.policy)
+        let directory = SteeringTests.directory(zone: zone(1))
         let loader = ConfigurationLoader(config: SteeringTests.config(directory))
         let serving = ServingState()
         let first = try loader.loadAll().get()

@@ -59,6 +59,19 @@ struct SteeringTests {
         return directory + "/test.mmdb"
     }()
 
+    /// A directory with the test zone (or `zone` instead) and the test policy, for `config`.
+    static func directory(zone text: String = zone) -> String {
+        let directory = makeTemporaryDirectory()
+        writeFile(directory + "/t.example.zone", text)
+        writeFile(directory + "/policy.yaml", policy)
+        return directory
+    }
+
+    /// The test zone and policy compiled as the daemon compiles them.
+    static func snapshot() throws -> Snapshot {
+        try ConfigurationLoader(config: config(directory())).load().get().snapshot
+    }
+
     static func config(_ directory: String) -> DaemonConfig {
         var config = DaemonConfig()
         config.zones = directory
