@@ -37,10 +37,13 @@ let package = Package(
         // Counts a thread's heap allocations, for the test that the query path makes none.
         .target(name: "CAllocationCounter"),
 
+        // Configuration files: `ConfigError` (file:line: key: message), the YAML reader every loader uses.
+        .target(name: "ConfigFile", dependencies: [.product(name: "Yams", package: "Yams")]),
+
         .target(
             name: "TDNDNS",
             dependencies: [
-                "CLDNS", "CSocketIO",
+                "CLDNS", "CSocketIO", "ConfigFile",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -49,13 +52,13 @@ let package = Package(
         .target(
             name: "GeoPolicy",
             dependencies: [
-                "CMaxMindDB",
+                "CMaxMindDB", "ConfigFile",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Yams", package: "Yams"),
             ]),
         .target(
             name: "HealthProbe",
             dependencies: [
+                "ConfigFile",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -73,12 +76,11 @@ let package = Package(
         .target(
             name: "TDNDaemon",
             dependencies: [
-                "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync", "CMemory",
+                "ConfigFile", "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync", "CMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
@@ -114,7 +116,7 @@ let package = Package(
         .target(
             name: "TDNTestSupport",
             dependencies: [
-                "TDNDNS",
+                "TDNDNS", "ConfigFile",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
@@ -134,6 +136,10 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]),
-        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "TDNTestSupport"]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "ConfigFile", "TDNTestSupport"]),
+        .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
+        .testTarget(
+            name: "TDNDaemonTests",
+            dependencies: ["TDNDaemon", "TDNDNS", "GeoPolicy", "HealthProbe", "ConfigFile", "TDNTestSupport"]),
     ]
 )

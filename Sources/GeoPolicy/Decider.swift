@@ -1,3 +1,5 @@
+import ConfigFile
+
 /// Where a client is, as far as we know.
 public struct Location: Hashable, Sendable, CustomStringConvertible {
     public var country: String?

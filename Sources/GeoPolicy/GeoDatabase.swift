@@ -1,4 +1,5 @@
 import CMaxMindDB
+import ConfigFile
 
 #if canImport(Glibc)
 import Glibc
@@ -16,7 +17,7 @@ public final class GeoDatabase: @unchecked Sendable {
     private let mmdb: UnsafeMutablePointer<MMDB_s>
     private var isOpen = false
 
-    public init(path: String) throws(PolicyErrors) {
+    public init(path: String) throws(ConfigErrors) {
         self.path = path
         mmdb = .allocate(capacity: 1)
         mmdb.initialize(to: MMDB_s())
@@ -25,8 +26,8 @@ public final class GeoDatabase: @unchecked Sendable {
         guard status == MMDB_SUCCESS else {
             // Not fully initialized: no deinit will run.
             mmdb.deallocate()
-            throw PolicyErrors([
-                PolicyError(
+            throw ConfigErrors([
+                ConfigError(
                     file: path, line: 0,
                     message: "cannot open the geo database: \(String(cString: MMDB_strerror(status)))")
             ])
@@ -43,8 +44,8 @@ public final class GeoDatabase: @unchecked Sendable {
         }
         let type = databaseType.lowercased()
         guard sample != nil || type.contains("country") || type.contains("city") else {
-            throw PolicyErrors([
-                PolicyError(
+            throw ConfigErrors([
+                ConfigError(
                     file: path, line: 0,
                     message:
                         "database type '\(databaseType)' has no country records: expected a GeoIP2/GeoLite2 City or Country layout"

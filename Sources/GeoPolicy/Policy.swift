@@ -1,3 +1,5 @@
+import ConfigFile
+
 /// Where a site sits in the network; lower tiers are nearer the user and are tried first.
 public enum Tier: String, Sendable, CaseIterable, Comparable {
     case edge, regional, central
@@ -24,54 +26,6 @@ public struct Coordinates: Hashable, Sendable {
             sinSquared(dLat / 2) + cosine(latitude * radians) * cosine(other.latitude * radians) * sinSquared(dLon / 2)
         return 2 * 6371 * arcsine(min(1, a.squareRoot()))
     }
-}
-
-/// One series of an engine's `/metrics` that contributes to a site's load: its samples summed
-/// over label sets, divided by `full`, times `weight` (the probes turn these into a load).
-public struct CapacitySignal: Hashable, Sendable {
-    /// Names to try in order (engines rename series across versions).
-    public var names: [String]
-    public var full: Double
-    public var weight: Double
-    public init(names: [String], full: Double, weight: Double = 1) {
-        self.names = names
-        self.full = full
-        self.weight = weight
-    }
-}
-
-/// How a site is probed (parsed and validated here; the probes use it). A site with none of
-/// `http`, `tcp`, `metrics`, `models` is not probed and counts as up.
-public struct ProbeSettings: Hashable, Sendable {
-    /// GET this URL; healthy when the status is in `expect` and the body contains `body`.
-    public var http: String?
-    public var expect: [Int] = [200]
-    public var body: String?
-    /// `host:port` to connect to.
-    public var tcp: String?
-    /// Prometheus text exposition to turn into a load figure.
-    public var metrics: String?
-    /// The load signals; nil means vLLM's.
-    public var capacity: [CapacitySignal]?
-    /// Full above `highWater`, available again below `lowWater`.
-    public var highWater = 0.9
-    public var lowWater = 0.75
-    /// An OpenAI-compatible `/v1/models`: the site gets only the models it lists.
-    public var models: String?
-    public var interval: Double = 5
-    public var timeout: Double = 2
-    /// Each probe starts up to this many seconds early or late (nil: a tenth of the interval).
-    public var jitter: Double?
-    /// Capacity and model lists older than this count as full and empty (nil: 3 × interval).
-    public var stale: Double?
-    public var rise = 2
-    public var fall = 3
-
-    public init() {}
-
-    public var isConfigured: Bool { http != nil || tcp != nil || metrics != nil || models != nil }
-    public var effectiveJitter: Double { jitter ?? interval / 10 }
-    public var effectiveStale: Double { stale ?? 3 * interval }
 }
 
 /// What answers are given for a model when every site that may serve a client is down.
@@ -110,7 +64,10 @@ public struct Site: Hashable, Sendable {
     public var maxModelSize: Double
     public var weight: Int
     public var cost: Double
-    public var probe: ProbeSettings
+    /// How it is probed, as written (`probe-defaults.all`, `probe-defaults.<tier>`, then the
+    /// site's own `probe:`, each applied over the one before): the probes read these, this
+    /// module does not.
+    public var probe: [ConfigSection]
     public var line: Int
 }
 

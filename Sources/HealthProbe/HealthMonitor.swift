@@ -2,25 +2,6 @@ import Foundation
 import Metrics
 import Synchronization
 
-/// What steering needs to know of one site now.
-public struct SiteView: Hashable, Sendable {
-    public var up: Bool
-    public var saturated: Bool
-    /// nil: every model counts as loaded (the site is not probed for models).
-    public var models: Set<String>?
-    /// Near a state change, or its data is stale: answers with it get a short TTL.
-    public var unsettled: Bool
-    /// When a down site was last up (nil while it is up).
-    public var lastUp: Double?
-    public init(up: Bool, saturated: Bool, models: Set<String>?, unsettled: Bool, lastUp: Double?) {
-        self.up = up
-        self.saturated = saturated
-        self.models = models
-        self.unsettled = unsettled
-        self.lastUp = lastUp
-    }
-}
-
 /// One site in `/status`.
 public struct SiteStatus: Codable, Sendable {
     public var site: String
@@ -68,7 +49,7 @@ public final class HealthMonitor: Sendable {
         var restored: [String: SavedSiteState] = [:]
         /// Sites configured that have no probe result yet (the first round).
         var pending: Set<String> = []
-        var lastView: [String: SiteView] = [:]
+        var lastView: [String: Observed] = [:]
     }
 
     private let state = Mutex(State())
@@ -239,19 +220,40 @@ public final class HealthMonitor: Sendable {
         if differs { changed.yield() }
     }
 
-    /// The current view of every probed site.
-    public func view() -> [String: SiteView] {
+    /// What steering is told of one site; a change of it is a change on `changes`.
+    package struct Observed: Hashable {
+        package var up: Bool
+        package var saturated: Bool
+        /// nil: every model counts as loaded (the site is not probed for models).
+        package var models: Set<String>?
+        /// Near a state change, or its data is stale: answers with it get a short TTL.
+        package var unsettled: Bool
+        /// When a down site was last up (nil while it is up).
+        package var lastUp: Double?
+    }
+
+    /// The current view of every probed site, for tests that compare it whole.
+    package func view() -> [String: Observed] {
         let now = clock()
         return state.withLock { Self.view($0, now) }
     }
 
-    private static func view(_ state: State, _ now: Double) -> [String: SiteView] {
+    /// The current view of every probed site, each in the consumer's own shape (`make` gets
+    /// whether it is up and full, its loaded models (nil: not probed for models), whether it is
+    /// near a state change or its data is stale, and when a down site was last up).
+    public func view<Health>(
+        _ make: (_ up: Bool, _ saturated: Bool, _ models: Set<String>?, _ unsettled: Bool, _ lastUp: Double?) -> Health
+    ) -> [String: Health] {
+        view().mapValues { make($0.up, $0.saturated, $0.models, $0.unsettled, $0.lastUp) }
+    }
+
+    private static func view(_ state: State, _ now: Double) -> [String: Observed] {
         state.sites.mapValues { view(of: $0, now) }
     }
 
-    private static func view(of site: SiteState, _ now: Double) -> SiteView {
+    private static func view(of site: SiteState, _ now: Double) -> Observed {
         let effective = site.effective(at: now)
-        return SiteView(
+        return Observed(
             up: effective.up, saturated: effective.saturated, models: site.loadedModels(at: now),
             unsettled: site.forced == nil && site.nearChange(at: now),
             // Only a down site's last-up time matters (last-known-good); an up site's would

@@ -1,3 +1,5 @@
+import ConfigFile
+
 /// An RRset: the records of one owner, type and class (RFC 2181 §5).
 public struct RRset: Sendable, Hashable {
     public var owner: DomainName

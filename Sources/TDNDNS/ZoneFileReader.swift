@@ -1,4 +1,5 @@
 import CLDNS
+import ConfigFile
 
 #if canImport(Glibc)
 import Glibc
@@ -264,17 +265,3 @@ public struct ZoneFileReader {
 }
 
 private let zeroTTLSentinel: UInt32 = 2_147_483_646
-
-/// The whole content of a file, or nil when it cannot be read.
-public func readWholeFile(_ path: String) -> [UInt8]? {
-    guard let file = fopen(path, "rb") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { fread($0.baseAddress, 1, 65536, file) }
-        if count <= 0 { break }
-        bytes += chunk[0..<count]
-    }
-    return ferror(file) == 0 ? bytes : nil
-}

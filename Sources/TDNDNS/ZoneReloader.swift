@@ -1,3 +1,4 @@
+import ConfigFile
 import Logging
 
 #if canImport(Glibc)

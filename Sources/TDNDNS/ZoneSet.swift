@@ -1,3 +1,5 @@
+import ConfigFile
+
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,6 @@
+import ConfigFile
 import GeoPolicy
+import HealthProbe
 import TDNDNS
 
 #if canImport(Glibc)
@@ -11,8 +13,8 @@ import Glibc
 struct ConfigurationLoader: Sendable {
     let config: DaemonConfig
 
-    /// Live health for a policy's sites (the daemon's probes); nil: every site healthy.
-    var health: (@Sendable (Policy) -> HealthView)? = nil
+    /// Live health of the probed sites (the daemon's probes); nil: every site healthy.
+    var health: (@Sendable ([ProbeTarget]) -> HealthView)? = nil
 
     /// The parts of one load, for tools that want more than the snapshot.
     struct Loaded: Sendable {
@@ -20,6 +22,8 @@ struct ConfigurationLoader: Sendable {
         var policy: Policy?
         var geo: GeoDatabase?
         var zones: [Zone]
+        /// The policy's probed sites and how (HealthProbe read each site's settings).
+        var probes: [ProbeTarget] = []
         /// The steering control plane of this configuration, kept across health changes (and
         /// across zone reloads that leave the policy and the geo database alone).
         var steering: Steering?
@@ -120,9 +124,7 @@ struct ConfigurationLoader: Sendable {
     /// database that did not change keep its decisions.
     func loadAll(previous: [Zone]? = nil, serving: Loaded? = nil) -> Result<Loaded, ConfigErrors> {
         var errors: [ConfigError] = []
-        func add(_ failure: PolicyErrors) {
-            errors += failure.errors.map { ConfigError(file: $0.file, line: $0.line, message: $0.message) }
-        }
+        func add(_ failure: ConfigErrors) { errors += failure.errors }
         var zones: [Zone] = []
         switch ZoneCompiler.load(directory: config.zones) {
         case .success(let loaded):
@@ -131,8 +133,13 @@ struct ConfigurationLoader: Sendable {
         case .failure(let failure): errors += failure.errors
         }
         var policy: Policy? = nil
+        var probes: [ProbeTarget] = []
         if let path = config.policy {
-            switch PolicyLoader.load(path: path) {
+            let loaded = PolicyLoader.load(path: path) { site, reader in
+                let settings = ProbePlan.settings(of: site, &reader)
+                if settings.isConfigured { probes.append(settings.target(site: site.id)) }
+            }
+            switch loaded {
             case .success(let loaded): policy = loaded
             case .failure(let failure): add(failure)
             }
@@ -166,7 +173,7 @@ struct ConfigurationLoader: Sendable {
                         )
                     ]))
             }
-            healthView = health?(policy) ?? HealthView()
+            healthView = health?(probes) ?? HealthView()
             // A reload that leaves the policy and the geo database alone keeps the decisions
             // (and moves them to the current health): only the zones are compiled again.
             if let kept = serving?.steering, kept.fits(policy: policy, geo: geo) {
@@ -190,6 +197,8 @@ struct ConfigurationLoader: Sendable {
                 zone: zoneData, steering: SteeringBuilder.build(steering?.table() ?? SteeringTable(), zone: zoneData)),
             fingerprint: ZoneSet.Fingerprint(directory: config.zones, extraFiles: watched), summary: summary)
         return .success(
-            Loaded(set: set, policy: policy, geo: geo, zones: zones, steering: steering, health: healthView))
+            Loaded(
+                set: set, policy: policy, geo: geo, zones: zones, probes: probes, steering: steering,
+                health: healthView))
     }
 }

@@ -1,7 +1,7 @@
+import ConfigFile
 import Foundation
 import LedgerSync
 import TDNDNS
-import Yams
 
 #if canImport(Glibc)
 import Glibc
@@ -66,300 +66,205 @@ public struct DaemonConfig: Sendable {
 
     /// Reads `path`, reporting every problem as `file:line: message`.
     public static func load(path: String) throws(ConfigErrors) -> DaemonConfig {
-        guard let bytes = readWholeFile(path) else {
-            throw ConfigErrors([ConfigError(file: path, line: 0, message: "cannot read the configuration file")])
-        }
         var config = DaemonConfig()
         config.file = path
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: String(decoding: bytes, as: UTF8.self))
-        } catch let error as YamlError {
-            throw ConfigErrors([ConfigError(file: path, line: yamlLine(error), message: "YAML: \(error)")])
-        } catch {
-            throw ConfigErrors([ConfigError(file: path, line: 0, message: "YAML: \(error)")])
+        guard let root = try ConfigReader.load(path: path, what: "the configuration file").get() else { return config }
+        var reader = ConfigReader(file: path)
+        guard root.mapping != nil else {
+            reader.fail(root, nil, "expected a mapping of settings")
+            throw ConfigErrors(reader.errors)
         }
-        guard let root else { return config }
-        guard let mapping = root.mapping else {
-            throw ConfigErrors([
-                ConfigError(file: path, line: root.mark?.line ?? 0, message: "expected a mapping of settings")
-            ])
-        }
-        var errors: [ConfigError] = []
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         func relative(_ value: String) -> String {
             value.hasPrefix("/") || directory.isEmpty ? value : directory + "/" + value
         }
-        for (keyNode, value) in mapping {
-            let key = keyNode.string ?? ""
-            let line = keyNode.mark?.line ?? 0
-            func fail(_ message: String) {
-                errors.append(ConfigError(file: path, line: line, message: "\(key): \(message)"))
-            }
-            func integer(_ range: ClosedRange<Int>) -> Int? {
-                guard let number = value.int, range.contains(number) else {
-                    fail("expected a whole number from \(range.lowerBound) to \(range.upperBound)")
-                    return nil
-                }
-                return number
-            }
+        for (key, value) in reader.entries(root, "") {
             switch key {
             case "zones":
-                if let text = value.string, !text.isEmpty {
+                if let text = reader.string(value, key, expected: "expected a directory") {
                     config.zones = relative(text)
-                } else {
-                    fail("expected a directory")
                 }
             case "policy":
-                if let text = value.string, !text.isEmpty {
-                    config.policy = relative(text)
-                } else {
-                    fail("expected a file")
-                }
+                if let text = reader.string(value, key, expected: "expected a file") { config.policy = relative(text) }
             case "geoip":
-                if let text = value.string, !text.isEmpty {
-                    config.geoip = relative(text)
-                } else {
-                    fail("expected a file")
-                }
+                if let text = reader.string(value, key, expected: "expected a file") { config.geoip = relative(text) }
             case "listen":
-                let items = value.sequence.map { Array($0) } ?? [value]
                 var addresses: [ListenAddress] = []
-                for item in items {
+                for item in value.items {
                     if let text = item.string, let address = ListenAddress(text) {
                         addresses.append(address)
                     } else {
-                        errors.append(
-                            ConfigError(
-                                file: path, line: item.mark?.line ?? line,
-                                message: "listen: '\(item.string ?? "?")' is not HOST:PORT (IPv6 as [::1]:5353)"))
+                        reader.fail(item, key, "'\(item.string ?? "?")' is not HOST:PORT (IPv6 as [::1]:5353)")
                     }
                 }
-                if addresses.isEmpty { fail("at least one address is needed") }
+                if addresses.isEmpty { reader.fail(value, key, "at least one address is needed") }
                 config.listen = addresses
             case "status":
-                if value.string == "off" || value.null != nil {
+                if value.string == "off" || value.isNull {
                     config.status = nil
                 } else if let text = value.string, let address = ListenAddress(text) {
                     config.status = address
                 } else {
-                    fail("expected HOST:PORT or off")
+                    reader.fail(value, key, "expected HOST:PORT or off")
                 }
-            case "threads":
-                if let number = integer(0...256) { config.threads = number }
+            case "threads": config.threads = reader.integer(value, key, 0...256) ?? config.threads
             case "udp-payload-size":
-                if let number = integer(512...4096) { config.udpPayloadSize = number }
+                config.udpPayloadSize = reader.integer(value, key, 512...4096) ?? config.udpPayloadSize
             case "tcp-idle-timeout":
-                if let number = integer(1...3600) { config.tcpIdleTimeout = number }
+                config.tcpIdleTimeout = reader.integer(value, key, 1...3600) ?? config.tcpIdleTimeout
             case "tcp-max-connections":
-                if let number = integer(1...1_000_000) { config.tcpMaxConnections = number }
-            case "watch-interval":
-                if let number = integer(0...3600) { config.watchInterval = number }
-            case "watch-settle":
-                if let number = integer(0...3600) { config.watchSettle = number }
+                config.tcpMaxConnections = reader.integer(value, key, 1...1_000_000) ?? config.tcpMaxConnections
+            case "watch-interval": config.watchInterval = reader.integer(value, key, 0...3600) ?? config.watchInterval
+            case "watch-settle": config.watchSettle = reader.integer(value, key, 0...3600) ?? config.watchSettle
             case "tcp-message-timeout":
-                if let number = integer(1...3600) { config.tcpMessageTimeout = number }
+                config.tcpMessageTimeout = reader.integer(value, key, 1...3600) ?? config.tcpMessageTimeout
             case "tcp-max-per-client":
-                if let number = integer(1...1_000_000) { config.tcpMaxPerClient = number }
+                config.tcpMaxPerClient = reader.integer(value, key, 1...1_000_000) ?? config.tcpMaxPerClient
             case "http-max-connections":
-                if let number = integer(1...1_000_000) { config.http.maxConnections = number }
+                config.http.maxConnections = reader.integer(value, key, 1...1_000_000) ?? config.http.maxConnections
             case "http-header-timeout":
-                if let number = integer(1...3600) { config.http.headTimeout = .seconds(Int64(number)) }
+                if let number = reader.integer(value, key, 1...3600) {
+                    config.http.headTimeout = .seconds(Int64(number))
+                }
             case "http-body-timeout":
-                if let number = integer(1...3600) { config.http.bodyTimeout = .seconds(Int64(number)) }
+                if let number = reader.integer(value, key, 1...3600) {
+                    config.http.bodyTimeout = .seconds(Int64(number))
+                }
             case "state-dir":
-                if let text = value.string, !text.isEmpty {
+                if let text = reader.string(value, key, expected: "expected a directory") {
                     config.stateDir = relative(text)
-                } else {
-                    fail("expected a directory")
                 }
             case "admin-token":
-                if let text = value.string, text.count >= 16 {
-                    config.adminToken = text
-                } else {
-                    fail("expected a token of at least 16 characters")
-                }
+                config.adminToken = reader.secret(value, key, what: "a token") ?? config.adminToken
             case "admin-token-file":
                 if let text = value.string, let bytes = readWholeFile(relative(text)) {
                     let token = String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                     if token.count >= 16 {
                         config.adminToken = token
                     } else {
-                        fail("the token in \(text) is shorter than 16 characters")
+                        reader.fail(value, key, "the token in \(text) is shorter than 16 characters")
                     }
                 } else {
-                    fail("cannot read the token file")
+                    reader.fail(value, key, "cannot read the token file")
                 }
             case "probe-start-timeout":
-                if let number = integer(0...600) { config.probeStartTimeout = number }
+                config.probeStartTimeout = reader.integer(value, key, 0...600) ?? config.probeStartTimeout
             case "probe-concurrency":
-                if let number = integer(1...65536) { config.probeConcurrency = number }
+                config.probeConcurrency = reader.integer(value, key, 1...65536) ?? config.probeConcurrency
             case "ledger":
-                guard let section = value.mapping else {
-                    fail("expected a mapping (listen, data, edges, admin-key, tenants, rates, clock-skew)")
+                guard value.mapping != nil else {
+                    reader.fail(
+                        value, key, "expected a mapping (listen, data, edges, admin-key, tenants, rates, clock-skew)")
                     continue
                 }
-                for (itemKey, item) in section {
-                    let name = itemKey.string ?? ""
-                    let itemLine = itemKey.mark?.line ?? line
-                    func bad(_ message: String) {
-                        errors.append(ConfigError(file: path, line: itemLine, message: "ledger.\(name): \(message)"))
-                    }
-                    switch name {
-                    case "listen":
-                        if let text = item.string, let address = ListenAddress(text) {
-                            config.ledger.listen = address
-                        } else {
-                            bad("expected HOST:PORT")
-                        }
-                    case "data":
-                        if let text = item.string, !text.isEmpty {
-                            config.ledger.data = relative(text)
-                        } else {
-                            bad("expected a directory")
-                        }
-                    case "clock-skew":
-                        if let number = item.int, (1...3600).contains(number) {
-                            config.ledger.settings.clockSkew = Double(number)
-                        } else {
-                            bad("expected seconds, 1 to 3600")
-                        }
-                    case "admin-key":
-                        if let text = item.string, text.count >= 16 {
-                            config.ledger.settings.adminKey = text
-                        } else {
-                            bad("expected a key of at least 16 characters")
-                        }
-                    case "edges":
-                        guard let edges = item.mapping else {
-                            bad("expected site: key pairs")
-                            continue
-                        }
-                        for (edge, key) in edges {
-                            if let id = edge.string, let text = key.string, text.count >= 16 {
-                                config.ledger.settings.edges[ExactKey(id)] = text
-                            } else {
-                                errors.append(
-                                    ConfigError(
-                                        file: path, line: edge.mark?.line ?? itemLine,
-                                        message:
-                                            "ledger.edges.\(edge.string ?? "?"): expected a key of at least 16 characters"
-                                    ))
-                            }
-                        }
-                    case "tenants":
-                        let names = item.sequence.map { $0.compactMap(\.string) } ?? []
-                        if names.isEmpty {
-                            bad("expected a list of tenant names")
-                        } else {
-                            config.ledger.settings.tenants = Set(names.map(ExactKey.init))
-                        }
-                    case "rates":
-                        guard let rates = item.mapping else {
-                            bad("expected model: {prompt, completion}")
-                            continue
-                        }
-                        for (model, rate) in rates {
-                            let fields =
-                                rate.mapping.map {
-                                    Dictionary(uniqueKeysWithValues: $0.map { ($0.key.string ?? "", $0.value) })
-                                } ?? [:]
-                            let prompt = fields["prompt"].flatMap { $0.float ?? $0.int.map(Double.init) }
-                            let completion = fields["completion"].flatMap { $0.float ?? $0.int.map(Double.init) }
-                            if let id = model.string, let prompt, let completion, Amounts.rate.contains(prompt),
-                                Amounts.rate.contains(completion), fields.count == 2
-                            {
-                                config.ledger.settings.rates[ExactKey(id)] = Rate(
-                                    prompt: prompt, completion: completion)
-                            } else {
-                                errors.append(
-                                    ConfigError(
-                                        file: path, line: model.mark?.line ?? itemLine,
-                                        message:
-                                            "ledger.rates.\(model.string ?? "?"): expected {prompt: N, completion: N}, credits per 1,000 tokens (0 to 1,000,000)"
-                                    ))
-                            }
-                        }
-                    case "sync":
-                        guard let fields = item.mapping else {
-                            bad("expected {host, port, user, password, database, node, batch, interval}")
-                            continue
-                        }
-                        var sync = SyncSettings()
-                        for (field, value) in fields {
-                            let key = field.string ?? ""
-                            func wrong(_ message: String) {
-                                errors.append(
-                                    ConfigError(
-                                        file: path, line: field.mark?.line ?? itemLine,
-                                        message: "ledger.sync.\(key): \(message)"))
-                            }
-                            switch key {
-                            case "host":
-                                if let text = value.string, !text.isEmpty {
-                                    sync.host = text
-                                } else {
-                                    wrong("expected a host")
-                                }
-                            case "port":
-                                if let number = value.int, (1...65535).contains(number) {
-                                    sync.port = number
-                                } else {
-                                    wrong("expected a port")
-                                }
-                            case "user":
-                                if let text = value.string, !text.isEmpty {
-                                    sync.user = text
-                                } else {
-                                    wrong("expected a user name")
-                                }
-                            case "password": sync.password = value.string
-                            case "database":
-                                if let text = value.string, !text.isEmpty {
-                                    sync.database = text
-                                } else {
-                                    wrong("expected a database name")
-                                }
-                            case "node":
-                                if let text = value.string, !text.isEmpty {
-                                    sync.node = text
-                                } else {
-                                    wrong("expected this ledger's name")
-                                }
-                            case "batch":
-                                if let number = value.int, (1...100_000).contains(number) {
-                                    sync.batch = number
-                                } else {
-                                    wrong("expected 1 to 100000")
-                                }
-                            case "interval":
-                                if let number = value.float ?? value.int.map(Double.init), number > 0, number <= 3600 {
-                                    sync.interval = number
-                                } else {
-                                    wrong("expected seconds")
-                                }
-                            default: wrong("unknown setting")
-                            }
-                        }
-                        config.ledger.sync = sync
-                    default:
-                        bad("unknown setting")
-                    }
-                }
+                config.ledger.read(value, relative: relative, &reader)
             default:
-                fail("unknown setting")
+                reader.fail(value, key, "unknown setting")
             }
         }
-        if !errors.isEmpty { throw ConfigErrors(errors) }
+        if let failure = reader.failure { throw failure }
         return config
     }
+}
 
-    private static func yamlLine(_ error: YamlError) -> Int {
-        switch error {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
-            return mark.line
-        default:
-            return 0
+extension DaemonConfig.LedgerConfig {
+    /// The `ledger:` section.
+    mutating func read(_ section: ConfigValue, relative: (String) -> String, _ reader: inout ConfigReader) {
+        for (name, item) in reader.entries(section, "ledger") {
+            let key = "ledger.\(name)"
+            switch name {
+            case "listen":
+                if let text = item.string, let address = ListenAddress(text) {
+                    listen = address
+                } else {
+                    reader.fail(item, key, "expected HOST:PORT")
+                }
+            case "data":
+                if let text = reader.string(item, key, expected: "expected a directory") { data = relative(text) }
+            case "clock-skew":
+                if let number = item.int, (1...3600).contains(number) {
+                    settings.clockSkew = Double(number)
+                } else {
+                    reader.fail(item, key, "expected seconds, 1 to 3600")
+                }
+            case "admin-key":
+                settings.adminKey = reader.secret(item, key, what: "a key") ?? settings.adminKey
+            case "edges":
+                guard let edges = item.mapping else {
+                    reader.fail(item, key, "expected site: key pairs")
+                    continue
+                }
+                for edge in edges {
+                    if let id = edge.key.string, let text = edge.value.string, text.count >= 16 {
+                        settings.edges[ExactKey(id)] = text
+                    } else {
+                        reader.fail(
+                            edge.key, "ledger.edges.\(edge.key.string ?? "?")",
+                            "expected a key of at least 16 characters")
+                    }
+                }
+            case "tenants":
+                let names = item.sequence?.compactMap(\.string) ?? []
+                if names.isEmpty {
+                    reader.fail(item, key, "expected a list of tenant names")
+                } else {
+                    settings.tenants = Set(names.map(ExactKey.init))
+                }
+            case "rates":
+                guard let rates = item.mapping else {
+                    reader.fail(item, key, "expected model: {prompt, completion}")
+                    continue
+                }
+                for rate in rates {
+                    let fields = ConfigMapping(rate.value.mapping?.map { ($0.key.string ?? "", $0.value) } ?? [])
+                    if let id = rate.key.string, let prompt = fields["prompt"]?.number,
+                        let completion = fields["completion"]?.number, Amounts.rate.contains(prompt),
+                        Amounts.rate.contains(completion), fields.entries.count == 2
+                    {
+                        settings.rates[ExactKey(id)] = Rate(prompt: prompt, completion: completion)
+                    } else {
+                        reader.fail(
+                            rate.key, "ledger.rates.\(rate.key.string ?? "?")",
+                            "expected {prompt: N, completion: N}, credits per 1,000 tokens (0 to 1,000,000)")
+                    }
+                }
+            case "sync":
+                guard item.mapping != nil else {
+                    reader.fail(item, key, "expected {host, port, user, password, database, node, batch, interval}")
+                    continue
+                }
+                sync = SyncSettings.read(item, &reader)
+            default:
+                reader.fail(item, key, "unknown setting")
+            }
         }
+    }
+}
+
+extension SyncSettings {
+    /// The `ledger.sync:` section.
+    static func read(_ section: ConfigValue, _ reader: inout ConfigReader) -> SyncSettings {
+        var sync = SyncSettings()
+        for (name, value) in reader.entries(section, "ledger.sync") {
+            let key = "ledger.sync.\(name)"
+            switch name {
+            case "host": sync.host = reader.string(value, key, expected: "expected a host") ?? sync.host
+            case "port": sync.port = reader.integer(value, key, 1...65535) ?? sync.port
+            case "user": sync.user = reader.string(value, key, expected: "expected a user name") ?? sync.user
+            case "password": sync.password = value.string
+            case "database":
+                sync.database = reader.string(value, key, expected: "expected a database name") ?? sync.database
+            case "node": sync.node = reader.string(value, key, expected: "expected this ledger's name") ?? sync.node
+            case "batch": sync.batch = reader.integer(value, key, 1...100_000) ?? sync.batch
+            case "interval":
+                if let number = value.number, number > 0, number <= 3600 {
+                    sync.interval = number
+                } else {
+                    reader.fail(value, key, "expected seconds")
+                }
+            default: reader.fail(value, key, "unknown setting")
+            }
+        }
+        return sync
     }
 }

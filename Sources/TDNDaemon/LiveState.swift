@@ -1,3 +1,4 @@
+import ConfigFile
 import Foundation
 import GeoPolicy
 import HealthProbe
@@ -7,39 +8,26 @@ import ServiceLifecycle
 import Synchronization
 import TDNDNS
 
-/// The policy's probe settings as probe targets, and the monitor's view as steering's input.
+/// A site's probe settings read by HealthProbe, and the monitor's view as steering's input.
 enum ProbePlan {
-    static func targets(_ policy: Policy) -> [ProbeTarget] {
-        policy.sites.filter(\.probe.isConfigured).map { site in
-            let probe = site.probe
-            return ProbeTarget(
-                site: site.id,
-                http: probe.http.map { ProbeTarget.HTTPCheck(url: $0, expect: probe.expect, body: probe.body) },
-                tcp: probe.tcp, metrics: probe.metrics,
-                capacity: probe.capacity.map {
-                    CapacityModel(signals: $0.map { LoadSignal(names: $0.names, full: $0.full, weight: $0.weight) })
-                } ?? .vLLM,
-                models: probe.models, interval: probe.interval, timeout: probe.timeout, jitter: probe.effectiveJitter,
-                rules: HealthRules(
-                    rise: probe.rise, fall: probe.fall, highWater: probe.highWater, lowWater: probe.lowWater,
-                    staleAfter: probe.effectiveStale))
-        }
+    /// The settings of `site`'s probe sections, with its own names and addresses for the
+    /// `{site}`, `{ipv4}` and `{ipv6}` of URLs.
+    static func settings(of site: Site, _ reader: inout ConfigReader) -> ProbeSettings {
+        var placeholders = ["{site}": site.id]
+        if let address = site.ipv4.first { placeholders["{ipv4}"] = IPPrefix.format(address) }
+        if let address = site.ipv6.first { placeholders["{ipv6}"] = "[\(IPPrefix.format(address))]" }
+        return ProbeSettings.read(
+            site.probe, placeholders: placeholders, key: "sites.\(site.id).probe", line: site.line, into: &reader)
     }
 
     /// Steering's health input. A probed site the monitor does not know yet counts as down:
     /// never healthy by accident. Sites without probes are left out (they count as up).
-    static func view(_ policy: Policy, _ monitor: HealthMonitor) -> HealthView {
-        let live = monitor.view()
-        var view = HealthView()
-        for site in policy.sites where site.probe.isConfigured {
-            if let state = live[site.id] {
-                view.sites[site.id] = SiteHealth(
-                    up: state.up, saturated: state.saturated, models: state.models, unsettled: state.unsettled,
-                    lastUp: state.lastUp)
-            } else {
-                view.sites[site.id] = SiteHealth(up: false)
-            }
+    static func view(_ probes: [ProbeTarget], _ monitor: HealthMonitor) -> HealthView {
+        let live = monitor.view { up, saturated, models, unsettled, lastUp in
+            SiteHealth(up: up, saturated: saturated, models: models, unsettled: unsettled, lastUp: lastUp)
         }
+        var view = HealthView()
+        for probe in probes { view.sites[probe.site] = live[probe.site] ?? SiteHealth(up: false) }
         return view
     }
 }
@@ -89,8 +77,7 @@ final class LiveState: Sendable {
     }
 
     /// Points the probes at the policy's sites (at start and after each reload).
-    func configureProbes(_ policy: Policy?) {
-        let targets = policy.map(ProbePlan.targets) ?? []
+    func configureProbes(_ targets: [ProbeTarget]) {
         monitor.configure(targets)
         scheduler.update(targets)
     }
@@ -114,7 +101,7 @@ final class LiveState: Sendable {
     private func rebuildIfChanged() {
         lock.withLock { _ in
             guard let loaded = serving.loaded, let policy = loaded.policy else { return }
-            let view = ProbePlan.view(policy, monitor)
+            let view = ProbePlan.view(loaded.probes, monitor)
             guard view != loaded.health else { return }
             for site in policy.sites {
                 let before = loaded.health[site.id]

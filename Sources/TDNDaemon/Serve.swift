@@ -34,7 +34,7 @@ struct Serve: AsyncParsableCommand {
             serving: state, statePath: statePath, adminToken: config.adminToken, concurrency: config.probeConcurrency,
             logger: options.makeLogger("tdn.health"))
         var loader = ConfigurationLoader(config: config)
-        loader.health = { [monitor = live.monitor] policy in ProbePlan.view(policy, monitor) }
+        loader.health = { [monitor = live.monitor] probes in ProbePlan.view(probes, monitor) }
         let first = try await Self.firstLoad(
             loader: loader, live: live, config: config, statePath: statePath, logger: logger)
         let store = first.store
@@ -119,9 +119,9 @@ extension Serve {
         // listeners open, for at most probe-start-timeout seconds. Until a site has a state it
         // counts as down.
         let restored = live.restore()
-        live.configureProbes(loaded.policy)
+        live.configureProbes(loaded.probes)
         let probes = Task { await live.scheduler.run() }
-        let targets = loaded.policy.map(ProbePlan.targets)?.count ?? 0
+        let targets = loaded.probes.count
         if targets > 0 {
             if restored > 0 { logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)") }
             if !live.monitor.hasFirstRound {
@@ -133,9 +133,7 @@ extension Serve {
                     )
                 }
             }
-            if let policy = loaded.policy {
-                loaded = loaded.recompiled(health: ProbePlan.view(policy, live.monitor))
-            }
+            if loaded.policy != nil { loaded = loaded.recompiled(health: ProbePlan.view(loaded.probes, live.monitor)) }
         }
         let store = live.serving.publish(loaded)
         return FirstLoad(
@@ -172,7 +170,7 @@ struct ReloadService: Service {
         switch outcome {
         case .reloaded:
             Counter(label: "tdn_reloads_total", dimensions: [("result", "success")]).increment()
-            live.configureProbes(live.serving.loaded?.policy)
+            live.configureProbes(live.serving.loaded?.probes ?? [])
             FreedMemory.release()
         case .failed:
             Counter(label: "tdn_reloads_total", dimensions: [("result", "failure")]).increment()

@@ -167,12 +167,14 @@ struct StatusReport: Codable {
     static func make(live: LiveState) -> StatusReport {
         let loaded = live.serving.loaded
         var sites = live.monitor.status()
-        let probed = Set(sites.map(\.site))
-        for site in loaded?.policy?.sites ?? [] where !probed.contains(site.id) {
+        let known = Set(sites.map(\.site))
+        let configured = Set(loaded?.probes.map(\.site) ?? [])
+        for site in loaded?.policy?.sites ?? [] where !known.contains(site.id) {
+            let probed = configured.contains(site.id)
             sites.append(
                 SiteStatus(
-                    site: site.id, state: site.probe.isConfigured ? "unknown" : "not probed",
-                    why: site.probe.isConfigured ? "not probed yet" : "no probe configured: counted up", since: 0,
+                    site: site.id, state: probed ? "unknown" : "not probed",
+                    why: probed ? "not probed yet" : "no probe configured: counted up", since: 0,
                     sinceText: "never",
                     forced: nil, load: nil, models: nil, lastProbe: "none", lastSuccess: nil, rttMilliseconds: nil,
                     unsettled: false))
@@ -184,7 +186,7 @@ struct StatusReport: Codable {
             zones: loaded?.set.snapshot.zones.map { "\($0.origin) serial \($0.serial)" } ?? [],
             sites: sites,
             probes: Probes(
-                targets: probed.count, started: statistics.started, completed: statistics.completed,
+                targets: known.count, started: statistics.started, completed: statistics.completed,
                 lagP50Milliseconds: statistics.lagPercentile(0.5) * 1000,
                 lagP99Milliseconds: statistics.lagPercentile(0.99) * 1000,
                 lagMaxMilliseconds: (statistics.lagMax * 1e6).rounded() / 1e3))

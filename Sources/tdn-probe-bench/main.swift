@@ -65,7 +65,7 @@ struct ProbeBench: AsyncParsableCommand {
             lag.lagBuckets[index] = after.lagBuckets[index] - before.lagBuckets[index]
         }
         let completed = after.completed - before.completed
-        let up = monitor.view().values.filter(\.up).count
+        let up = monitor.view { up, _, _, _, _ in up }.values.filter { $0 }.count
         let expected = Double(targets) / interval
         print("targets \(targets) interval \(interval)s kind \(kind) concurrency \(concurrency)")
         print(

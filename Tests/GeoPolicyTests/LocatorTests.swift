@@ -1,3 +1,4 @@
+import ConfigFile
 import GeoPolicy
 import Testing
 
@@ -58,7 +59,7 @@ struct LocatorTests {
     @Test func rejectsWhatIsNotAGeoDatabase() throws {
         let path = try Fixtures.database(Self.networks) + ".bad"
         try "not a database".write(toFile: path, atomically: true, encoding: .utf8)
-        #expect(throws: PolicyErrors.self) { try GeoDatabase(path: path) }
-        #expect(throws: PolicyErrors.self) { try GeoDatabase(path: "/nonexistent.mmdb") }
+        #expect(throws: ConfigErrors.self) { try GeoDatabase(path: path) }
+        #expect(throws: ConfigErrors.self) { try GeoDatabase(path: "/nonexistent.mmdb") }
     }
 }

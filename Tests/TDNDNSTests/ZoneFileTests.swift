@@ -13,78 +13,71 @@ struct ZoneFileTests {
 
         """
 
-    struct ErrorCase: CustomTestStringConvertible, Sendable {
-        var label: String
-        var text: String
-        var errors: [String]
-        var testDescription: String { label }
-    }
-
     /// Each bad zone with every `file:line: message` it must produce (the file is t.example.zone).
-    static let errorCases: [ErrorCase] = [
-        ErrorCase(
+    static let errorCases: [ConfigErrorCase] = [
+        ConfigErrorCase(
             label: "no SOA", text: "@ IN NS ns1\nns1 IN A 192.0.2.1\n",
             errors: ["t.example.zone: no SOA record at the zone apex t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "two SOA", text: header + "@ IN SOA ns2 hostmaster 2 7200 900 1209600 60\n",
             errors: ["t.example.zone:5: more than one SOA record at the apex t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "SOA below the apex", text: header + "sub IN SOA ns1 hostmaster 1 7200 900 1209600 60\n",
             errors: ["t.example.zone:5: SOA record at sub.t.example., not at the zone apex t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "no NS", text: "@ IN SOA ns1 hostmaster 1 7200 900 1209600 60\nns1 IN A 192.0.2.1\n",
             errors: ["t.example.zone:1: no NS records at the zone apex t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "CNAME and other data", text: header + "www IN A 192.0.2.1\nwww IN CNAME ns1\n",
             errors: ["t.example.zone:6: CNAME and other data at www.t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "data beside a CNAME", text: header + "www IN CNAME ns1\nwww IN TXT \"x\"\n",
             errors: ["t.example.zone:6: CNAME and other data at www.t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "two CNAMEs", text: header + "www IN CNAME ns1\nwww IN CNAME @\n",
             errors: ["t.example.zone:6: more than one CNAME at www.t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "CNAME at the apex", text: header + "@ IN CNAME other.example.\n",
             errors: ["t.example.zone:5: CNAME and other data at t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "out-of-zone data", text: header + "www.other.example. IN A 192.0.2.1\n",
             errors: ["t.example.zone:5: out-of-zone data: www.other.example. is not in zone t.example."]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "name server without address",
             text: "@ IN SOA ns1 hostmaster 1 7200 900 1209600 60\n  IN NS ns1\n  IN NS ns2.elsewhere.example.\n",
             errors: [
                 "t.example.zone:2: name server ns1.t.example. at t.example. has no A or AAAA record in the zone (missing glue)"
             ]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "delegation without glue", text: header + "sub IN NS ns.sub\n",
             errors: [
                 "t.example.zone:5: delegation to ns.sub.t.example. at sub.t.example. has no A or AAAA record in the zone (missing glue)"
             ]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "bad IPv4 address", text: header + "www IN A 192.0.2.300\n",
             errors: ["t.example.zone:5: syntax error, could not parse the RR's rdata: www IN A 192.0.2.300"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "unknown type", text: header + "www IN BOGUS 1\n",
             errors: ["t.example.zone:5: syntax error, could not parse the RR's rdata: www IN BOGUS 1"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "unclosed parenthesis", text: header + "www IN TXT ( \"a\"\n",
             errors: ["t.example.zone:5: '(' not closed before the end of the file"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "unmatched parenthesis", text: header + "www IN TXT \"a\" )\n",
             errors: ["t.example.zone:5: ')' without a matching '('"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "unknown directive", text: header + "$GENERATE 1-2 h$ A 192.0.2.$\n",
             errors: ["t.example.zone:5: unknown directive $GENERATE"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "missing include", text: header + "$INCLUDE nothere.inc\n",
             errors: ["t.example.zone:5: $INCLUDE: cannot read DIR/nothere.inc"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "bad $TTL", text: "$TTL forever\n" + header,
             errors: ["t.example.zone:1: $TTL takes one TTL (seconds, or units such as 1h30m)"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "class CH", text: header + "www CH TXT \"x\"\n",
             errors: ["t.example.zone:5: only class IN is served"]),
-        ErrorCase(
+        ConfigErrorCase(
             label: "all errors at once",
             text: header + "www IN A 192.0.2.300\nx.other. IN A 192.0.2.1\nsub IN NS ns.sub\n",
             errors: [
@@ -95,7 +88,7 @@ struct ZoneFileTests {
     ]
 
     @Test(arguments: errorCases)
-    func errorsNameFileAndLine(_ item: ErrorCase) throws {
+    func errorsNameFileAndLine(_ item: ConfigErrorCase) throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         writeFile(directory + "/t.example.zone", item.text)
