@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // C libraries from Debian (see README: `make` installs them).
@@ -66,8 +67,9 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
         .target(
-            name: "LedgerSync",
+            name: "Ledger",
             dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -76,7 +78,7 @@ let package = Package(
         .target(
             name: "TDNDaemon",
             dependencies: [
-                "ConfigFile", "TDNDNS", "GeoPolicy", "HealthProbe", "LedgerSync", "CMemory",
+                "ConfigFile", "TDNDNS", "GeoPolicy", "HealthProbe", "Ledger", "CMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -105,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "tdn-ledger-bench",
             dependencies: [
-                "LedgerSync",
+                "Ledger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
@@ -116,30 +118,40 @@ let package = Package(
         .target(
             name: "TDNTestSupport",
             dependencies: [
-                "TDNDNS", "ConfigFile",
+                "TDNDNS", "ConfigFile", "Ledger",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]),
+        // Each library's tests import it and the test support only; the daemon's tests its
+        // wiring in process; IntegrationTests runs processes (tagged slow).
         .testTarget(
-            name: "TDNDNSTests",
-            dependencies: [
-                "TDNDNS", "TDNDaemon", "TDNTestSupport", "FakeEdge", "tdnd", "CAllocationCounter",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-            ],
-            exclude: ["Resources"]),
+            name: "TDNDNSTests", dependencies: ["TDNDNS", "ConfigFile", "TDNTestSupport"], exclude: ["Resources"]),
+        .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
+        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "ConfigFile", "TDNTestSupport"]),
         .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge"]),
         .testTarget(
             name: "LedgerTests",
             dependencies: [
-                "LedgerSync", "TDNTestSupport", "tdnd",
+                "Ledger", "TDNTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
+        .testTarget(
+            name: "TDNDaemonTests",
+            dependencies: [
+                "TDNDaemon", "TDNDNS", "GeoPolicy", "HealthProbe", "ConfigFile", "TDNTestSupport", "CAllocationCounter",
+            ]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "tdnd", "TDNDaemon", "TDNDNS", "Ledger", "TDNTestSupport", "FakeEdge",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ]),
-        .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "ConfigFile", "TDNTestSupport"]),
-        .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
-        .testTarget(
-            name: "TDNDaemonTests",
-            dependencies: ["TDNDaemon", "TDNDNS", "GeoPolicy", "HealthProbe", "ConfigFile", "TDNTestSupport"]),
     ]
 )

@@ -1,6 +1,6 @@
 import ConfigFile
 import Foundation
-import LedgerSync
+import Ledger
 import TDNDNS
 
 #if canImport(Glibc)

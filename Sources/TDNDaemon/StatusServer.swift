@@ -1,6 +1,7 @@
 import Foundation
 import HealthProbe
 import Hummingbird
+import Ledger
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -136,17 +137,6 @@ enum StatusServer {
         response.headers[.contentType] = "text/plain; charset=utf-8"
         return response
     }
-}
-
-/// Compares secrets without an early exit.
-func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8)
-    let y = Array(b.utf8)
-    var difference = UInt8(x.count == y.count ? 0 : 1)
-    for index in 0..<max(x.count, y.count) {
-        difference |= (index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0)
-    }
-    return difference == 0
 }
 
 /// `/status`: every site of the policy with its state and why.

@@ -1,9 +1,10 @@
 import Foundation
 
-/// Runs a command and returns its exit status, standard output and standard error.
+/// Runs a command and returns its exit status, standard output and standard error; the wait
+/// sleeps the task, never a thread of the pool.
 public func run(
     _ executable: String, _ arguments: [String], timeout: TimeInterval = 30
-) throws -> (status: Int32, output: String, error: String) {
+) async throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
@@ -19,7 +20,7 @@ public func run(
     process.standardError = FileHandle(forWritingAtPath: directory + "/err")
     try process.run()
     let deadline = Date().addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline { usleep(10_000) }
+    while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
     if process.isRunning { process.terminate() }
     process.waitUntilExit()
     let outData = FileManager.default.contents(atPath: directory + "/out") ?? Data()

@@ -4,7 +4,7 @@ import TDNDNS
 import Glibc
 #endif
 
-/// A blocking TCP connection on loopback for tests that must control every byte: half-sent
+/// A TCP connection on loopback for tests that must control every byte: half-sent
 /// requests, trickled bytes, clients that never read.
 public final class RawTCP {
     public let descriptor: Int32
@@ -49,8 +49,9 @@ public final class RawTCP {
     public func send(_ text: String) -> Bool { send(Array(text.utf8)) }
 
     /// Reads what arrives within `timeout` seconds (until the peer closes, or `limit` bytes).
-    /// `closed` says whether the peer closed (or reset) the connection.
-    public func receive(timeout: Double, limit: Int = 1 << 20) -> (bytes: [UInt8], closed: Bool) {
+    /// `closed` says whether the peer closed (or reset) the connection. Waits by sleeping the
+    /// task (a poll every millisecond), never by holding a thread of the pool.
+    public func receive(timeout: Double, limit: Int = 1 << 20) async -> (bytes: [UInt8], closed: Bool) {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         let deadline = monotonicSeconds() + timeout
@@ -58,8 +59,10 @@ public final class RawTCP {
             let left = deadline - monotonicSeconds()
             if left <= 0 { return (out, false) }
             var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, Int32(max(1, left * 1000)))
-            if ready <= 0 { continue }
+            if poll(&poller, 1, 0) <= 0 {
+                try? await Task.sleep(for: .milliseconds(1))
+                continue
+            }
             let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             if count <= 0 { return (out, true) }
             out.append(contentsOf: buffer[0..<count])

@@ -1,7 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
-import LedgerSync
+import Ledger
 import NIOCore
 import NIOFoundationCompat
 import Synchronization

@@ -152,7 +152,9 @@ struct SteeringCompilerTests {
         }
     }
 
-    @Test func equalsTheReferenceDecider() {
+    // The property tests are long and CPU-bound: each round yields the thread, so that tests
+    // running beside them (some measure time) are not starved of the pool.
+    @Test func equalsTheReferenceDecider() async {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<150 {
@@ -162,10 +164,11 @@ struct SteeringCompilerTests {
             let compiled = SteeringCompiler(policy: policy, geography: geography, health: health).plan()
             let reference = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
             Self.expectEqual(compiled, reference, "seed \(seed) round \(round)")
+            await Task.yield()
         }
     }
 
-    @Test func incrementalEqualsFullRecompile() {
+    @Test func incrementalEqualsFullRecompile() async {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<40 {
@@ -187,6 +190,7 @@ struct SteeringCompilerTests {
                 Self.expectEqual(
                     compiler.plan(), SteeringCompiler(policy: policy, geography: geography, health: health).plan(),
                     context)
+                await Task.yield()
             }
         }
     }

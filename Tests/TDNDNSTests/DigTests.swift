@@ -57,7 +57,7 @@ struct DigTests {
         let binary = item.tool == "dig" ? "/usr/bin/dig" : "/usr/bin/kdig"
         let common =
             item.tool == "dig" ? ["+norec", "+nocookie", "+time=2", "+tries=1"] : ["+norec", "+time=2", "+retry=0"]
-        let result = try run(binary, ["-p", String(server.port), "@127.0.0.1"] + common + item.arguments)
+        let result = try await run(binary, ["-p", String(server.port), "@127.0.0.1"] + common + item.arguments)
         let output = Self.normalise(result.output)
         let path = Self.directory + "/" + item.file + ".expected"
         if ProcessInfo.processInfo.environment["TDN_UPDATE_GOLDEN"] == "1" {

@@ -48,7 +48,7 @@ struct ReloadTests {
         #expect(try www(server) == ["192.0.2.1"])
         // A failed file is not retried until it changes again; then the fix is picked up.
         #expect(server.reloader.reloadIfChanged() == .unchanged)
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
         server.write("r.example.zone", Self.zone(serial: 3, address: "192.0.2.3"))
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1))
         #expect(try www(server) == ["192.0.2.3"])
@@ -59,7 +59,7 @@ struct ReloadTests {
         let server = try await TestServer.start(
             zones: ["r.example.zone": zone, "r.inc": "extra IN A 192.0.2.10\n"], threads: 1)
         defer { Task { await server.stop() } }
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
         server.write("r.inc", "extra IN A 192.0.2.11\n")
         // The include's change is seen; without a new serial the watcher holds it back...
         guard case .failed(let errors) = server.reloader.reloadIfChanged() else {
@@ -86,7 +86,7 @@ struct ReloadTests {
         defer { Task { await server.stop() } }
         // A writer still at work: the file changes between every two checks.
         for step in 0..<5 {
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
             server.write(
                 "r.example.zone", Self.zone(serial: 2, address: "192.0.2.1") + String(repeating: "\n", count: step))
             #expect(server.reloader.reloadIfChanged() == .settling)
@@ -109,7 +109,7 @@ struct ReloadTests {
         defer { Task { await server.stop() } }
         let before = server.snapshot
         for serial in [5, 4, 5 &+ 0x8000_0000] {
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
             server.write("r.example.zone", Self.zone(serial: serial, address: "192.0.2.9"))
             guard case .failed(let errors) = server.reloader.reloadIfChanged() else {
                 Issue.record("serial \(serial): published")
@@ -123,16 +123,16 @@ struct ReloadTests {
             #expect(server.reloader.reloadIfChanged() == .unchanged, "not retried until the file changes")
         }
         // The same content with only whitespace changed is no content change: loaded.
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
         server.write("r.example.zone", Self.zone(serial: 5, address: "192.0.2.1") + "\n\n")
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1))
         // Serial arithmetic wraps (RFC 1982): 5 → 2147483652 → 4294967295 → 3 are increases.
         for (serial, address) in [(2_147_483_652, "192.0.2.6"), (4_294_967_295, "192.0.2.7")] {
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
             server.write("r.example.zone", Self.zone(serial: serial, address: address))
             #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1), "serial \(serial)")
         }
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
         server.write("r.example.zone", Self.zone(serial: 3, address: "192.0.2.8"))
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1))
         #expect(try www(server) == ["192.0.2.8"])

@@ -69,6 +69,7 @@ struct RobustnessTests {
                     out[0] == packet[0] && out[1] == packet[1], "the ID is copied (seed \(Self.seed) round \(round))")
                 #expect(out[2] & 0x80 != 0)
             }
+            if round % 1000 == 0 { await Task.yield() }
         }
     }
 

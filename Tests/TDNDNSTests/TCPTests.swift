@@ -47,7 +47,7 @@ struct TCPTests {
             let end = chunk == 0 ? stream.count : min(stream.count, position + chunk)
             try client.sendAll(fd, Array(stream[position..<end]))
             position = end
-            if chunk > 0 { usleep(200) }
+            if chunk > 0 { try await Task.sleep(for: .microseconds(200)) }
         }
         try check(try client.readFrames(fd, count: queries.count), queries)
     }
@@ -134,7 +134,9 @@ extension TCPTests {
         var legitimateServed = false
         while monotonicSeconds() - start < 3, closedAt.count < attackers.count {
             for (index, connection) in attackers.enumerated() where closedAt[index] == nil {
-                if !connection.send([framed[position % framed.count]]) || connection.receive(timeout: 0.005).closed {
+                let sent = connection.send([framed[position % framed.count]])
+                let closed = sent ? (await connection.receive(timeout: 0.005)).closed : true
+                if closed {
                     closedAt[index] = monotonicSeconds() - start
                 }
             }
@@ -142,11 +144,11 @@ extension TCPTests {
                 // Meanwhile a client from another address is answered at once.
                 let legitimate = try #require(RawTCP(port: server.port, source: "127.0.0.2"))
                 legitimate.send(framed)
-                let (bytes, _) = legitimate.receive(timeout: 1, limit: 2 + 12)
+                let (bytes, _) = await legitimate.receive(timeout: 1, limit: 2 + 12)
                 legitimateServed = bytes.count >= 14 && bytes[2] == framed[2] && bytes[3] == framed[3]
             }
             position += 1
-            usleep(150_000)
+            try await Task.sleep(for: .milliseconds(150))
         }
         #expect(legitimateServed, "a client from 127.0.0.2 was not served while 127.0.0.1 trickled bytes")
         #expect(closedAt.count == 6, "\(closedAt)")
@@ -159,8 +161,8 @@ extension TCPTests {
         let patient = try #require(RawTCP(port: server.port))
         for byte in framed {
             patient.send([byte])
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
         }
-        #expect(patient.receive(timeout: 1, limit: 14).bytes.count >= 14)
+        #expect((await patient.receive(timeout: 1, limit: 14)).bytes.count >= 14)
     }
 }

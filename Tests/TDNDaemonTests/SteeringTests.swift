@@ -15,49 +15,9 @@ struct SteeringTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    static let zone = """
-        $TTL 300
-        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-        """
-
-    static let policy = """
-        zone: t.example
-        jurisdictions: {eu: [DE, FR], us: [US]}
-        rules:
-          - {clients-in: eu, served-in: [eu]}
-          - {clients-in: us, served-in: [us]}
-        unknown-location: {served-in: [us]}
-        denial: {mode: empty, ttl: 5}
-        near-equal-ms: 0
-        sites:
-          fra: {tier: edge, location: {lat: 50.1, lon: 8.7, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], ipv6: ["2001:db8::1"]}
-          par: {tier: edge, location: {lat: 48.9, lon: 2.4, country: FR}, jurisdiction: eu, ipv4: [192.0.2.2], ipv6: ["2001:db8::2"]}
-          nyc: {tier: edge, location: {lat: 40.7, lon: -74.0, country: US}, jurisdiction: us, ipv4: [198.51.100.1], ipv6: ["2001:db8:1::1"]}
-        models:
-          small: {size: 7b, answers: 1, ttl: 20}
-          sovereign: {size: 7b, served-in: [eu], answers: 1}
-        networks:
-          - {name: metro-paris, prefix: 5.9.128.0/17, country: FR, lat: 48.9, lon: 2.4}
-          - {name: lab, prefix: 127.0.0.0/8, country: FR, lat: 48.9, lon: 2.4}
-        """
-
-    static let networks = "5.9.0.0/16,DE\n8.8.8.0/24,US\n2a01:4f8::/32,DE\n"
-
-    /// The test MMDB, built once by the project's script.
-    static let database: String = {
-        let directory = makeTemporaryDirectory()
-        writeFile(directory + "/networks.csv", networks)
-        let result = try! run(
-            "/usr/bin/env",
-            [
-                "python3", root.appendingPathComponent("scripts/build-geoip.py").path, "--networks",
-                directory + "/networks.csv", "--out", directory + "/test.mmdb",
-            ])
-        precondition(result.status == 0, result.error)
-        return directory + "/test.mmdb"
-    }()
+    static let zone = SteeringFixture.zone
+    static let policy = SteeringFixture.policy
+    static var database: String { SteeringFixture.database }
 
     /// A directory with the test zone (or `zone` instead) and the test policy, for `config`.
     static func directory(zone text: String = zone) -> String {
@@ -97,7 +57,7 @@ struct SteeringTests {
             let address = IPAddressText.parse(String(prefix[0]))!
             edns.clientSubnet = ClientSubnet(address: address, prefix: UInt8(prefix[1])!)
         }
-        return try server.client.query(Message.query(Fixtures.name(name), type, edns: edns), tcp: tcp)
+        return try server.client.query(Message.query(try DomainName(name), type, edns: edns), tcp: tcp)
     }
 
     struct Case: CustomTestStringConvertible, Sendable {
@@ -171,8 +131,8 @@ struct SteeringTests {
     @Test func digSeesDifferentSitesForDifferentSubnets() async throws {
         let server = try await Self.start()
         defer { Task { await server.stop() } }
-        func dig(_ subnet: String) throws -> String {
-            try run(
+        func dig(_ subnet: String) async throws -> String {
+            try await run(
                 "/usr/bin/dig",
                 [
                     "-p", String(server.port), "@127.0.0.1", "+norec", "+time=2", "+tries=1", "+subnet=\(subnet)",
@@ -180,8 +140,8 @@ struct SteeringTests {
                 ]
             ).output
         }
-        let germany = try dig("5.9.1.0/24")
-        let us = try dig("8.8.8.0/24")
+        let germany = try await dig("5.9.1.0/24")
+        let us = try await dig("8.8.8.0/24")
         #expect(germany.contains("small.t.example.\t20\tIN\tA\t192.0.2.1"))
         #expect(germany.contains("CLIENT-SUBNET: 5.9.1.0/24/17"))
         #expect(us.contains("small.t.example.\t20\tIN\tA\t198.51.100.1"))
@@ -201,7 +161,7 @@ struct SteeringTests {
             errors.contains { $0.hasSuffix("policy.yaml:10: sites.fra.tier: tier must be edge, regional or central") })
         #expect(try ask(server, "small.t.example.", subnet: "5.9.1.0/24").answers.map(\.rdataText) == ["192.0.2.1"])
         // A good change (fra gone) is picked up by the watcher's check.
-        usleep(10_000)
+        try await Task.sleep(for: .milliseconds(10))
         server.write(
             "policy.yaml",
             Self.policy.replacingOccurrences(
@@ -210,59 +170,6 @@ struct SteeringTests {
                 with: ""))
         #expect(server.reloader.reloadIfChanged() == .reloaded(zones: 1))
         #expect(try ask(server, "small.t.example.", subnet: "5.9.1.0/24").answers.map(\.rdataText) == ["192.0.2.2"])
-    }
-
-    @Test func explainMatchesTheServer() async throws {
-        let directory = makeTemporaryDirectory()
-        writeFile(directory + "/t.example.zone", Self.zone)
-        writeFile(directory + "/policy.yaml", Self.policy)
-        let arguments = [
-            "explain", "small.t.example", "--client", "5.9.1.0/24", "--zones", directory, "--policy",
-            directory + "/policy.yaml", "--geoip", Self.database, "--config", directory + "/none.yaml",
-        ]
-        writeFile(directory + "/none.yaml", "zones: .\n")
-        let text = try run(tdndPath, arguments)
-        #expect(text.status == 0, "\(text.error)")
-        #expect(text.output.contains("answer: fra → A 192.0.2.1 AAAA 2001:db8::1"))
-        #expect(text.output.contains("ecs scope: /17"))
-        #expect(text.output.contains("par        rtt"))
-        let json = try run(tdndPath, arguments + ["--json"])
-        let report = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
-        #expect(report?["ecsScope"] as? Int == 17)
-        #expect(report?["answerSites"] as? [String] == ["fra"])
-        #expect(report?["allowedJurisdictions"] as? [String] == ["eu"])
-        #expect((report?["locatedBy"] as? String)?.hasPrefix("geo database network 5.9.0.0/16") == true)
-    }
-
-    @Test func explainOverTheStatusPort() async throws {
-        let directory = makeTemporaryDirectory()
-        writeFile(directory + "/t.example.zone", Self.zone)
-        writeFile(directory + "/policy.yaml", Self.policy)
-        writeFile(
-            directory + "/tdnd.yaml",
-            "zones: .\npolicy: policy.yaml\ngeoip: \(Self.database)\nlisten: [127.0.0.1:0]\nstatus: 127.0.0.1:0\nthreads: 1\n"
-        )
-        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let status = try #require(
-            daemon.port(after: "status server on 127.0.0.1:"), "the status server reports its port")
-        func get(_ path: String) async throws -> (Int, Data) {
-            let (data, response) = try await URLSession.shared.data(
-                from: URL(string: "http://127.0.0.1:\(status)\(path)")!)
-            return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
-        }
-        let (healthCode, health) = try await get("/healthz")
-        #expect(healthCode == 200 && String(decoding: health, as: UTF8.self) == "ok\n")
-        let (code, body) = try await get("/explain?host=small.t.example&client=5.9.1.0/24")
-        #expect(code == 200)
-        let report = try JSONSerialization.jsonObject(with: body) as? [String: Any]
-        #expect(report?["answerSites"] as? [String] == ["fra"])
-        #expect(report?["ecsScope"] as? Int == 17)
-        let (badCode, bad) = try await get("/explain?host=nothing.t.example&client=5.9.1.0/24")
-        #expect(
-            badCode == 400
-                && String(decoding: bad, as: UTF8.self).hasPrefix("nothing.t.example is not a model hostname"))
-        let (missingCode, _) = try await get("/explain?host=small.t.example")
-        #expect(missingCode == 400)
     }
 
     @Test func modelNameBesideZoneDataIsRejected() throws {

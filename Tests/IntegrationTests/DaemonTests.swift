@@ -14,20 +14,20 @@ struct DaemonTests {
         www IN A 192.0.2.1
         """
 
-    @Test func checkAcceptsTheBundledDemo() throws {
+    @Test func checkAcceptsTheBundledDemo() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        let result = try run(tdndPath, ["check", "--config", root.appendingPathComponent("tdnd.yaml").path])
+        let result = try await run(tdndPath, ["check", "--config", root.appendingPathComponent("tdnd.yaml").path])
         #expect(result.status == 0, "\(result.error)")
         #expect(result.output.contains("ok: zone tdn.example. serial"))
     }
 
-    @Test func checkReportsEveryErrorWithFileAndLine() throws {
+    @Test func checkReportsEveryErrorWithFileAndLine() async throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         writeFile(directory + "/a.example.zone", Self.goodZone + "\nbad IN A 1.2.3\n")
         writeFile(directory + "/b.example.zone", Self.goodZone + "\nwww IN CNAME ns1\n")
-        let result = try run(tdndPath, ["check", "--zones", directory])
+        let result = try await run(tdndPath, ["check", "--zones", directory])
         #expect(result.status == 1)
         let lines = result.error.split(separator: "\n").map(String.init)
         #expect(
@@ -36,11 +36,11 @@ struct DaemonTests {
         #expect(lines.contains("\(directory)/b.example.zone:6: CNAME and other data at www.b.example."))
     }
 
-    @Test func checkReportsConfigErrors() throws {
+    @Test func checkReportsConfigErrors() async throws {
         let directory = makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         writeFile(directory + "/tdnd.yaml", "zones: .\nlisten: [\"127.0.0.1:53x\"]\nthreads: many\ncolour: blue\n")
-        let result = try run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
+        let result = try await run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
         #expect(result.status == 1)
         let lines = result.error.split(separator: "\n").map(String.init)
         #expect(
@@ -48,7 +48,7 @@ struct DaemonTests {
         #expect(lines.contains("\(directory)/tdnd.yaml:3: threads: expected a whole number from 0 to 256"))
         #expect(lines.contains("\(directory)/tdnd.yaml:4: colour: unknown setting"))
         writeFile(directory + "/tdnd.yaml", "zones: [unclosed\n")
-        let broken = try run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
+        let broken = try await run(tdndPath, ["check", "--config", directory + "/tdnd.yaml"])
         #expect(broken.status == 1 && broken.error.hasPrefix("\(directory)/tdnd.yaml:2: YAML:"))
     }
 
@@ -61,11 +61,11 @@ struct DaemonTests {
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
         let process = daemon.process
         func log() -> String { daemon.log }
-        func waitFor(_ text: String) -> Bool { daemon.waitFor(text) }
-        let port = try #require(daemon.port(after: "on 127.0.0.1:"))
+        func waitFor(_ text: String) async -> Bool { await daemon.waitFor(text) }
+        let port = try #require(await daemon.port(after: "on 127.0.0.1:"))
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
         func www() throws -> [String] {
-            try client.query(Message.query(Fixtures.name("www.d.example."), .a)).answers.map(\.rdataText)
+            try client.query(Message.query(try DomainName("www.d.example."), .a)).answers.map(\.rdataText)
         }
         #expect(try www() == ["192.0.2.1"])
 
@@ -75,7 +75,7 @@ struct DaemonTests {
         // A HUP that arrives before the reload service listens is ignored: send until it is seen.
         for _ in 0..<20 where !log().contains("d.example.zone:5: ") {
             kill(process.processIdentifier, SIGHUP)
-            _ = waitFor("d.example.zone:5: ")
+            _ = await waitFor("d.example.zone:5: ")
         }
         #expect(log().contains("d.example.zone:5: "))
         #expect(process.isRunning, "SIGHUP never stops tdnd")
@@ -90,18 +90,18 @@ struct DaemonTests {
         for _ in 0..<60 {
             answer = try www()
             if answer == ["192.0.2.2"] { break }
-            usleep(100_000)
+            try await Task.sleep(for: .milliseconds(100))
         }
         #expect(answer == ["192.0.2.2"])
 
         // SIGHUP reloads unconditionally.
         writeFile(directory + "/d.example.zone", Self.goodZone.replacingOccurrences(of: "192.0.2.1", with: "192.0.2.3"))
         kill(process.processIdentifier, SIGHUP)
-        for _ in 0..<40 where try www() != ["192.0.2.3"] { usleep(50_000) }
+        for _ in 0..<40 where try www() != ["192.0.2.3"] { try await Task.sleep(for: .milliseconds(50)) }
         #expect(try www() == ["192.0.2.3"])
 
         kill(process.processIdentifier, SIGTERM)
-        for _ in 0..<60 where process.isRunning { usleep(50_000) }
+        for _ in 0..<60 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!process.isRunning, "SIGTERM stops tdnd within 3 s")
         #expect(process.terminationStatus == 0)
         #expect(log().contains("stopped"))
@@ -124,8 +124,8 @@ struct DaemonTests {
         // The process without the zone's weight: the same configuration with a small zone.
         writeFile(directory + "/d.example.zone", Self.goodZone + "\n")
         let small = try DaemonProcess(config: directory + "/tdnd.yaml")
-        #expect(small.port(after: "on 127.0.0.1:") != nil, "\(small.log)")
-        usleep(1_000_000)
+        await #expect(small.port(after: "on 127.0.0.1:") != nil, "\(small.log)")
+        try await Task.sleep(for: .seconds(1))
         let baseline = rss(small)
         small.process.terminate()
         small.process.waitUntilExit()
@@ -136,16 +136,18 @@ struct DaemonTests {
         }
         writeFile(directory + "/d.example.zone", zone)
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        #expect(daemon.port(after: "on 127.0.0.1:", timeout: 60) != nil, "\(daemon.log)")
-        usleep(1_000_000)
+        #expect(await daemon.port(after: "on 127.0.0.1:", timeout: 60) != nil, "\(daemon.log)")
+        try await Task.sleep(for: .seconds(1))
         let start = rss(daemon)
         var after: [Int] = []
         for round in 1...3 {
             let before = daemon.log.components(separatedBy: "reloaded:").count
             kill(daemon.process.processIdentifier, SIGHUP)
-            for _ in 0..<600 where daemon.log.components(separatedBy: "reloaded:").count <= before { usleep(50_000) }
+            for _ in 0..<600 where daemon.log.components(separatedBy: "reloaded:").count <= before {
+                try await Task.sleep(for: .milliseconds(50))
+            }
             #expect(daemon.log.components(separatedBy: "reloaded:").count > before, "reload \(round) did not finish")
-            usleep(1_000_000)
+            try await Task.sleep(for: .seconds(1))
             after.append(rss(daemon))
         }
         // The zone's weight in memory is `start - baseline`. A reload holds two snapshots for a
@@ -170,10 +172,10 @@ struct DaemonTests {
             directory + "/tdnd.yaml",
             "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\nwatch-settle: 1\n")
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let port = try #require(daemon.port(after: "on 127.0.0.1:"))
+        let port = try #require(await daemon.port(after: "on 127.0.0.1:"))
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
         func rcode(_ name: String) throws -> ResponseCode {
-            try client.query(Message.query(Fixtures.name(name), .a)).rcode
+            try client.query(Message.query(try DomainName(name), .a)).rcode
         }
         #expect(try rcode("host39.d.example.") == .noError)
 
@@ -188,17 +190,17 @@ struct DaemonTests {
             fflush(file)
             for _ in 0..<3 {
                 if try rcode("host39.d.example.") != .noError { nxdomains += 1 }
-                usleep(50_000)
+                try await Task.sleep(for: .milliseconds(50))
             }
         }
         fclose(file)
         #expect(nxdomains == 0, "a half-written zone was served")
         // Complete, stable, but the serial did not change: still the old data, and a log line.
-        #expect(daemon.waitFor("changed but its serial 1 did not increase", timeout: 6), "\(daemon.log)")
+        #expect(await daemon.waitFor("changed but its serial 1 did not increase", timeout: 6), "\(daemon.log)")
         #expect(try rcode("late.d.example.") == .nxDomain)
         // The operator's SIGHUP loads it as it is.
         kill(daemon.process.processIdentifier, SIGHUP)
-        for _ in 0..<40 where try rcode("late.d.example.") != .noError { usleep(50_000) }
+        for _ in 0..<40 where try rcode("late.d.example.") != .noError { try await Task.sleep(for: .milliseconds(50)) }
         #expect(try rcode("late.d.example.") == .noError)
     }
 }

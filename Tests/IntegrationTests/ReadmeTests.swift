@@ -48,7 +48,7 @@ struct ReadmeTests {
         #expect(examples.count >= 5)
         for example in examples {
             let arguments = example.command.dropFirst().map { $0 == "5353" ? String(server.port) : $0 }
-            let result = try run("/usr/bin/dig", Array(arguments) + ["+time=2", "+tries=1"])
+            let result = try await run("/usr/bin/dig", Array(arguments) + ["+time=2", "+tries=1"])
             let lines = result.output.split(separator: "\n").map(String.init)
             #expect(lines == example.expected, "\(example.command.joined(separator: " "))")
         }

@@ -54,19 +54,19 @@ struct ProbeFailoverTests {
         var http: HTTPClient { HTTPClient.shared }
 
         /// `dig +short` of the model's A record.
-        func answer() throws -> String {
-            let result = try run(
+        func answer() async throws -> String {
+            let result = try await run(
                 "/usr/bin/dig",
                 ["+short", "+tries=1", "+time=1", "@127.0.0.1", "-p", "\(dnsPort)", "m-7b.p.example", "A"])
             return result.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
         /// Polls `dig` until it answers `expected`; returns the seconds it took (nil: not within `limit`).
-        func waitForAnswer(_ expected: String, limit: Double) throws -> Double? {
+        func waitForAnswer(_ expected: String, limit: Double) async throws -> Double? {
             let start = Date()
             while Date().timeIntervalSince(start) < limit {
-                if try answer() == expected { return Date().timeIntervalSince(start) }
-                usleep(50_000)
+                if try await answer() == expected { return Date().timeIntervalSince(start) }
+                try await Task.sleep(for: .milliseconds(50))
             }
             return nil
         }
@@ -104,7 +104,7 @@ struct ProbeFailoverTests {
         }
 
         func stop() async {
-            terminate(daemon.process)
+            await terminate(daemon.process)
             await fleet.stop()
             try? FileManager.default.removeItem(atPath: directory)
         }
@@ -133,8 +133,8 @@ struct ProbeFailoverTests {
 
     static func launch(directory: String, fleet: FakeEdgeFleet) async throws -> Setup {
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let dns = try #require(daemon.port(after: "on 127.0.0.1:"), "\(daemon.log)")
-        let status = try #require(daemon.port(after: "status server on 127.0.0.1:"), "\(daemon.log)")
+        let dns = try #require(await daemon.port(after: "on 127.0.0.1:"), "\(daemon.log)")
+        let status = try #require(await daemon.port(after: "status server on 127.0.0.1:"), "\(daemon.log)")
         return Setup(directory: directory, fleet: fleet, daemon: daemon, dnsPort: dns, statusPort: status)
     }
 
@@ -142,12 +142,12 @@ struct ProbeFailoverTests {
         let setup = try await Self.start()
         do {
             #expect(setup.daemon.log.contains("health: probing 2 sites before serving"), "cold start probes first")
-            #expect(try setup.answer() == "192.0.2.1", "the near site, probed up before the listeners opened")
+            await #expect(try setup.answer() == "192.0.2.1", "the near site, probed up before the listeners opened")
 
             // near fails: out of answers within interval × fall + timeout (+1 s).
             setup.fleet.set("near", .failing)
             let bound = Self.interval * Double(Self.fall) + Self.timeout + 1
-            let failover = try setup.waitForAnswer("192.0.2.2", limit: bound + 2)
+            let failover = try await setup.waitForAnswer("192.0.2.2", limit: bound + 2)
             print("failover: \(failover.map { String(format: "%.2f", $0) } ?? "none") s (bound \(bound) s)")
             #expect(
                 failover != nil && failover! <= bound,
@@ -160,7 +160,7 @@ struct ProbeFailoverTests {
 
             // near recovers: back after `rise` successes.
             setup.fleet.set("near", .healthy)
-            let recovery = try setup.waitForAnswer("192.0.2.1", limit: 5)
+            let recovery = try await setup.waitForAnswer("192.0.2.1", limit: 5)
             print(
                 "recovery: \(recovery.map { String(format: "%.2f", $0) } ?? "none") s (rise \(Self.rise) × interval \(Self.interval) s)"
             )
@@ -171,17 +171,17 @@ struct ProbeFailoverTests {
 
             // near is full: new answers go to far; room again: back.
             setup.fleet.set("near", .full)
-            #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
             let full = try await setup.status("near")
             #expect(full["state"] as? String == "full" && full["load"] as? Double == 1, "\(full)")
             setup.fleet.set("near", .healthy)
-            #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
 
             // near unloads the model: not sent its clients while it does not list it.
             setup.fleet.setModels("near", ["other-model"])
-            #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
             setup.fleet.setModels("near", ["m-7b"])
-            #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
 
             // Monitoring saw it all: probes, DNS queries by type and rcode, steered answers.
             let (code, metrics) = try await setup.get("/metrics")
@@ -206,38 +206,38 @@ struct ProbeFailoverTests {
     @Test func forcedStatesSurviveReloadAndRestartWithWarmStart() async throws {
         var setup = try await Self.start()
         do {
-            #expect(try setup.answer() == "192.0.2.1")
+            await #expect(try setup.answer() == "192.0.2.1")
             #expect(try await setup.force("near", "drain", token: nil).0 == 401)
             #expect(try await setup.force("near", "drain", token: "wrong-token-0123456789").0 == 401)
             #expect(try await setup.force("nowhere", "drain").0 == 404)
             #expect(try await setup.force("near", "sideways").0 == 400)
             // Through the CLI, as an operator would.
-            let cli = try run(
+            let cli = try await run(
                 tdndPath,
                 [
                     "force", "near", "drain", "--config", setup.directory + "/tdnd.yaml", "--status",
                     "127.0.0.1:\(setup.statusPort)",
                 ])
             #expect(cli.status == 0 && cli.output.contains("near: forced drain"), "\(cli)")
-            #expect(try setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
+            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
             #expect(try await setup.status("near")["state"] as? String == "drain")
 
             // A reload (new TTL) keeps the forced state and the measured health.
             writeFile(setup.directory + "/policy.yaml", Self.policy(fleet: setup.fleet, ttl: 31))
             kill(setup.daemon.process.processIdentifier, SIGHUP)
-            #expect(setup.daemon.waitFor("reloaded"))
-            #expect(try setup.answer() == "192.0.2.2")
+            #expect(await setup.daemon.waitFor("reloaded"))
+            await #expect(try setup.answer() == "192.0.2.2")
             #expect(try await setup.status("near")["forced"] as? String == "drain")
 
             // Restart: the saved state is a warm start, the forced state is kept.
-            #expect(terminate(setup.daemon.process), "SIGTERM stops tdnd")
+            #expect(await terminate(setup.daemon.process), "SIGTERM stops tdnd")
             #expect(FileManager.default.fileExists(atPath: setup.directory + "/state/health.json"))
             setup = try await Self.launch(directory: setup.directory, fleet: setup.fleet)
             #expect(setup.daemon.log.contains("health: warm start"))
             #expect(!setup.daemon.log.contains("before serving"), "no cold-start round with a saved state")
-            #expect(try setup.answer() == "192.0.2.2", "still drained after the restart")
+            await #expect(try setup.answer() == "192.0.2.2", "still drained after the restart")
             #expect(try await setup.force("near", "auto").0 == 200)
-            #expect(try setup.waitForAnswer("192.0.2.1", limit: 2) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 2) != nil)
         } catch {
             await setup.stop()
             throw error
@@ -249,12 +249,12 @@ struct ProbeFailoverTests {
         let setup = try await Self.start()
         do {
             setup.fleet.set("near", .failing)
-            #expect(try setup.waitForAnswer("192.0.2.2", limit: 4) != nil)
+            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 4) != nil)
             setup.fleet.set("far", .dead)
             // far went down last: it is the last known good, answered rather than nothing.
-            usleep(useconds_t((Self.interval * Double(Self.fall) + Self.timeout + 1) * 1_000_000))
+            try await Task.sleep(for: .seconds(Self.interval * Double(Self.fall) + Self.timeout + 1))
             #expect(try await setup.status("far")["state"] as? String == "down")
-            #expect(try setup.answer() == "192.0.2.2")
+            await #expect(try setup.answer() == "192.0.2.2")
         } catch {
             await setup.stop()
             throw error
@@ -267,7 +267,7 @@ struct ProbeFailoverTests {
         do {
             setup.fleet.set("near", .failing)
             setup.fleet.set("far", .failing)
-            #expect(try setup.waitForAnswer("", limit: 4) != nil, "the denial: NOERROR without addresses")
+            await #expect(try setup.waitForAnswer("", limit: 4) != nil, "the denial: NOERROR without addresses")
         } catch {
             await setup.stop()
             throw error
@@ -278,12 +278,12 @@ struct ProbeFailoverTests {
 
 /// SIGTERM, then SIGKILL after 5 s; whether SIGTERM alone stopped it.
 @discardableResult
-func terminate(_ process: Process) -> Bool {
+func terminate(_ process: Process) async -> Bool {
     guard process.isRunning else { return true }
     kill(process.processIdentifier, SIGTERM)
-    for _ in 0..<100 where process.isRunning { usleep(50_000) }
+    for _ in 0..<100 where process.isRunning { try? await Task.sleep(for: .milliseconds(50)) }
     guard process.isRunning else { return true }
     kill(process.processIdentifier, SIGKILL)
-    for _ in 0..<100 where process.isRunning { usleep(50_000) }
+    for _ in 0..<100 where process.isRunning { try? await Task.sleep(for: .milliseconds(50)) }
     return false
 }

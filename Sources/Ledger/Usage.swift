@@ -305,6 +305,17 @@ extension LedgerSettings {
     }
 }
 
+/// Compares secrets without an early exit.
+public func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8)
+    let y = Array(b.utf8)
+    var difference = UInt8(x.count == y.count ? 0 : 1)
+    for index in 0..<max(x.count, y.count) {
+        difference |= (index < x.count ? x[index] : 0) ^ (index < y.count ? y[index] : 0)
+    }
+    return difference == 0
+}
+
 /// HMAC-SHA256 request signatures over `METHOD\nTARGET\nTIMESTAMP\n` and the body, where
 /// TARGET is the request target exactly as sent: the path and, when there is one, `?` and the
 /// query string. A captured signature therefore cannot be replayed with other parameters.
