@@ -60,6 +60,7 @@ let package = Package(
             name: "HealthProbe",
             dependencies: [
                 "ConfigFile",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -129,7 +130,11 @@ let package = Package(
             name: "TDNDNSTests", dependencies: ["TDNDNS", "ConfigFile", "TDNTestSupport"], exclude: ["Resources"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "ConfigFile", "TDNTestSupport"]),
-        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge"]),
+        .testTarget(
+            name: "HealthProbeTests",
+            dependencies: [
+                "HealthProbe", "FakeEdge", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]),
         .testTarget(
             name: "LedgerTests",
             dependencies: [

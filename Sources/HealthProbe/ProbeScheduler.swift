@@ -55,12 +55,12 @@ public final class ProbeScheduler: Sendable {
 
     public var statistics: Statistics { stats.withLock { $0 } }
 
-    /// Runs until cancelled.
-    public func run() async {
-        let clock = ContinuousClock()
+    /// Runs until cancelled, on `clock` (a test's clock drives the schedule; the probes' own
+    /// timeouts stay on the network's time).
+    public func run<C: Clock>(clock: C = ContinuousClock()) async where C.Duration == Duration {
         let origin = clock.now
         func now() -> Double {
-            let duration = clock.now - origin
+            let duration = origin.duration(to: clock.now)
             return Double(duration.components.seconds) + Double(duration.components.attoseconds) * 1e-18
         }
         var heap = DueHeap()
@@ -83,12 +83,12 @@ public final class ProbeScheduler: Sendable {
                     known = current.list
                 }
                 guard let (due, site) = heap.peek() else {
-                    try? await Task.sleep(for: .milliseconds(50))
+                    try? await clock.sleep(for: .milliseconds(50))
                     continue
                 }
                 let time = now()
                 if due > time {
-                    try? await Task.sleep(for: .milliseconds(Int64(min(due - time, 0.05) * 1000) + 1))
+                    try? await clock.sleep(for: .milliseconds(Int64(min(due - time, 0.05) * 1000) + 1))
                     continue
                 }
                 heap.pop()

@@ -137,11 +137,10 @@ final class LiveState: Sendable {
     }
 }
 
-/// Runs the probes, rebuilds the steering on every health change, and saves the state every
-/// few seconds and at shutdown.
+/// Rebuilds the steering on every health change, and saves the state every few seconds and at
+/// shutdown (the probes themselves are the `ProbeService`, stopped before this one).
 struct HealthService: Service {
     let live: LiveState
-    let probes: Task<Void, Never>
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
@@ -163,8 +162,6 @@ struct HealthService: Service {
                 group.cancelAll()
             }
         }
-        probes.cancel()
-        _ = await probes.value
         live.save()
         await live.prober.shutdown()
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HealthProbe
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -35,11 +36,7 @@ struct Serve: AsyncParsableCommand {
             logger: options.makeLogger("tdn.health"))
         var loader = ConfigurationLoader(config: config)
         loader.health = { [monitor = live.monitor] probes in ProbePlan.view(probes, monitor) }
-        let first = try await Self.firstLoad(
-            loader: loader, live: live, config: config, statePath: statePath, logger: logger)
-        let store = first.store
-        let probes = first.probes
-        FreedMemory.release()
+        let first = try Self.firstLoad(loader: loader, live: live, statePath: statePath, logger: logger)
         var settings = ServerSettings(listen: config.listen, threads: config.threads)
         settings.maxUDPPayload = config.udpPayloadSize
         settings.tcp.idleTimeout = .seconds(Int64(config.tcpIdleTimeout))
@@ -52,16 +49,7 @@ struct Serve: AsyncParsableCommand {
                 + config.probeConcurrency + 256,
             what: "tdnd serve", logger: logger)
         settings.stats = live.queryStats
-        let server: DNSServer
-        do {
-            server = try await DNSServer.start(settings: settings, store: store)
-        } catch {
-            logger.critical("cannot listen: \(error)")
-            throw ExitCode(1)
-        }
-        let addresses = server.addresses.map(\.description).joined(separator: " ")
-        logger.info("serving \(first.names) on \(addresses) (UDP and TCP)")
-        if !first.summary.isEmpty { logger.info("steering: \(first.summary)") }
+        let (listening, opened) = AsyncStream.makeStream(of: Void.self)
 
         let serving = live.serving
         let reloader = ZoneReloader<ConfigurationLoader.Loaded>(
@@ -69,10 +57,18 @@ struct Serve: AsyncParsableCommand {
             served: { serving.loaded?.set.snapshot.zones ?? [] },
             load: { [loader] previous in loader.loadAll(previous: previous, serving: serving.loaded) },
             zoneSet: { $0.set }, publish: { serving.publish($0) })
+        // Shut down in reverse: the probes stop first, then the health service saves and closes
+        // the prober, the reloads stop, and the listeners close last.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: DNSService(server: server, logger: logger)),
-            .init(service: ReloadService(reloader: reloader, interval: config.watchInterval, live: live)),
-            .init(service: HealthService(live: live, probes: probes)),
+            .init(
+                service: DNSService(
+                    first: first, settings: settings, live: live, startTimeout: config.probeStartTimeout,
+                    opened: opened, logger: logger)),
+            .init(
+                service: ReloadService(reloader: reloader, interval: config.watchInterval, live: live, after: listening)
+            ),
+            .init(service: HealthService(live: live)),
+            .init(service: ProbeService(scheduler: live.scheduler)),
         ]
         if let status = config.status {
             services.append(
@@ -90,68 +86,99 @@ struct Serve: AsyncParsableCommand {
 }
 
 extension Serve {
-    /// What the first load leaves behind: the store serving it, and what the log and the
-    /// reloader need of it.
-    struct FirstLoad {
-        var store: SnapshotStore
-        var probes: Task<Void, Never>
-        var fingerprint: ZoneSet.Fingerprint
-        var names: String
-        var summary: String
+    /// What the first load leaves for the DNS service: the configuration to publish once the
+    /// first probe round is in (taken once, so that nothing keeps it after), and what the log
+    /// and the reloader need of it.
+    final class FirstLoad: @unchecked Sendable {
+        private var pending: ConfigurationLoader.Loaded?
+        let fingerprint: ZoneSet.Fingerprint
+        let restored: Int
+
+        init(_ loaded: ConfigurationLoader.Loaded, restored: Int) {
+            pending = loaded
+            fingerprint = loaded.set.fingerprint
+            self.restored = restored
+        }
+
+        /// The loaded configuration; nil after the first call.
+        func take() -> ConfigurationLoader.Loaded? {
+            defer { pending = nil }
+            return pending
+        }
     }
 
-    /// The first load, with the probes' cold or warm start. A function of its own so that
-    /// nothing of that load outlives it but what is published: an async function's locals can
-    /// live as long as its frame, and `run`'s frame lives as long as the daemon (a whole
-    /// snapshot, hundreds of MB for a large zone, was kept that way).
+    /// The first load; the probes are pointed at its sites, from their saved states when there
+    /// are some (warm start).
     static func firstLoad(
-        loader: ConfigurationLoader, live: LiveState, config: DaemonConfig, statePath: String?, logger: Logger
-    ) async throws -> FirstLoad {
-        var loaded: ConfigurationLoader.Loaded
+        loader: ConfigurationLoader, live: LiveState, statePath: String?, logger: Logger
+    ) throws -> FirstLoad {
         switch loader.loadAll() {
         case .failure(let errors):
             report(errors)
             throw ExitCode(1)
-        case .success(let value):
-            loaded = value
-        }
-        // Cold start: saved states first (warm start); sites without one are probed before the
-        // listeners open, for at most probe-start-timeout seconds. Until a site has a state it
-        // counts as down.
-        let restored = live.restore()
-        live.configureProbes(loaded.probes)
-        let probes = Task { await live.scheduler.run() }
-        let targets = loaded.probes.count
-        if targets > 0 {
-            if restored > 0 { logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)") }
-            if !live.monitor.hasFirstRound {
-                logger.info("health: probing \(targets) sites before serving (at most \(config.probeStartTimeout) s)")
-                let complete = await live.monitor.awaitFirstRound(timeout: Double(config.probeStartTimeout))
-                if !complete {
-                    logger.warning(
-                        "health: first probe round incomplete after \(config.probeStartTimeout) s; unprobed sites count as down"
-                    )
-                }
+        case .success(let loaded):
+            let restored = live.restore()
+            live.configureProbes(loaded.probes)
+            if restored > 0 && !loaded.probes.isEmpty {
+                logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)")
             }
-            if loaded.policy != nil { loaded = loaded.recompiled(health: ProbePlan.view(loaded.probes, live.monitor)) }
+            return FirstLoad(loaded, restored: restored)
         }
-        let store = live.serving.publish(loaded)
-        return FirstLoad(
-            store: store, probes: probes, fingerprint: loaded.set.fingerprint,
-            names: loaded.set.snapshot.zones.map { "\($0.origin) (serial \($0.serial))" }.joined(separator: ", "),
-            summary: loaded.set.summary)
     }
 }
 
-/// Keeps the listeners up until a graceful shutdown, then closes them.
+/// Opens the DNS listeners on the first snapshot, keeps them up until a graceful shutdown,
+/// then closes them. Cold start: sites without a saved state are probed (by the probe service,
+/// already running) before the listeners open, for at most `startTimeout` seconds; until a
+/// site has a state it counts as down.
 struct DNSService: Service {
-    let server: DNSServer
+    let first: Serve.FirstLoad
+    let settings: ServerSettings
+    let live: LiveState
+    let startTimeout: Int
+    /// Told once the listeners are open (the reloads start then).
+    let opened: AsyncStream<Void>.Continuation
     let logger: Logger
 
     func run() async throws {
+        guard let server = try await open() else { return }
+        opened.finish()
         try? await gracefulShutdown()
         await server.stop()
         logger.info("stopped")
+    }
+
+    /// The first snapshot published and the listeners open on it; nil when the first load was
+    /// already taken.
+    private func open() async throws -> DNSServer? {
+        guard var loaded = first.take() else { return nil }
+        if !loaded.probes.isEmpty && !live.monitor.hasFirstRound {
+            logger.info("health: probing \(loaded.probes.count) sites before serving (at most \(startTimeout) s)")
+            if !(await live.monitor.awaitFirstRound(timeout: Double(startTimeout))) {
+                logger.warning(
+                    "health: first probe round incomplete after \(startTimeout) s; unprobed sites count as down")
+            }
+        }
+        if loaded.policy != nil && !loaded.probes.isEmpty {
+            loaded = loaded.recompiled(health: ProbePlan.view(loaded.probes, live.monitor))
+        }
+        let names = loaded.set.snapshot.zones.map { "\($0.origin) (serial \($0.serial))" }.joined(separator: ", ")
+        let summary = loaded.set.summary
+        let store = live.serving.publish(loaded)
+        // A health change between the view above and this publish found nothing to rebuild.
+        await live.rebuild()
+        FreedMemory.release()
+        let server: DNSServer
+        do {
+            server = try await DNSServer.start(settings: settings, store: store)
+        } catch {
+            logger.critical("cannot listen: \(error)")
+            throw ExitCode(1)
+        }
+        let addresses = server.addresses.map(\.description).joined(separator: " ")
+        logger.info("serving \(names) on \(addresses) (UDP and TCP)")
+        if !summary.isEmpty { logger.info("steering: \(summary)") }
+        return server
     }
 }
 
@@ -161,6 +188,8 @@ struct ReloadService: Service {
     let reloader: ZoneReloader<ConfigurationLoader.Loaded>
     let interval: Int
     let live: LiveState
+    /// Ends when the listeners are open: there is nothing to reload before.
+    let after: AsyncStream<Void>
 
     /// One reload under the snapshot lock; a success points the probes at the new sites.
     func reload(_ trigger: Trigger) async {
@@ -185,6 +214,7 @@ struct ReloadService: Service {
     }
 
     func run() async throws {
+        for await _ in after {}
         let (triggers, continuation) = AsyncStream.makeStream(of: Trigger.self, bufferingPolicy: .bufferingNewest(4))
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in

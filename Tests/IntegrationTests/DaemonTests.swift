@@ -62,7 +62,7 @@ struct DaemonTests {
         let process = daemon.process
         func log() -> String { daemon.log }
         func waitFor(_ text: String) async -> Bool { await daemon.waitFor(text) }
-        let port = try #require(await daemon.port(after: "on 127.0.0.1:"))
+        let port = try #require(await daemon.dnsPort())
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
         func www() throws -> [String] {
             try client.query(Message.query(try DomainName("www.d.example."), .a)).answers.map(\.rdataText)
@@ -124,7 +124,7 @@ struct DaemonTests {
         // The process without the zone's weight: the same configuration with a small zone.
         writeFile(directory + "/d.example.zone", Self.goodZone + "\n")
         let small = try DaemonProcess(config: directory + "/tdnd.yaml")
-        await #expect(small.port(after: "on 127.0.0.1:") != nil, "\(small.log)")
+        #expect(await small.dnsPort() != nil, "\(small.log)")
         try await Task.sleep(for: .seconds(1))
         let baseline = rss(small)
         small.process.terminate()
@@ -136,7 +136,7 @@ struct DaemonTests {
         }
         writeFile(directory + "/d.example.zone", zone)
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        #expect(await daemon.port(after: "on 127.0.0.1:", timeout: 60) != nil, "\(daemon.log)")
+        #expect(await daemon.dnsPort(timeout: 60) != nil, "\(daemon.log)")
         try await Task.sleep(for: .seconds(1))
         let start = rss(daemon)
         var after: [Int] = []
@@ -172,7 +172,7 @@ struct DaemonTests {
             directory + "/tdnd.yaml",
             "zones: .\nlisten: [127.0.0.1:0]\nstatus: off\nthreads: 1\nwatch-interval: 1\nwatch-settle: 1\n")
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let port = try #require(await daemon.port(after: "on 127.0.0.1:"))
+        let port = try #require(await daemon.dnsPort())
         let client = DNSClient(server: ListenAddress(host: "127.0.0.1", port: port))
         func rcode(_ name: String) throws -> ResponseCode {
             try client.query(Message.query(try DomainName(name), .a)).rcode

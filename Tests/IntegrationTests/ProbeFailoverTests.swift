@@ -133,7 +133,7 @@ struct ProbeFailoverTests {
 
     static func launch(directory: String, fleet: FakeEdgeFleet) async throws -> Setup {
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml")
-        let dns = try #require(await daemon.port(after: "on 127.0.0.1:"), "\(daemon.log)")
+        let dns = try #require(await daemon.dnsPort(), "\(daemon.log)")
         let status = try #require(await daemon.port(after: "status server on 127.0.0.1:"), "\(daemon.log)")
         return Setup(directory: directory, fleet: fleet, daemon: daemon, dnsPort: dns, statusPort: status)
     }
@@ -142,7 +142,7 @@ struct ProbeFailoverTests {
         let setup = try await Self.start()
         do {
             #expect(setup.daemon.log.contains("health: probing 2 sites before serving"), "cold start probes first")
-            await #expect(try setup.answer() == "192.0.2.1", "the near site, probed up before the listeners opened")
+            #expect(try await setup.answer() == "192.0.2.1", "the near site, probed up before the listeners opened")
 
             // near fails: out of answers within interval × fall + timeout (+1 s).
             setup.fleet.set("near", .failing)
@@ -171,17 +171,17 @@ struct ProbeFailoverTests {
 
             // near is full: new answers go to far; room again: back.
             setup.fleet.set("near", .full)
-            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
             let full = try await setup.status("near")
             #expect(full["state"] as? String == "full" && full["load"] as? Double == 1, "\(full)")
             setup.fleet.set("near", .healthy)
-            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
 
             // near unloads the model: not sent its clients while it does not list it.
             setup.fleet.setModels("near", ["other-model"])
-            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.2", limit: 3) != nil)
             setup.fleet.setModels("near", ["m-7b"])
-            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.1", limit: 3) != nil)
 
             // Monitoring saw it all: probes, DNS queries by type and rcode, steered answers.
             let (code, metrics) = try await setup.get("/metrics")
@@ -206,7 +206,7 @@ struct ProbeFailoverTests {
     @Test func forcedStatesSurviveReloadAndRestartWithWarmStart() async throws {
         var setup = try await Self.start()
         do {
-            await #expect(try setup.answer() == "192.0.2.1")
+            #expect(try await setup.answer() == "192.0.2.1")
             #expect(try await setup.force("near", "drain", token: nil).0 == 401)
             #expect(try await setup.force("near", "drain", token: "wrong-token-0123456789").0 == 401)
             #expect(try await setup.force("nowhere", "drain").0 == 404)
@@ -219,14 +219,14 @@ struct ProbeFailoverTests {
                     "127.0.0.1:\(setup.statusPort)",
                 ])
             #expect(cli.status == 0 && cli.output.contains("near: forced drain"), "\(cli)")
-            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
+            #expect(try await setup.waitForAnswer("192.0.2.2", limit: 2) != nil, "drained: no new clients")
             #expect(try await setup.status("near")["state"] as? String == "drain")
 
             // A reload (new TTL) keeps the forced state and the measured health.
             writeFile(setup.directory + "/policy.yaml", Self.policy(fleet: setup.fleet, ttl: 31))
             kill(setup.daemon.process.processIdentifier, SIGHUP)
             #expect(await setup.daemon.waitFor("reloaded"))
-            await #expect(try setup.answer() == "192.0.2.2")
+            #expect(try await setup.answer() == "192.0.2.2")
             #expect(try await setup.status("near")["forced"] as? String == "drain")
 
             // Restart: the saved state is a warm start, the forced state is kept.
@@ -235,9 +235,9 @@ struct ProbeFailoverTests {
             setup = try await Self.launch(directory: setup.directory, fleet: setup.fleet)
             #expect(setup.daemon.log.contains("health: warm start"))
             #expect(!setup.daemon.log.contains("before serving"), "no cold-start round with a saved state")
-            await #expect(try setup.answer() == "192.0.2.2", "still drained after the restart")
+            #expect(try await setup.answer() == "192.0.2.2", "still drained after the restart")
             #expect(try await setup.force("near", "auto").0 == 200)
-            await #expect(try setup.waitForAnswer("192.0.2.1", limit: 2) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.1", limit: 2) != nil)
         } catch {
             await setup.stop()
             throw error
@@ -249,12 +249,12 @@ struct ProbeFailoverTests {
         let setup = try await Self.start()
         do {
             setup.fleet.set("near", .failing)
-            await #expect(try setup.waitForAnswer("192.0.2.2", limit: 4) != nil)
+            #expect(try await setup.waitForAnswer("192.0.2.2", limit: 4) != nil)
             setup.fleet.set("far", .dead)
             // far went down last: it is the last known good, answered rather than nothing.
             try await Task.sleep(for: .seconds(Self.interval * Double(Self.fall) + Self.timeout + 1))
             #expect(try await setup.status("far")["state"] as? String == "down")
-            await #expect(try setup.answer() == "192.0.2.2")
+            #expect(try await setup.answer() == "192.0.2.2")
         } catch {
             await setup.stop()
             throw error
@@ -267,7 +267,7 @@ struct ProbeFailoverTests {
         do {
             setup.fleet.set("near", .failing)
             setup.fleet.set("far", .failing)
-            await #expect(try setup.waitForAnswer("", limit: 4) != nil, "the denial: NOERROR without addresses")
+            #expect(try await setup.waitForAnswer("", limit: 4) != nil, "the denial: NOERROR without addresses")
         } catch {
             await setup.stop()
             throw error

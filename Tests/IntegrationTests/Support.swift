@@ -32,6 +32,20 @@ final class DaemonProcess {
         return log.contains(text)
     }
 
+    /// The DNS port, from the "serving … on 127.0.0.1:PORT (UDP and TCP)" line (the status
+    /// server may log its own "on 127.0.0.1:" before it).
+    func dnsPort(timeout: Double = 5) async -> Int? {
+        for _ in 0..<Int(timeout * 20) {
+            if let line = log.split(separator: "\n").first(where: { $0.contains("(UDP and TCP)") }),
+                let range = line.range(of: "on 127.0.0.1:")
+            {
+                return Int(line[range.upperBound...].prefix(while: \.isNumber))
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
     /// The port logged after `prefix` (e.g. "status server on 127.0.0.1:"), waiting up to
     /// `timeout` seconds.
     func port(after prefix: String, timeout: Double = 5) async -> Int? {
