@@ -7,18 +7,13 @@
 #
 # Knot is configured without its rate-limiting module (it has none unless `mod-rrl` is
 # loaded) and with the same number of UDP workers as tdnd has threads.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-4}
-DURATION=${DURATION:-10}
-CLIENTS=${CLIENTS:-8}
-THREADS=${THREADS:-2}
+source "$(dirname "$0")/lib.sh"
+dnsperf_defaults
 QUERIES=${QUERIES:-bench/queries.txt}
 
 scripts/install-deps.sh dnsperf knot libldns-dev libmaxminddb-dev libsqlite3-dev pkg-config
 swift build -c release --product tdnd >/dev/null
 
-source bench/lib.sh
 knot_port=$(free_port)
 tdnd_port=$(free_port)
 cp zones/* "$work/"

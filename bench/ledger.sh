@@ -5,9 +5,7 @@
 #
 #   bench/ledger.sh                      # 10 s each
 #   DURATION=30 CLIENTS=32 bench/ledger.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 DURATION=${DURATION:-10}
 CLIENTS=${CLIENTS:-16}
 swift build -c release >/dev/null

@@ -1,5 +1,8 @@
-# Shared by the benchmark scripts (sourced): a work directory that is removed at exit with every
-# server started, free loopback ports, and a process's CPU time.
+# Shared by the benchmark scripts (sourced first, as `source "$(dirname "$0")/lib.sh"`): strict
+# mode from the project root, a work directory that is removed at exit with every server
+# started, free loopback ports, a process's CPU time, and the dnsperf runs' defaults.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -12,3 +15,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # utime + stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)
+# The settings of the interleaved dnsperf runs (bench/dns.sh, bench/steered.sh).
+dnsperf_defaults() {
+    ROUNDS=${ROUNDS:-4}
+    DURATION=${DURATION:-10}
+    CLIENTS=${CLIENTS:-8}
+    THREADS=${THREADS:-2}
+}

@@ -7,9 +7,7 @@
 #   bench/probes.sh                         # 10,000 health probes every 5 s, 30 s measured
 #   KIND=both bench/probes.sh               # each target: /health and /metrics (parsed)
 #   TARGETS=20000 DURATION=60 bench/probes.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 TARGETS=${TARGETS:-10000}
 INTERVAL=${INTERVAL:-5}
 DURATION=${DURATION:-30}

@@ -4,9 +4,7 @@
 #
 #   bench/reload-memory.sh                         # 200,000 records, 6 reloads
 #   RECORDS=60000 ROUNDS=10 bench/reload-memory.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-source bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 RECORDS=${RECORDS:-200000}
 ROUNDS=${ROUNDS:-6}
 swift build -c release >/dev/null

@@ -11,8 +11,7 @@
 #
 # The City database is PyPI's maxminddb-geolite2 (2018.703, a GeoLite2-City.mmdb of 56 MB, ©
 # MaxMind, CC BY-SA 4.0), downloaded once into build/bench/ and never committed.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 SIZES=${SIZES:-"1000 10000"}
 CHANGES=${CHANGES:-25}
 BURST=${BURST:-0}
@@ -28,6 +27,5 @@ if [ ! -f "$CITY" ]; then
 fi
 swift build -c release --product tdnd >/dev/null
 
-source bench/lib.sh
 SWIFT_BACKTRACE=enable=no python3 bench/scale.py --tdnd "$(pwd)/.build/release/tdnd" --city "$(readlink -f "$CITY")" \
     --work "$work" --sizes $SIZES --changes "$CHANGES" --burst "$BURST"

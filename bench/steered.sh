@@ -10,12 +10,8 @@
 # (nearest datacenters by the database's coordinates, one map per model with the sites that can
 # serve it), PowerDNS by continent records. Neither expresses our sovereignty rules, so they do
 # somewhat less work per query than tdnd; the comparison is of the lookup, not the policy.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-4}
-DURATION=${DURATION:-10}
-CLIENTS=${CLIENTS:-8}
-THREADS=${THREADS:-2}
+source "$(dirname "$0")/lib.sh"
+dnsperf_defaults
 MMDB=build/geoip/tor-country.mmdb
 
 scripts/install-deps.sh dnsperf gdnsd pdns-server pdns-backend-geoip python3-yaml tor-geoipdb bc \
@@ -23,7 +19,6 @@ scripts/install-deps.sh dnsperf gdnsd pdns-server pdns-backend-geoip python3-yam
 [ -f "$MMDB" ] || python3 scripts/build-geoip.py --tor /usr/share/tor --out "$MMDB"
 swift build -c release --product tdnd >/dev/null
 
-source bench/lib.sh
 tdnd_port=$(free_port); gdnsd_port=$(free_port); pdns_port=$(free_port)
 mmdb=$(readlink -f "$MMDB")
 /usr/bin/python3 bench/make-queries.py --steered "$work/steered.bin" --static "$work/static.bin" --count 50000

@@ -5,18 +5,25 @@
 
 #define TDN_MAX_BATCH 64
 
+/* One message of a batch: one buffer, and the peer's address. */
+static void tdn_message(struct mmsghdr *msg, struct iovec *iov, void *buffer, size_t length,
+                        struct sockaddr_storage *peer, socklen_t peer_length) {
+    iov->iov_base = buffer;
+    iov->iov_len = length;
+    memset(&msg->msg_hdr, 0, sizeof(struct msghdr));
+    msg->msg_hdr.msg_iov = iov;
+    msg->msg_hdr.msg_iovlen = 1;
+    msg->msg_hdr.msg_name = peer;
+    msg->msg_hdr.msg_namelen = peer_length;
+}
+
 int tdn_recv_batch(int fd, tdn_datagram *slots, unsigned int count) {
     struct mmsghdr msgs[TDN_MAX_BATCH];
     struct iovec iovs[TDN_MAX_BATCH];
     if (count > TDN_MAX_BATCH) count = TDN_MAX_BATCH;
     for (unsigned int i = 0; i < count; i++) {
-        iovs[i].iov_base = slots[i].buffer;
-        iovs[i].iov_len = slots[i].capacity;
-        memset(&msgs[i].msg_hdr, 0, sizeof(struct msghdr));
-        msgs[i].msg_hdr.msg_iov = &iovs[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &slots[i].peer;
-        msgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+        tdn_message(&msgs[i], &iovs[i], slots[i].buffer, slots[i].capacity, &slots[i].peer,
+                    sizeof(struct sockaddr_storage));
     }
     int n = recvmmsg(fd, msgs, count, MSG_WAITFORONE, NULL);
     for (int i = 0; i < n; i++) {
@@ -35,13 +42,8 @@ int tdn_send_batch(int fd, tdn_datagram *slots, unsigned int count) {
     unsigned int used = 0;
     for (unsigned int i = 0; i < count; i++) {
         if (slots[i].reply_length == 0) continue;
-        iovs[used].iov_base = slots[i].reply;
-        iovs[used].iov_len = slots[i].reply_length;
-        memset(&msgs[used].msg_hdr, 0, sizeof(struct msghdr));
-        msgs[used].msg_hdr.msg_iov = &iovs[used];
-        msgs[used].msg_hdr.msg_iovlen = 1;
-        msgs[used].msg_hdr.msg_name = &slots[i].peer;
-        msgs[used].msg_hdr.msg_namelen = slots[i].peer_length;
+        tdn_message(&msgs[used], &iovs[used], slots[i].reply, slots[i].reply_length, &slots[i].peer,
+                    slots[i].peer_length);
         used++;
     }
     count = used;

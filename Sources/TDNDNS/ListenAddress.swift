@@ -39,24 +39,21 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// The numeric address as a sockaddr_in or sockaddr_in6 (no name lookups).
     func socketAddress() -> sockaddr_storage? {
-        var storage = sockaddr_storage()
+        /// `address` (a sockaddr_in or sockaddr_in6) in a sockaddr_storage.
+        func stored<Address>(_ address: Address) -> sockaddr_storage {
+            var storage = sockaddr_storage()
+            withUnsafeBytes(of: address) { raw in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) } }
+            return storage
+        }
         if isIPv6 {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
             address.sin6_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else { return nil }
-            withUnsafeBytes(of: address) { raw in
-                withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) }
-            }
-        } else {
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { return nil }
-            withUnsafeBytes(of: address) { raw in
-                withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) }
-            }
+            return inet_pton(AF_INET6, host, &address.sin6_addr) == 1 ? stored(address) : nil
         }
-        return storage
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return inet_pton(AF_INET, host, &address.sin_addr) == 1 ? stored(address) : nil
     }
 }

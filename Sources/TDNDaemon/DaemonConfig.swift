@@ -64,6 +64,20 @@ public struct DaemonConfig: Sendable {
         return access(candidate, R_OK) == 0 ? candidate : nil
     }
 
+    /// The settings that are a whole number in a range.
+    static var wholeNumbers: [String: (ClosedRange<Int>, WritableKeyPath<DaemonConfig, Int>)] {
+        [
+            "threads": (0...256, \.threads), "udp-payload-size": (512...4096, \.udpPayloadSize),
+            "tcp-idle-timeout": (1...3600, \.tcpIdleTimeout),
+            "tcp-max-connections": (1...1_000_000, \.tcpMaxConnections),
+            "tcp-message-timeout": (1...3600, \.tcpMessageTimeout),
+            "tcp-max-per-client": (1...1_000_000, \.tcpMaxPerClient),
+            "watch-interval": (0...3600, \.watchInterval), "watch-settle": (0...3600, \.watchSettle),
+            "http-max-connections": (1...1_000_000, \.http.maxConnections),
+            "probe-start-timeout": (0...600, \.probeStartTimeout), "probe-concurrency": (1...65536, \.probeConcurrency),
+        ]
+    }
+
     /// Reads `path`, reporting every problem as `file:line: message`.
     public static func load(path: String) throws(ConfigErrors) -> DaemonConfig {
         var config = DaemonConfig()
@@ -78,7 +92,12 @@ public struct DaemonConfig: Sendable {
         func relative(_ value: String) -> String {
             value.hasPrefix("/") || directory.isEmpty ? value : directory + "/" + value
         }
+        let wholeNumbers = Self.wholeNumbers
         for (key, value) in reader.entries(root, "") {
+            if let (range, field) = wholeNumbers[key] {
+                config[keyPath: field] = reader.integer(value, key, range) ?? config[keyPath: field]
+                continue
+            }
             switch key {
             case "zones":
                 if let text = reader.string(value, key, expected: "expected a directory") {
@@ -107,21 +126,6 @@ public struct DaemonConfig: Sendable {
                 } else {
                     reader.fail(value, key, "expected HOST:PORT or off")
                 }
-            case "threads": config.threads = reader.integer(value, key, 0...256) ?? config.threads
-            case "udp-payload-size":
-                config.udpPayloadSize = reader.integer(value, key, 512...4096) ?? config.udpPayloadSize
-            case "tcp-idle-timeout":
-                config.tcpIdleTimeout = reader.integer(value, key, 1...3600) ?? config.tcpIdleTimeout
-            case "tcp-max-connections":
-                config.tcpMaxConnections = reader.integer(value, key, 1...1_000_000) ?? config.tcpMaxConnections
-            case "watch-interval": config.watchInterval = reader.integer(value, key, 0...3600) ?? config.watchInterval
-            case "watch-settle": config.watchSettle = reader.integer(value, key, 0...3600) ?? config.watchSettle
-            case "tcp-message-timeout":
-                config.tcpMessageTimeout = reader.integer(value, key, 1...3600) ?? config.tcpMessageTimeout
-            case "tcp-max-per-client":
-                config.tcpMaxPerClient = reader.integer(value, key, 1...1_000_000) ?? config.tcpMaxPerClient
-            case "http-max-connections":
-                config.http.maxConnections = reader.integer(value, key, 1...1_000_000) ?? config.http.maxConnections
             case "http-header-timeout":
                 if let number = reader.integer(value, key, 1...3600) {
                     config.http.headTimeout = .seconds(Int64(number))
@@ -147,10 +151,6 @@ public struct DaemonConfig: Sendable {
                 } else {
                     reader.fail(value, key, "cannot read the token file")
                 }
-            case "probe-start-timeout":
-                config.probeStartTimeout = reader.integer(value, key, 0...600) ?? config.probeStartTimeout
-            case "probe-concurrency":
-                config.probeConcurrency = reader.integer(value, key, 1...65536) ?? config.probeConcurrency
             case "ledger":
                 guard value.mapping != nil else {
                     reader.fail(

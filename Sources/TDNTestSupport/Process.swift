@@ -42,3 +42,13 @@ public var tdndPath: String {
         .deletingLastPathComponent()
     return root.appendingPathComponent(".build/debug/tdnd").path
 }
+
+/// `statements` run on the SQLite file `database` by Debian's sqlite3 (to damage or forge a
+/// ledger as an attacker with the file would).
+public func sqlite(
+    _ database: String, _ statements: String
+) async throws -> (
+    status: Int32, output: String, error: String
+) {
+    try await run("/usr/bin/sqlite3", [database, statements])
+}

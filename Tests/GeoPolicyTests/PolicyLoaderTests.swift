@@ -16,15 +16,7 @@ struct PolicyLoaderTests {
         #expect(policy.networks.map(\.prefix.description) == ["10.0.0.0/8", "5.9.128.0/17"])
     }
 
-    static let base = """
-        zone: t.example
-        jurisdictions: {eu: [DE]}
-        sites:
-          fra: {tier: edge, location: {lat: 50, lon: 8, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1]}
-        models:
-          m: {size: 7b}
-
-        """
+    static let base = PolicyFixture.minimal
 
     static let cases: [ConfigErrorCase] = [
         ConfigErrorCase(

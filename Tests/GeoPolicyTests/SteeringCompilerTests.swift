@@ -154,13 +154,18 @@ struct SteeringCompilerTests {
 
     // The property tests are long and CPU-bound: each round yields the thread, so that tests
     // running beside them (some measure time) are not starved of the pool.
+    /// A random policy, geography and health (`changing` of the sites changed from all up).
+    static func scenario(_ random: inout SeededRandom, changing: Double) -> (Policy, SteeringGeography, HealthView) {
+        let policy = Self.policy(&random)
+        let geography = SteeringGeography(locations: Self.locations(&random))
+        return (policy, geography, Self.health(policy, &random, changing: changing, from: HealthView()))
+    }
+
     @Test func equalsTheReferenceDecider() async {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<150 {
-            let policy = Self.policy(&random)
-            let geography = SteeringGeography(locations: Self.locations(&random))
-            let health = Self.health(policy, &random, changing: 0.7, from: HealthView())
+            let (policy, geography, health) = Self.scenario(&random, changing: 0.7)
             let compiled = SteeringCompiler(policy: policy, geography: geography, health: health).plan()
             let reference = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
             Self.expectEqual(compiled, reference, "seed \(seed) round \(round)")
@@ -172,9 +177,7 @@ struct SteeringCompilerTests {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<40 {
-            let policy = Self.policy(&random)
-            let geography = SteeringGeography(locations: Self.locations(&random))
-            var health = Self.health(policy, &random, changing: 0.5, from: HealthView())
+            var (policy, geography, health) = Self.scenario(&random, changing: 0.5)
             let compiler = SteeringCompiler(policy: policy, geography: geography, health: health)
             // Half the rounds decide on two threads whenever there is more than one pair.
             if round % 2 == 1 { compiler.parallelAbove = 2 }

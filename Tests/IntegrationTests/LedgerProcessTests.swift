@@ -137,34 +137,28 @@ struct LedgerProcessTests {
         #expect(try await run(tdndPath, ["ledger", "verify", "--config", config]).status == 0)
         // An altered record.
         #expect(
-            try await run("/usr/bin/sqlite3", [database, "UPDATE records SET completion_tokens = 5 WHERE id = 'v1-2'"])
+            try await sqlite(database, "UPDATE records SET completion_tokens = 5 WHERE id = 'v1-2'")
                 .status
                 == 0)
         let altered = try await run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(altered.status == 1 && altered.error.contains("(id v1-2) in batch 2: content altered"), "\(altered)")
         // A removed record (its rollup fixed up too, as a careful forger would).
         #expect(
-            try await run(
-                "/usr/bin/sqlite3",
-                [
-                    database,
-                    "UPDATE records SET completion_tokens = 50 WHERE id = 'v1-2'; DELETE FROM records WHERE id = 'v2-0'",
-                ]
+            try await sqlite(
+                database,
+                "UPDATE records SET completion_tokens = 50 WHERE id = 'v1-2'; DELETE FROM records WHERE id = 'v2-0'"
             ).status == 0)
         let removed = try await run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(removed.status == 1 && removed.error.contains("batch 3: hash does not match its records"), "\(removed)")
         // Reordered batches.
         #expect(
-            try await run(
-                "/usr/bin/sqlite3",
-                [
-                    database,
-                    """
-                    INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id, micro_credits, content_hash)
-                      SELECT 'v2-0', 3, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, 'req-v2-0', micro_credits, content_hash FROM records WHERE id = 'v2-1';
-                    UPDATE batches SET seq = -seq; UPDATE batches SET seq = 4 WHERE seq = -1; UPDATE batches SET seq = -seq WHERE seq < 0;
-                    """,
-                ]
+            try await sqlite(
+                database,
+                """
+                INSERT INTO records (id, batch, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, request_id, micro_credits, content_hash)
+                  SELECT 'v2-0', 3, site, tenant, model, prompt_tokens, completion_tokens, started_at, ended_at, 'req-v2-0', micro_credits, content_hash FROM records WHERE id = 'v2-1';
+                UPDATE batches SET seq = -seq; UPDATE batches SET seq = 4 WHERE seq = -1; UPDATE batches SET seq = -seq WHERE seq < 0;
+                """
             ).status == 0)
         let reordered = try await run(tdndPath, ["ledger", "verify", "--config", config])
         #expect(reordered.status == 1 && reordered.error.contains("previous hash does not match"), "\(reordered)")
@@ -341,7 +335,7 @@ struct LedgerProcessTests {
         let database = ledger.directory + "/data/ledger.sqlite"
         // SQLite accepts text in an INTEGER column; a hand-edited file may hold anything.
         #expect(
-            try await run("/usr/bin/sqlite3", [database, "UPDATE records SET prompt_tokens = 'many' WHERE id = 'w1'"])
+            try await sqlite(database, "UPDATE records SET prompt_tokens = 'many' WHERE id = 'w1'")
                 .status
                 == 0)
         let verify = try await run(tdndPath, ["ledger", "verify", "--config", ledger.directory + "/tdnd.yaml"])

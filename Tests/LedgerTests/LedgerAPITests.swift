@@ -276,9 +276,8 @@ struct LedgerAPITests {
             // A tenant already near the bound: one more allotment would pass it, so it is refused
             // and the balance stays readable.
             let database = ledger.directory + "/data/ledger.sqlite"
-            let seeded = try await run(
-                "/usr/bin/sqlite3",
-                [database, "UPDATE tenant_totals SET allotted_tokens = 3999999999999999999 WHERE tenant = 'acme'"])
+            let seeded = try await sqlite(
+                database, "UPDATE tenant_totals SET allotted_tokens = 3999999999999999999 WHERE tenant = 'acme'")
             #expect(seeded.status == 0, "\(seeded.error)")
             let over = try await allot(#"{"tenant":"acme","tokens":1000000000000000}"#)
             #expect(over.status == 400, "\(over)")

@@ -10,15 +10,7 @@ import Testing
 /// the policy's and the probes' problems together, at the policy file's lines.
 @Suite("Probe settings in the policy")
 struct PolicyProbeTests {
-    static let base = """
-        zone: t.example
-        jurisdictions: {eu: [DE]}
-        sites:
-          fra: {tier: edge, location: {lat: 50, lon: 8, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1]}
-        models:
-          m: {size: 7b}
-
-        """
+    static let base = PolicyFixture.minimal
 
     static func load(_ text: String) -> (Result<Policy, ConfigErrors>, [String: ProbeSettings]) {
         var settings: [String: ProbeSettings] = [:]
