@@ -4,6 +4,7 @@ import HealthProbe
 import Logging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 import TDNDNS
 import UnixSignals
 
@@ -89,22 +90,17 @@ extension Serve {
     /// What the first load leaves for the DNS service: the configuration to publish once the
     /// first probe round is in (taken once, so that nothing keeps it after), and what the log
     /// and the reloader need of it.
-    final class FirstLoad: @unchecked Sendable {
-        private var pending: ConfigurationLoader.Loaded?
+    final class FirstLoad: Sendable {
+        private let pending: Mutex<ConfigurationLoader.Loaded?>
         let fingerprint: ZoneSet.Fingerprint
-        let restored: Int
 
-        init(_ loaded: ConfigurationLoader.Loaded, restored: Int) {
-            pending = loaded
+        init(_ loaded: ConfigurationLoader.Loaded) {
+            pending = Mutex(loaded)
             fingerprint = loaded.set.fingerprint
-            self.restored = restored
         }
 
         /// The loaded configuration; nil after the first call.
-        func take() -> ConfigurationLoader.Loaded? {
-            defer { pending = nil }
-            return pending
-        }
+        func take() -> ConfigurationLoader.Loaded? { pending.withLock { $0.take() } }
     }
 
     /// The first load; the probes are pointed at its sites, from their saved states when there
@@ -122,7 +118,7 @@ extension Serve {
             if restored > 0 && !loaded.probes.isEmpty {
                 logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)")
             }
-            return FirstLoad(loaded, restored: restored)
+            return FirstLoad(loaded)
         }
     }
 }
