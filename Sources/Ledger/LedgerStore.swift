@@ -40,6 +40,15 @@ public final class LedgerStore: Sendable {
         }
     }
 
+    /// Closes the file at shutdown, its write-ahead log checkpointed into the database first,
+    /// so that a stopped ledger is one self-contained file (copied, backed up or inspected
+    /// without its `-wal`). The checkpoint is explicit: GRDB closes the writer before the
+    /// readers, and a read-only last connection leaves the log as it is.
+    public func close() throws {
+        try pool.writeWithoutTransaction { db in try db.checkpoint(.truncate) }
+        try pool.close()
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in

@@ -77,6 +77,9 @@ struct LedgerServe: AsyncParsableCommand {
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        defer {
+            do { try store.close() } catch { logger.error("ledger: cannot close \(store.path): \(error)") }
+        }
         try await group.run()
     }
 }
