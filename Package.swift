@@ -95,7 +95,7 @@ let package = Package(
             name: "TDNDNSTests", dependencies: ["TDNDNS", "ConfigFile", "TDNTestSupport"], exclude: ["Resources"]),
         .testTarget(name: "ConfigFileTests", dependencies: ["ConfigFile"]),
         .testTarget(name: "GeoPolicyTests", dependencies: ["GeoPolicy", "ConfigFile", "TDNTestSupport"]),
-        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge", lifecycle]),
+        .testTarget(name: "HealthProbeTests", dependencies: ["HealthProbe", "FakeEdge", "TDNTestSupport", lifecycle]),
         .testTarget(
             name: "LedgerTests",
             dependencies: [

@@ -182,7 +182,7 @@ struct DecisionTests {
 }
 
 /// For random health and capacity states, no decision ever leaves the allowed jurisdictions.
-@Suite("Sovereignty")
+@Suite("Sovereignty", .cpuBound)
 struct SovereigntyTests {
     @Test func neverOutsideTheAllowedJurisdictions() throws {
         let seed = UInt64.random(in: 1...UInt64.max)

@@ -2,7 +2,7 @@ import ConfigFile
 import GeoPolicy
 import Testing
 
-@Suite("Locator")
+@Suite("Locator", .cpuBound)
 struct LocatorTests {
     static let networks = [
         "5.9.0.0/16,DE", "8.8.8.0/24,US", "133.1.0.0/16,JP", "2a01:4f8::/32,DE", "2001:4860::/32,US",

@@ -6,7 +6,7 @@ import Testing
 /// The indexed, incremental compiler against the reference: `SteeringPlanner.plan`, one
 /// `Decider` decision per (name, class) over every site. Random policies, locations and health
 /// sequences; the plans must be equal bit for bit (answers, their numbering, TTLs, denials).
-@Suite("Steering compiler")
+@Suite("Steering compiler", .cpuBound)
 struct SteeringCompilerTests {
     static let countries = ["DE", "FR", "US", "JP", "BR"]
     static let jurisdictionOf = ["DE": "eu", "FR": "eu", "US": "us", "JP": "jp", "BR": "br"]
@@ -152,8 +152,6 @@ struct SteeringCompilerTests {
         }
     }
 
-    // The property tests are long and CPU-bound: each round yields the thread, so that tests
-    // running beside them (some measure time) are not starved of the pool.
     /// A random policy, geography and health (`changing` of the sites changed from all up).
     static func scenario(_ random: inout SeededRandom, changing: Double) -> (Policy, SteeringGeography, HealthView) {
         let policy = Self.policy(&random)
@@ -161,7 +159,7 @@ struct SteeringCompilerTests {
         return (policy, geography, Self.health(policy, &random, changing: changing, from: HealthView()))
     }
 
-    @Test func equalsTheReferenceDecider() async {
+    @Test func equalsTheReferenceDecider() {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<150 {
@@ -169,11 +167,10 @@ struct SteeringCompilerTests {
             let compiled = SteeringCompiler(policy: policy, geography: geography, health: health).plan()
             let reference = SteeringPlanner.plan(policy: policy, geography: geography, health: health)
             Self.expectEqual(compiled, reference, "seed \(seed) round \(round)")
-            await Task.yield()
         }
     }
 
-    @Test func incrementalEqualsFullRecompile() async {
+    @Test func incrementalEqualsFullRecompile() {
         let seed = UInt64.random(in: 1...UInt64.max)
         var random = SeededRandom(state: seed)
         for round in 0..<40 {
@@ -193,7 +190,6 @@ struct SteeringCompilerTests {
                 Self.expectEqual(
                     compiler.plan(), SteeringCompiler(policy: policy, geography: geography, health: health).plan(),
                     context)
-                await Task.yield()
             }
         }
     }

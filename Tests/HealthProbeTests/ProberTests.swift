@@ -1,10 +1,11 @@
 import FakeEdge
 import Foundation
 import HealthProbe
+import TDNTestSupport
 import Testing
 
 /// The prober, scheduler and monitor against real local HTTP servers (the fake vLLM fleet).
-@Suite("Probes over HTTP", .serialized)
+@Suite("Probes over HTTP", .serialized, .timing)
 struct ProberTests {
     static let models = ["llama-13b", "mistral-7b"]
 
@@ -147,11 +148,13 @@ struct ProberTests {
             }
             monitor.configure(targets)
             scheduler.update(targets)
-            let task = Task { await scheduler.run() }
-            #expect(await monitor.awaitFirstRound(timeout: 5))
-            try await Task.sleep(for: .seconds(2))
-            task.cancel()
-            await task.value
+            // A child task, so that it runs where the test does (`.timing`).
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await scheduler.run() }
+                #expect(await monitor.awaitFirstRound(timeout: 5))
+                try? await Task.sleep(for: .seconds(2))
+                group.cancelAll()
+            }
             let statistics = scheduler.statistics
             // 200 targets every 0.5 s for about 2.5 s: about 1,000 probes.
             #expect(statistics.completed >= 800, "\(statistics.completed) probes")

@@ -86,7 +86,7 @@ final class LedgerProcess: LedgerEndpoint, @unchecked Sendable {
     }
 }
 
-@Suite("Ledger process", .serialized, .tags(.slow))
+@Suite("Ledger process", .serialized, .tags(.slow), .timing)
 struct LedgerProcessTests {
     static func alive(_ ledger: LedgerProcess) async throws {
         #expect(ledger.process.isRunning, "the ledger died: \(ledger.log.suffix(2000))")

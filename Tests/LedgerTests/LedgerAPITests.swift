@@ -377,7 +377,7 @@ struct LedgerAPITests {
 
     /// Random and extreme values in every endpoint's query parameters and JSON fields: a 2xx
     /// or 4xx every time, and a live process afterwards. Seeded: `TDN_TEST_SEED=N` replays.
-    @Test(arguments: LedgerSetup.allCases)
+    @Test(.timing, arguments: LedgerSetup.allCases)
     func randomAndExtremeInputIsAnsweredAndSurvived(_ setup: LedgerSetup) async throws {
         try await withLedger(setup) { ledger in
             let seed =

@@ -4,7 +4,7 @@ import TDNTestSupport
 import Testing
 
 /// The strict JSON reader of usage batches, against Foundation's decoder.
-@Suite("Strict JSON")
+@Suite("Strict JSON", .cpuBound)
 struct StrictJSONTests {
     /// The strict reader replaced Foundation's JSONDecoder: on valid batches (random strings
     /// with escapes and non-ASCII, numbers in several spellings, optional fields) both read the

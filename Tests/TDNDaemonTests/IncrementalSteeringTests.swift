@@ -8,7 +8,7 @@ import Testing
 /// A health change rebuilds only the steering part, from the compiler's kept decisions and the
 /// previous part's encodings and tries. After any sequence of changes, every response must be
 /// byte for byte the one a full load under the same health gives: answers, TTLs, ECS scopes.
-@Suite("Incremental steering")
+@Suite("Incremental steering", .cpuBound)
 struct IncrementalSteeringTests {
     static let policy = """
         zone: t.example
