@@ -278,21 +278,20 @@ struct Allotment {
 
     static func decode(strict bytes: [UInt8]) throws(JSONError) -> Allotment {
         try StrictJSON.parse(bytes) { (reader: inout StrictJSON) throws(JSONError) -> Allotment in
-            var tenant: String?
-            var tokens: Int64?
-            var credits: Double?
-            var note: String?
+            // The optional fields go straight into the result; the tenant must be there.
+            var allotment = Allotment(tenant: "")
+            var hasTenant = false
             try reader.object { (reader: inout StrictJSON, key: String) throws(JSONError) in
                 switch key {
-                case "tenant": tenant = try reader.string()
-                case "tokens": tokens = reader.null() ? nil : try reader.int64()
-                case "credits": credits = reader.null() ? nil : try reader.double()
-                case "note": note = reader.null() ? nil : try reader.string()
+                case "tenant": (allotment.tenant, hasTenant) = (try reader.string(), true)
+                case "tokens": allotment.tokens = reader.null() ? nil : try reader.int64()
+                case "credits": allotment.credits = reader.null() ? nil : try reader.double()
+                case "note": allotment.note = reader.null() ? nil : try reader.string()
                 default: throw reader.unknownKey(key, known: "tenant, tokens, credits, note")
                 }
             }
-            guard let tenant else { throw reader.error("missing field tenant") }
-            return Allotment(tenant: tenant, tokens: tokens, credits: credits, note: note)
+            guard hasTenant else { throw reader.error("missing field tenant") }
+            return allotment
         }
     }
 }

@@ -23,48 +23,25 @@ public struct Header: Hashable, Sendable {
         self.flags = flags
     }
 
-    static let qrBit: UInt16 = 0x8000
-    static let aaBit: UInt16 = 0x0400
-    static let tcBit: UInt16 = 0x0200
-    static let rdBit: UInt16 = 0x0100
-    static let raBit: UInt16 = 0x0080
-    static let adBit: UInt16 = 0x0020
-    static let cdBit: UInt16 = 0x0010
-
-    private func bit(_ mask: UInt16) -> Bool { flags & mask != 0 }
-    private mutating func set(_ mask: UInt16, _ on: Bool) { flags = on ? flags | mask : flags & ~mask }
-
-    public var isResponse: Bool {
-        get { bit(Self.qrBit) }
-        set { set(Self.qrBit, newValue) }
+    /// A one-bit flag of the second header word, by name: `header[.truncated]`.
+    public enum Flag: UInt16, Sendable {
+        case isResponse = 0x8000  // QR
+        case authoritative = 0x0400  // AA
+        case truncated = 0x0200  // TC
+        case recursionDesired = 0x0100  // RD, copied from query to response
+        case recursionAvailable = 0x0080  // RA
+        case authenticData = 0x0020  // AD (RFC 4035)
+        case checkingDisabled = 0x0010  // CD (RFC 4035), copied from query to response
     }
+
+    public subscript(flag: Flag) -> Bool {
+        get { flags & flag.rawValue != 0 }
+        set { flags = newValue ? flags | flag.rawValue : flags & ~flag.rawValue }
+    }
+
     public var opcode: UInt8 {
         get { UInt8((flags >> 11) & 0xF) }
         set { flags = (flags & ~0x7800) | (UInt16(newValue & 0xF) << 11) }
-    }
-    public var authoritative: Bool {
-        get { bit(Self.aaBit) }
-        set { set(Self.aaBit, newValue) }
-    }
-    public var truncated: Bool {
-        get { bit(Self.tcBit) }
-        set { set(Self.tcBit, newValue) }
-    }
-    public var recursionDesired: Bool {
-        get { bit(Self.rdBit) }
-        set { set(Self.rdBit, newValue) }
-    }
-    public var recursionAvailable: Bool {
-        get { bit(Self.raBit) }
-        set { set(Self.raBit, newValue) }
-    }
-    public var authenticData: Bool {
-        get { bit(Self.adBit) }
-        set { set(Self.adBit, newValue) }
-    }
-    public var checkingDisabled: Bool {
-        get { bit(Self.cdBit) }
-        set { set(Self.cdBit, newValue) }
     }
     /// The low four bits of the RCODE; the rest is in the OPT record.
     public var rcodeLow: UInt8 {

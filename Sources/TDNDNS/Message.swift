@@ -26,7 +26,7 @@ public struct Message: Hashable, Sendable {
         recursionDesired: Bool = false, edns: EDNS? = EDNS()
     ) -> Message {
         var header = Header(id: id)
-        header.recursionDesired = recursionDesired
+        header[.recursionDesired] = recursionDesired
         return Message(header: header, questions: [Question(name: name, type: type)], edns: edns)
     }
 }

@@ -206,9 +206,7 @@ public final class Responder: @unchecked Sendable {
                 return .zone(
                     qtype == RecordType.ds.rawValue && node.dsTemplate >= 0 ? node.dsTemplate : node.referralTemplate)
             }
-            if qtype == RecordType.any.rawValue { return .zone(node.anyTemplate) }
-            return .zone(
-                Self.typeTemplate(snapshot, Int(node.typesStart), Int(node.typesCount), qtype, node.defaultTemplate))
+            return .zone(node.answers.template(for: qtype, in: snapshot))
         }
         var encloser: Int32 = -1
         var label = 1
@@ -222,26 +220,8 @@ public final class Responder: @unchecked Sendable {
         let node = nodes[Int(encloser)]
         if node.referralTemplate >= 0 { return .zone(node.referralTemplate) }
         if node.wildcardChild >= 0 {
-            let wildcard = nodes[Int(node.wildcardChild)]
-            if qtype == RecordType.any.rawValue { return .zone(wildcard.synthAny) }
-            return .zone(
-                Self.typeTemplate(
-                    snapshot, Int(wildcard.synthTypesStart), Int(wildcard.synthTypesCount), qtype,
-                    wildcard.synthDefault))
+            return .zone(nodes[Int(node.wildcardChild)].synthesised.template(for: qtype, in: snapshot))
         }
         return .zone(snapshot.nxdomainTemplates[Int(node.zone)])
-    }
-
-    @inline(__always)
-    private static func typeTemplate(
-        _ snapshot: Snapshot, _ start: Int, _ count: Int, _ qtype: UInt16, _ fallback: Int32
-    ) -> Int32 {
-        var index = start
-        let end = start + count
-        while index < end {
-            if snapshot.typeKeys[index] == qtype { return snapshot.typeTemplates[index] }
-            index += 1
-        }
-        return fallback
     }
 }

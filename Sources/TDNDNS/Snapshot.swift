@@ -23,16 +23,37 @@ struct Template {
     var isReferral: Bool
 }
 
+/// A name's answers by query type: `count` (type, template) pairs from `start` in the
+/// snapshot's `typeKeys`/`typeTemplates`, the template for any other type (NODATA, or the end
+/// of a CNAME chain) and the one for ANY.
+struct TypeAnswers {
+    var start: UInt32
+    var count: UInt16
+    var fallback: Int32
+    var any: Int32
+
+    static let none = TypeAnswers(start: 0, count: 0, fallback: -1, any: -1)
+
+    @inline(__always)
+    func template(for qtype: UInt16, in snapshot: Snapshot) -> Int32 {
+        if qtype == RecordType.any.rawValue { return any }
+        var index = Int(start)
+        let end = index + Int(count)
+        while index < end {
+            if snapshot.typeKeys[index] == qtype { return snapshot.typeTemplates[index] }
+            index += 1
+        }
+        return fallback
+    }
+}
+
 /// One name that exists in a served zone (with data, or as an empty non-terminal).
 struct Node {
     var nameStart: UInt32
     var nameLength: UInt16
     var hash: UInt32
     var zone: Int32
-    var typesStart: UInt32
-    var typesCount: UInt16
-    var defaultTemplate: Int32
-    var anyTemplate: Int32
+    var answers: TypeAnswers
     /// At or below a zone cut: the referral to answer with (-1 otherwise).
     var referralTemplate: Int32
     /// At a zone cut: the parent side's answer to a DS query.
@@ -40,17 +61,14 @@ struct Node {
     /// The node of `*.<this name>`, or -1.
     var wildcardChild: Int32
     /// For a wildcard node: answers synthesised for names it covers (RFC 4592), owner = QNAME.
-    var synthTypesStart: UInt32
-    var synthTypesCount: UInt16
-    var synthDefault: Int32
-    var synthAny: Int32
+    var synthesised: TypeAnswers
     /// A steered (model) name: index into `steeredRows`, or -1.
     var steering: Int32 = -1
 }
 
 /// Encoded response fragments with their bodies and relocations, allocated once and read
 /// through unchecked pointers (the builder guarantees every index). Each part of a snapshot
-/// owns one.
+/// owns one, in its arena.
 struct TemplateTable {
     let templates: UnsafeMutableBufferPointer<Template>
     let bodies: UnsafeMutableBufferPointer<UInt8>
@@ -60,26 +78,32 @@ struct TemplateTable {
     /// How many of each the buffers hold (an empty array still gets a buffer of one).
     let counts: (templates: Int, bodies: Int, relocations: Int)
 
-    init(templates: [Template], bodies: [UInt8], relocations: [UInt16]) {
-        self.templates = allocatedCopy(templates)
-        self.bodies = allocatedCopy(bodies)
-        self.relocations = allocatedCopy(relocations)
+    init(templates: [Template], bodies: [UInt8], relocations: [UInt16], in arena: Arena) {
+        self.templates = arena.copy(templates)
+        self.bodies = arena.copy(bodies)
+        self.relocations = arena.copy(relocations)
         maximumBodyLength = templates.map { Int($0.bodyLength) }.max() ?? 0
         counts = (templates.count, bodies.count, relocations.count)
     }
-
-    func deallocate() {
-        templates.deallocate()
-        bodies.deallocate()
-        relocations.deallocate()
-    }
 }
 
-/// An array copied into memory of its own, never moved or resized, for the query path.
-func allocatedCopy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
-    let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
-    _ = buffer.initialize(from: array)
-    return buffer
+/// The memory of one part of a snapshot: every array the query path reads is copied into a
+/// block of its own, never moved or resized, and all are freed together with the part.
+final class Arena: @unchecked Sendable {
+    private var blocks: [UnsafeMutableRawPointer] = []
+
+    /// A copy of `array` (an empty one still gets room for one element, so that a pointer to
+    /// its start is valid).
+    func copy<T>(_ array: [T]) -> UnsafeMutableBufferPointer<T> {
+        let buffer = UnsafeMutableBufferPointer<T>.allocate(capacity: max(array.count, 1))
+        _ = buffer.initialize(from: array)
+        blocks.append(UnsafeMutableRawPointer(buffer.baseAddress!))
+        return buffer
+    }
+
+    deinit {
+        for block in blocks { block.deallocate() }
+    }
 }
 
 /// The compiled zones: every name, its per-type answers, referrals, wildcards and negative
@@ -102,35 +126,27 @@ public final class ZoneData: @unchecked Sendable {
     /// Unique per zone part built in this process.
     let generation: UInt64
 
+    private let arena = Arena()
     private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
         nodes: [Node], slots: [Int32], names: [UInt8], typeKeys: [UInt16], typeTemplates: [Int32],
-        table: TemplateTable, nxdomainTemplates: [Int32], zones: [Zone], steeredNames: [DomainName],
+        table: TemplateTableBuilder, nxdomainTemplates: [Int32], zones: [Zone], steeredNames: [DomainName],
         steeredZones: [Int]
     ) {
-        self.nodes = allocatedCopy(nodes)
-        self.slots = allocatedCopy(slots)
-        self.names = allocatedCopy(names)
-        self.typeKeys = allocatedCopy(typeKeys)
-        self.typeTemplates = allocatedCopy(typeTemplates)
-        self.table = table
-        self.nxdomainTemplates = allocatedCopy(nxdomainTemplates)
+        self.nodes = arena.copy(nodes)
+        self.slots = arena.copy(slots)
+        self.names = arena.copy(names)
+        self.typeKeys = arena.copy(typeKeys)
+        self.typeTemplates = arena.copy(typeTemplates)
+        self.table = table.make(in: arena)
+        self.nxdomainTemplates = arena.copy(nxdomainTemplates)
         self.zones = zones
         self.steeredNames = steeredNames
         self.steeredZones = steeredZones
         generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
-    deinit {
-        nodes.deallocate()
-        slots.deallocate()
-        names.deallocate()
-        typeKeys.deallocate()
-        typeTemplates.deallocate()
-        table.deallocate()
-        nxdomainTemplates.deallocate()
-    }
 }
 
 /// The compiled steering: the prefix tries of answer classes, each steered name's answer per
@@ -155,45 +171,39 @@ public final class SteeringData: @unchecked Sendable {
     let steeredAnswerSites: [[String]]
     /// Unique per steering part built in this process (never reused, unlike an address).
     let generation: UInt64
-    /// What the next build may reuse: the location classes' answer classes, the answers' keys,
-    /// and the zone part the templates were encoded for.
-    let answerClassOf: [Int32]
-    let locations: LocationTrie
-    let answerKeys: [Int32]
-    let answerKeyEpoch: UInt64
-    let zoneGeneration: UInt64
+    /// What this part was built from, for the next build to tell what it may reuse.
+    let basis: Basis
 
+    struct Basis {
+        /// The location classes (the tries map them to answer classes: `AnswerTries.classOf`).
+        let locations: LocationTrie
+        /// Each answer's key, numbered in `answerKeyEpoch` (`SteeringTable.answerKeys`).
+        let answerKeys: [Int32]
+        let answerKeyEpoch: UInt64
+        /// The zone part the templates were encoded for.
+        let zoneGeneration: UInt64
+    }
+
+    private let arena = Arena()
     private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
         tries: AnswerTries, steeredRows: [Int32], classAnswers: [Int32], steeredTemplateStarts: [Int32],
-        steeredTemplates: [Int32], table: TemplateTable, steeredNames: [String], steeredAnswerSites: [[String]],
-        answerClassOf: [Int32], locations: LocationTrie, answerKeys: [Int32], answerKeyEpoch: UInt64,
-        zoneGeneration: UInt64
+        steeredTemplates: [Int32], table: TemplateTableBuilder, steeredNames: [String], steeredAnswerSites: [[String]],
+        basis: Basis
     ) {
         self.tries = tries
-        self.answerClassOf = answerClassOf
-        self.locations = locations
-        self.answerKeys = answerKeys
-        self.answerKeyEpoch = answerKeyEpoch
-        self.zoneGeneration = zoneGeneration
-        self.steeredRows = allocatedCopy(steeredRows)
-        self.classAnswers = allocatedCopy(classAnswers)
-        self.steeredTemplateStarts = allocatedCopy(steeredTemplateStarts)
-        self.steeredTemplates = allocatedCopy(steeredTemplates)
-        self.table = table
+        self.basis = basis
+        self.steeredRows = arena.copy(steeredRows)
+        self.classAnswers = arena.copy(classAnswers)
+        self.steeredTemplateStarts = arena.copy(steeredTemplateStarts)
+        self.steeredTemplates = arena.copy(steeredTemplates)
+        self.table = table.make(in: arena)
         self.steeredNames = steeredNames
         self.steeredAnswerSites = steeredAnswerSites
         generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
-    deinit {
-        steeredRows.deallocate()
-        classAnswers.deallocate()
-        steeredTemplateStarts.deallocate()
-        steeredTemplates.deallocate()
-        table.deallocate()
-    }
 }
 
 /// The two stride tries of a steering part, owned apart so that steering parts with the same

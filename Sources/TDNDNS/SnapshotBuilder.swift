@@ -296,9 +296,8 @@ public struct SnapshotBuilder {
             var entry = Node(
                 nameStart: UInt32(names.count), nameLength: UInt16(wire.count),
                 hash: wire.withUnsafeBufferPointer { Snapshot.hash($0.baseAddress!, $0.count) },
-                zone: Int32(node.zone), typesStart: UInt32(typeKeys.count), typesCount: 0,
-                defaultTemplate: -1, anyTemplate: -1, referralTemplate: -1, dsTemplate: -1, wildcardChild: -1,
-                synthTypesStart: 0, synthTypesCount: 0, synthDefault: -1, synthAny: -1)
+                zone: Int32(node.zone), answers: .none, referralTemplate: -1, dsTemplate: -1, wildcardChild: -1,
+                synthesised: .none)
             names += wire
             if let wildcard = try? name.prepending(label: [UInt8(ascii: "*")]), let child = indexOf[wildcard] {
                 entry.wildcardChild = child
@@ -317,26 +316,20 @@ public struct SnapshotBuilder {
                 }
             } else {
                 /// Appends a name's per-type templates to the flat tables; returns where they start.
-                func append(_ types: [(UInt16, Int32)]) -> UInt32 {
+                func append(_ set: (types: [(UInt16, Int32)], fallback: Int32, any: Int32)) -> TypeAnswers {
                     let start = UInt32(typeKeys.count)
-                    typeKeys += types.map(\.0)
-                    typeTemplates += types.map(\.1)
-                    return start
+                    typeKeys += set.types.map(\.0)
+                    typeTemplates += set.types.map(\.1)
+                    return TypeAnswers(
+                        start: start, count: UInt16(set.types.count), fallback: set.fallback, any: set.any)
                 }
-                let set = answerSet(
-                    owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone)
-                entry.typesStart = append(set.types)
-                entry.typesCount = UInt16(set.types.count)
-                entry.defaultTemplate = set.fallback
-                entry.anyTemplate = set.any
+                entry.answers = append(
+                    answerSet(owner: .queryName, ownerName: name, rrsets: node.rrsets, base: name, zone: node.zone))
                 if name.isWildcard, let closest = name.parent {
                     // The same data again, encoded for names the wildcard covers (base: its parent).
-                    let synth = answerSet(
-                        owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone)
-                    entry.synthTypesStart = append(synth.types)
-                    entry.synthTypesCount = UInt16(synth.types.count)
-                    entry.synthDefault = synth.fallback
-                    entry.synthAny = synth.any
+                    entry.synthesised = append(
+                        answerSet(
+                            owner: .queryName, ownerName: name, rrsets: node.rrsets, base: closest, zone: node.zone))
                 }
             }
             nodes.append(entry)
@@ -360,7 +353,7 @@ public struct SnapshotBuilder {
         }
         return ZoneData(
             nodes: nodes, slots: slots, names: names, typeKeys: typeKeys, typeTemplates: typeTemplates,
-            table: table.make(), nxdomainTemplates: nxdomain, zones: zones, steeredNames: steeredNameList,
+            table: table, nxdomainTemplates: nxdomain, zones: zones, steeredNames: steeredNameList,
             steeredZones: steeredNameList.map { zoneIndex(for: $0.lowercased) ?? -1 })
     }
 }
@@ -406,5 +399,7 @@ struct TemplateTableBuilder {
         relocations = Array(source.relocations[0..<source.counts.relocations])
     }
 
-    func make() -> TemplateTable { TemplateTable(templates: templates, bodies: bodies, relocations: relocations) }
+    func make(in arena: Arena) -> TemplateTable {
+        TemplateTable(templates: templates, bodies: bodies, relocations: relocations, in: arena)
+    }
 }

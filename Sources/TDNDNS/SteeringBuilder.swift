@@ -34,13 +34,14 @@ public enum SteeringBuilder {
         // the table holds over twice what the answers need, it is encoded afresh.
         var reusable: [Int32] = []
         var reusableStart: [Int: Int32] = [:]
-        if let previous, previous.zoneGeneration == zone.generation, previous.answerKeyEpoch == steering.answerKeyEpoch,
-            !steering.answerKeys.isEmpty, !previous.answerKeys.isEmpty,
+        if let previous, previous.basis.zoneGeneration == zone.generation,
+            previous.basis.answerKeyEpoch == steering.answerKeyEpoch,
+            !steering.answerKeys.isEmpty, !previous.basis.answerKeys.isEmpty,
             previous.table.counts.templates <= 6 * steering.answers.count + 4096
         {
             table = TemplateTableBuilder(copying: previous.table)
-            reusable = [Int32](repeating: -1, count: Int(previous.answerKeys.max() ?? 0) + 1)
-            for (index, key) in previous.answerKeys.enumerated() { reusable[Int(key)] = Int32(index) }
+            reusable = [Int32](repeating: -1, count: Int(previous.basis.answerKeys.max() ?? 0) + 1)
+            for (index, key) in previous.basis.answerKeys.enumerated() { reusable[Int(key)] = Int32(index) }
             for (index, zoneIndex) in zone.steeredZones.enumerated()
             where zoneIndex >= 0 && index < previous.steeredTemplateStarts.count {
                 reusableStart[zoneIndex] = previous.steeredTemplateStarts[index]
@@ -72,7 +73,7 @@ public enum SteeringBuilder {
         // The tries: the previous ones when no location class changed its answer class, else
         // rebuilt from them where classes changed (`AnswerTrie`), else from scratch.
         let tries: AnswerTries
-        if let previous, previous.locations === steering.locations {
+        if let previous, previous.basis.locations === steering.locations {
             tries =
                 previous.tries.classOf == answerClassOf
                 ? previous.tries
@@ -82,10 +83,11 @@ public enum SteeringBuilder {
         }
         return SteeringData(
             tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, steeredTemplateStarts: templateStarts,
-            steeredTemplates: templates, table: table.make(), steeredNames: steering.names.map { $0.name.description },
-            steeredAnswerSites: steering.answers.map(\.sites), answerClassOf: answerClassOf,
-            locations: steering.locations, answerKeys: steering.answerKeys, answerKeyEpoch: steering.answerKeyEpoch,
-            zoneGeneration: zone.generation)
+            steeredTemplates: templates, table: table, steeredNames: steering.names.map { $0.name.description },
+            steeredAnswerSites: steering.answers.map(\.sites),
+            basis: .init(
+                locations: steering.locations, answerKeys: steering.answerKeys, answerKeyEpoch: steering.answerKeyEpoch,
+                zoneGeneration: zone.generation))
     }
 
     /// The three templates (A, AAAA, other) of every steered answer, for one zone, encoded for

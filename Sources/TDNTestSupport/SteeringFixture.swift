@@ -3,12 +3,7 @@ import Foundation
 /// The steering tests' zone, policy and geo database (two edges in the EU, one in the US; the
 /// operator's 5.9.128.0/17 splits the DE network), shared by the in-process and process tests.
 public enum SteeringFixture {
-    public static let zone = """
-        $TTL 300
-        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-        """
+    public static let zone = ZoneFixture.apex(ttl: 300)
 
     public static let policy = """
         zone: t.example

@@ -4,15 +4,9 @@ import TDNTestSupport
 import Testing
 
 /// The real `tdnd` binary: `check`, and `serve` with signals, driven as an operator would.
-@Suite("tdnd binary", .serialized)
+@Suite("tdnd binary", .serialized, .timing)
 struct DaemonTests {
-    static let goodZone = """
-        $TTL 60
-        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-        www IN A 192.0.2.1
-        """
+    static let goodZone = ZoneFixture.apex() + "www IN A 192.0.2.1"
 
     @Test func checkAcceptsTheBundledDemo() async throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

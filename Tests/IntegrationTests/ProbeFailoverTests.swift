@@ -8,7 +8,7 @@ import Testing
 
 /// A running tdnd probing fake vLLM edges: failover, recovery, full sites, models, forced
 /// states, reload, warm start, `/status` and `/metrics`, seen through `dig` and HTTP.
-@Suite("Probes steer answers end to end", .serialized)
+@Suite("Probes steer answers end to end", .serialized, .timing)
 struct ProbeFailoverTests {
     static let interval = 0.5
     static let timeout = 0.3
@@ -16,12 +16,7 @@ struct ProbeFailoverTests {
     static let rise = 2
     static let token = "test-admin-token-0123456789"
 
-    static let zone = """
-        $TTL 60
-        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-        """
+    static let zone = ZoneFixture.apex()
 
     /// Two EU sites: `near` (Frankfurt, where the client is) and `far` (Berlin).
     static func policy(fleet: FakeEdgeFleet, whenAllDown: String = "last-known-good", ttl: Int = 30) -> String {

@@ -6,13 +6,7 @@ import Testing
 @Suite("Reload")
 struct ReloadTests {
     static func zone(serial: Int, address: String) -> String {
-        """
-        $TTL 60
-        @ IN SOA ns1 hostmaster \(serial) 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-        www IN A \(address)
-        """
+        ZoneFixture.apex(serial: serial) + "www IN A \(address)"
     }
 
     func www(_ server: TestServer) throws -> [String] {

@@ -5,13 +5,7 @@ import Testing
 
 @Suite("Zone files")
 struct ZoneFileTests {
-    static let header = """
-        $TTL 300
-        @ IN SOA ns1 hostmaster 1 7200 900 1209600 60
-          IN NS ns1
-        ns1 IN A 192.0.2.53
-
-        """
+    static let header = ZoneFixture.apex(ttl: 300)
 
     /// Each bad zone with every `file:line: message` it must produce (the file is t.example.zone).
     static let errorCases: [ConfigErrorCase] = [

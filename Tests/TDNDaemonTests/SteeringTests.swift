@@ -93,7 +93,7 @@ struct SteeringTests {
         let server = try await Self.start()
         defer { Task { await server.stop() } }
         let response = try ask(server, "small.t.example.", item.type, subnet: item.subnet)
-        #expect(response.rcode == .noError && response.header.authoritative)
+        #expect(response.rcode == .noError && response.header[.authoritative])
         #expect(response.answers.map(\.rdataText) == item.answer)
         #expect(response.answers.allSatisfy { $0.ttl == 20 })
         let echoed = try #require(response.edns?.clientSubnet)
