@@ -7,7 +7,7 @@
 /// integers are read exactly into `Int64` (no detour through `Double`), and strings must be
 /// valid UTF-8 with escapes that form valid scalars. It pulls values from the bytes directly
 /// (no intermediate tree), which is also cheaper than a generic decoder.
-public struct StrictJSON {
+package struct StrictJSON {
     private let bytes: [UInt8]
     private var index = 0
     /// Where the reader is, for errors: `records[3].prompt_tokens`.
@@ -357,7 +357,7 @@ public struct StrictJSON {
 }
 
 /// Why a JSON body was refused: where, and what.
-public struct JSONError: Error, CustomStringConvertible, Sendable {
+package struct JSONError: Error, CustomStringConvertible, Sendable {
     public var location: String
     /// Byte offset in the body.
     public var offset: Int

@@ -127,7 +127,7 @@ public struct UsageBatch: Codable, Sendable {
 
     /// Decodes a request body strictly: `{"records": [...]}` and nothing else; a duplicate or
     /// unknown key anywhere, a malformed value or trailing data is an error naming where.
-    public static func decode(strict bytes: [UInt8]) throws(JSONError) -> UsageBatch {
+    package static func decode(strict bytes: [UInt8]) throws(JSONError) -> UsageBatch {
         try StrictJSON.parse(bytes) { (reader: inout StrictJSON) throws(JSONError) -> UsageBatch in
             var records: [UsageRecord]?
             try reader.object { (reader: inout StrictJSON, key: String) throws(JSONError) in

@@ -7,7 +7,7 @@
 ///     |     SOURCE PREFIX-LENGTH      |     SCOPE PREFIX-LENGTH       |
 ///     |                       ADDRESS...                              /
 ///     +---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+---+
-public struct ClientSubnet: Hashable, Sendable {
+package struct ClientSubnet: Hashable, Sendable {
     public static let optionCode: UInt16 = 8
 
     /// 1 for IPv4, 2 for IPv6 (IANA address family numbers).

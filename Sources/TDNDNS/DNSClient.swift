@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// A minimal blocking DNS client over UDP and TCP (our own, for tests and tools).
-public struct DNSClient: Sendable {
+package struct DNSClient: Sendable {
     public var server: ListenAddress
     public var timeoutMilliseconds: Int
 

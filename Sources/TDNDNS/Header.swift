@@ -10,7 +10,7 @@
 ///     |                    NSCOUNT                    |
 ///     |                    ARCOUNT                    |
 ///     +--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+--+
-public struct Header: Hashable, Sendable {
+package struct Header: Hashable, Sendable {
     public var id: UInt16 = 0
     public var flags: UInt16 = 0
     public var questionCount: UInt16 = 0

@@ -1,6 +1,6 @@
 /// A whole DNS message, decoded for inspection (our client, tests and tools). The server's
 /// query path does not use this type: it reads queries in place (`QueryParser`).
-public struct Message: Hashable, Sendable {
+package struct Message: Hashable, Sendable {
     public var header: Header
     public var questions: [Question] = []
     public var answers: [ResourceRecord] = []

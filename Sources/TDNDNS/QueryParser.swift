@@ -1,7 +1,7 @@
 /// What the parser learnt about one query: where its question ends, its type and class, and
 /// its EDNS state. Plain numbers (offsets into the query), so it is kept and copied freely: a
 /// deferred steered query carries it to its second pass, which then only writes.
-public struct ParsedQuery: Sendable {
+package struct ParsedQuery: Sendable {
     /// End of the question in the query (and in the reply); 0 while the question has not parsed.
     var questionEnd = 0
     /// Length of the lower-cased query name (with the root label) and its number of labels.

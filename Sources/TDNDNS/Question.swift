@@ -1,5 +1,5 @@
 /// An entry of the question section (RFC 1035 §4.1.2).
-public struct Question: Hashable, Sendable {
+package struct Question: Hashable, Sendable {
     public var name: DomainName
     public var type: RecordType
     public var recordClass: UInt16

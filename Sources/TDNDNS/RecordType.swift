@@ -1,5 +1,5 @@
 /// A resource record TYPE or query QTYPE (RFC 1035 §3.2.2, §3.2.3; IANA "Resource Record (RR) TYPEs").
-public struct RecordType: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible {
+package struct RecordType: RawRepresentable, Hashable, Sendable, Comparable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
     public init(_ rawValue: UInt16) { self.rawValue = rawValue }
@@ -57,7 +57,7 @@ public struct RecordType: RawRepresentable, Hashable, Sendable, Comparable, Cust
 }
 
 /// A DNS RCODE, including the extended values carried in the OPT record (RFC 6891 §6.1.3).
-public struct ResponseCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+package struct ResponseCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 

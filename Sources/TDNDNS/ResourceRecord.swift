@@ -1,5 +1,5 @@
 /// A resource record (RFC 1035 §4.1.3). `rdata` holds uncompressed wire-format RDATA.
-public struct ResourceRecord: Hashable, Sendable {
+package struct ResourceRecord: Hashable, Sendable {
     public var name: DomainName
     public var type: RecordType
     public var recordClass: UInt16
@@ -16,7 +16,7 @@ public struct ResourceRecord: Hashable, Sendable {
 }
 
 /// The EDNS(0) pseudo-record (RFC 6891 §6.1).
-public struct EDNS: Hashable, Sendable {
+package struct EDNS: Hashable, Sendable {
     public var udpPayloadSize: UInt16
     /// The upper 8 bits of the 12-bit RCODE.
     public var extendedRCode: UInt8 = 0

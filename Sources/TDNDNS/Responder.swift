@@ -13,7 +13,7 @@ public enum Transport: Sendable {
 /// (`SteeredResponse.swift`), and write (`ResponseWriter`). The query is read in place and the
 /// response written straight into the caller's buffer: no allocation, no locks, no shared
 /// mutable state. Each thread owns its own `Responder` (the scratch space below is per thread).
-public final class Responder: @unchecked Sendable {
+package final class Responder: @unchecked Sendable {
     /// The largest UDP payload we send (RFC 6891 §6.2.5; 1232 per DNS Flag Day 2020).
     public let maxUDPPayload: Int
     /// The lower-cased query name, and where each of its labels starts (`QueryParser`).

@@ -120,7 +120,7 @@ extension Responder {
 
 /// A steered query waiting for its client's location (`Responder.locate`): what the parser
 /// read and the name, so that its second pass only writes.
-public struct DeferredQuery: Sendable {
+package struct DeferredQuery: Sendable {
     var parsed: ParsedQuery
     var steeredName: Int32
     var lookup: SteeringLookup
@@ -134,7 +134,7 @@ public struct DeferredQuery: Sendable {
 }
 
 /// A client address on its way through a location trie.
-public struct SteeringLookup: Sendable {
+package struct SteeringLookup: Sendable {
     var high: UInt64
     var low: UInt64
     var isIPv6: Bool
@@ -174,7 +174,7 @@ public struct SteeringLookup: Sendable {
 
 /// A located client: its answer class and the prefix over which that holds
 /// (`ClientSubnet.locationScope`).
-public struct SteeringLocation: Sendable {
+package struct SteeringLocation: Sendable {
     var classID: Int32
     var scope: Int
 

@@ -1,7 +1,7 @@
 import ConfigFile
 
 /// An RRset: the records of one owner, type and class (RFC 2181 §5).
-public struct RRset: Sendable, Hashable {
+package struct RRset: Sendable, Hashable {
     public var owner: DomainName
     public var type: RecordType
     public var ttl: UInt32
@@ -13,8 +13,8 @@ public struct Zone: Sendable {
     public let origin: DomainName
     public let file: String
     /// Lower-cased owner → type → RRset.
-    public let rrsets: [DomainName: [RecordType: RRset]]
-    public let soa: RRset
+    package let rrsets: [DomainName: [RecordType: RRset]]
+    package let soa: RRset
     /// Every file read for this zone (the zone file and its $INCLUDEs), to notice changes.
     public let files: [String]
 

@@ -7,7 +7,7 @@ import Glibc
 
 /// A record read from a zone file, with where it came from.
 public struct ZoneRecord: Sendable {
-    public var record: ResourceRecord
+    package var record: ResourceRecord
     public var file: String
     public var line: Int
 }

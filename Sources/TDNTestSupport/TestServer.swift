@@ -16,7 +16,7 @@ public final class TestServer: @unchecked Sendable {
 
     public var port: Int { server.addresses[0].port }
     public var address: ListenAddress { server.addresses[0] }
-    public var client: DNSClient { DNSClient(server: address) }
+    package var client: DNSClient { DNSClient(server: address) }
     public var snapshot: Snapshot { server.store.load() }
 
     private init(directory: String, server: DNSServer, reloader: ZoneReloader<ZoneSet>) {
