@@ -110,7 +110,7 @@ public struct Decider: Sendable {
     public init(policy: Policy) { self.policy = policy }
 
     /// Whether a site can host a model at all (tier, size, site list).
-    static func serves(_ site: Site, _ model: Model) -> Bool {
+    public static func serves(_ site: Site, _ model: Model) -> Bool {
         model.tiers.contains(site.tier) && site.maxModelSize >= model.size && (model.sites?.contains(site.id) ?? true)
     }
 

@@ -13,7 +13,7 @@ public struct TDNCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tdnd",
         abstract: "TDN DNS: authoritative DNS for a Token Delivery Network.",
-        subcommands: [Serve.self, Check.self, Explain.self, Force.self, LedgerCommand.self],
+        subcommands: [Serve.self, Check.self, Explain.self, Force.self, Simulate.self, LedgerCommand.self],
         defaultSubcommand: Serve.self)
 
     public init() {}

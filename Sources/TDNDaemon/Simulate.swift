@@ -1,0 +1,70 @@
+import ArgumentParser
+import ConfigFile
+import Foundation
+import GeoPolicy
+
+/// `tdnd simulate SCENARIO.yaml`: a scenario run in simulated time under each steering rule.
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract:
+            "Run a load scenario in simulated time under each steering rule and print optimal share, overload, sovereignty violations, answer flips and recovery."
+    )
+
+    @Argument(help: "A scenario file (see sim/ and README \"Simulator\").")
+    var scenario: String
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let scenario: Scenario
+        switch Scenario.load(path: self.scenario) {
+        case .failure(let errors):
+            report(errors)
+            throw ExitCode(1)
+        case .success(let value): scenario = value
+        }
+        let policy: Policy
+        switch PolicyLoader.load(path: scenario.policy) {
+        case .failure(let errors):
+            report(errors)
+            throw ExitCode(1)
+        case .success(let value): policy = value
+        }
+        let simulator: Simulator
+        do {
+            let geo = try GeoDatabase(path: scenario.geoip)
+            simulator = try Simulator(scenario: scenario, policy: policy, geo: geo)
+        } catch {
+            report(error)
+            throw ExitCode(1)
+        }
+        let figures = SteeringRule.allCases.map { simulator.run($0) }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(figures), as: UTF8.self))
+            return
+        }
+        print(Self.table(figures, scenario: scenario, simulator: simulator))
+    }
+
+    static func table(_ figures: [SimulationFigures], scenario: Scenario, simulator: Simulator) -> String {
+        func cell(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+        var lines = [
+            "\(scenario.file): \(simulator.policy.sites.count) sites, \(simulator.classes.count) location classes, "
+                + "\(simulator.models.count) models, \(formatNumber(scenario.duration)) s",
+            cell("rule", 16) + cell("optimal", 9) + cell("overload", 10) + cell("sovereignty", 13)
+                + cell("flips/class-h", 15) + cell("lost", 8) + "recovery (s)",
+        ]
+        for run in figures {
+            let recovery = run.recoverySeconds.map { $0.seconds.map(formatNumber) ?? "never" }.joined(separator: ", ")
+            lines.append(
+                cell(run.rule.rawValue, 16) + cell(String(format: "%.4f", run.optimalShare), 9)
+                    + cell(String(format: "%.4f", run.overloadShare), 10) + cell(String(run.sovereigntyViolations), 13)
+                    + cell(String(format: "%.3f", run.answerFlipsPerClassHour), 15)
+                    + cell(String(format: "%.4f", run.lostShare), 8) + (recovery.isEmpty ? "-" : recovery))
+        }
+        return lines.joined(separator: "\n")
+    }
+}

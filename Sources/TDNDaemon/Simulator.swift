@@ -1,0 +1,337 @@
+import ConfigFile
+import Foundation
+import GeoPolicy
+import HealthProbe
+import Synchronization
+
+/// How a simulated run picks each class's answer.
+enum SteeringRule: String, CaseIterable, Codable, Sendable {
+    /// The nearest sites by distance that the probes say are up, load and sovereignty unseen:
+    /// what gdnsd's and Knot's geo modules do.
+    case nearest = "nearest-binary"
+    /// tdnd's compiler today: sovereignty first, then score, full sites (high/low water marks)
+    /// after those with room.
+    case fullNotFull = "full-not-full"
+}
+
+/// What one run measured (README "Simulator" defines each figure).
+struct SimulationFigures: Codable, Sendable {
+    struct Recovery: Codable, Sendable {
+        var event: String
+        /// Seconds until less than 0.1% of the demand still went to failed sites; nil: never.
+        var seconds: Double?
+    }
+    var rule: SteeringRule
+    var optimalShare: Double
+    var overloadShare: Double
+    var sovereigntyViolations: Int
+    var answerFlipsPerClassHour: Double
+    var recoverySeconds: [Recovery]
+    /// Requests that reached no working site (a failed one, or a denial), as a share.
+    var lostShare: Double
+
+    enum CodingKeys: String, CodingKey {
+        case rule
+        case optimalShare = "optimal_share"
+        case overloadShare = "overload_share"
+        case sovereigntyViolations = "sovereignty_violations"
+        case answerFlipsPerClassHour = "answer_flips_per_class_hour"
+        case recoverySeconds = "recovery_seconds"
+        case lostShare = "lost_share"
+    }
+}
+
+/// The simulator's only source of chance (a 64-bit linear congruential generator with Knuth's
+/// MMIX constants, its high bits folded in), so that one seed gives one run.
+struct SimulationRandom: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return state ^ (state >> 29)
+    }
+}
+
+/// The simulated time the health monitor reads.
+final class SimulatedClock: Sendable {
+    private let time = Mutex(0.0)
+    var now: Double { time.withLock { $0 } }
+    func set(_ value: Double) { time.withLock { $0 = value } }
+}
+
+/// Drives the real decision and compile code in simulated time: clients in the geo database's
+/// location classes (weighted by their addresses) behind resolvers that cache each answer for
+/// its TTL, sites with a capacity, the probe loop (interval, jitter, fall/rise, staleness)
+/// through the real `HealthMonitor`, and the scenario's events. The same population and the
+/// same events run under each `SteeringRule`.
+struct Simulator {
+    let scenario: Scenario
+    let policy: Policy
+    let geography: SteeringGeography
+    let targets: [ProbeTarget]
+    let decider: Decider
+
+    /// Location classes with addresses, and the share of all addresses in each.
+    let classes: [Int]
+    let weights: [Double]
+    /// The models with demand.
+    let models: [Model]
+    let capacity: [Double]
+    let siteIndex: [String: Int]
+    /// Per (class position, model position): the sites the class may use for the model with
+    /// their scores, best first (sovereignty, tier and size applied; health not).
+    let eligible: [[[(site: Int, score: Double)]]]
+    let allowed: [[Set<String>?]]
+
+    init(scenario: Scenario, policy: Policy, geo: GeoDatabase?) throws(ConfigErrors) {
+        self.scenario = scenario
+        self.policy = policy
+        let decider = Decider(policy: policy)
+        self.decider = decider
+        let geography = SteeringPlanner.geography(policy: policy, geo: geo)
+        self.geography = geography
+        var reader = ConfigReader(file: policy.file)
+        targets = policy.sites.map { ProbePlan.settings(of: $0, &reader).target(site: $0.id) }
+        for (site, _) in scenario.capacity where !policy.sites.contains(where: { $0.id == site }) {
+            reader.fail(nil, "capacity.\(site)", "no site \(site) in \(policy.file)")
+        }
+        for model in scenario.demand.keys where !policy.models.contains(where: { $0.name == model }) {
+            reader.fail(nil, "demand.\(model)", "no model \(model) in \(policy.file)")
+        }
+        let siteIDs = Set(policy.sites.map(\.id))
+        for (number, event) in scenario.events.enumerated() {
+            let key = "events[\(number)]"
+            switch event.kind {
+            case .fail(let sites), .stale(let sites):
+                for site in sites where !siteIDs.contains(site) {
+                    reader.fail(nil, key, "no site \(site) in \(policy.file)")
+                }
+            case .failJurisdiction(let name) where policy.jurisdictions[name] == nil:
+                reader.fail(nil, key, "no jurisdiction \(name) in \(policy.file)")
+            case .flashCrowd(let model, _) where scenario.demand[model] == nil:
+                reader.fail(nil, key, "flash crowd on \(model), which has no demand")
+            default: break
+            }
+        }
+        if let failure = reader.failure { throw failure }
+
+        var addresses = [Double](repeating: 0, count: geography.locations.count)
+        for (_, length, location) in geography.v4 { addresses[Int(location)] += pow(2, Double(32 - Int(length))) }
+        let classes = addresses.indices.filter { $0 > 0 && addresses[$0] > 0 }
+        let total = classes.reduce(0) { $0 + addresses[$1] }
+        self.classes = classes
+        weights = classes.map { addresses[$0] / max(total, 1) }
+        let models = policy.models.filter { scenario.demand[$0.name] != nil }
+        self.models = models
+        capacity = policy.sites.map { scenario.capacity[$0.id] ?? scenario.defaultCapacity }
+        let index = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
+        siteIndex = index
+        var eligible: [[[(site: Int, score: Double)]]] = []
+        var allowed: [[Set<String>?]] = []
+        for location in classes.map({ geography.locations[$0] }) {
+            var perModel: [[(site: Int, score: Double)]] = []
+            var allowedPerModel: [Set<String>?] = []
+            for model in models {
+                let decision = decider.decide(model: model, tenant: nil, location: location)
+                perModel.append(
+                    decision.trace.filter(\.kept).compactMap { trace in
+                        index[trace.site].map { ($0, trace.score ?? 0) }
+                    }.sorted { $0.score < $1.score })
+                allowedPerModel.append(decision.allowedJurisdictions.map(Set.init))
+            }
+            eligible.append(perModel)
+            allowed.append(allowedPerModel)
+        }
+        self.eligible = eligible
+        self.allowed = allowed
+    }
+
+    /// The sites the scenario has failed at `time`.
+    func failed(at time: Double) -> Set<Int> {
+        var out = Set<Int>()
+        for event in scenario.events where event.active(at: time) {
+            switch event.kind {
+            case .fail(let sites): out.formUnion(sites.compactMap { siteIndex[$0] })
+            case .failJurisdiction(let name):
+                out.formUnion(policy.sites.indices.filter { policy.sites[$0].jurisdiction == name })
+            default: break
+            }
+        }
+        return out
+    }
+
+    func stale(at time: Double) -> Set<Int> {
+        var out = Set<Int>()
+        for event in scenario.events where event.active(at: time) {
+            if case .stale(let sites) = event.kind { out.formUnion(sites.compactMap { siteIndex[$0] }) }
+        }
+        return out
+    }
+
+    func demand(of model: Model, at time: Double) -> Double {
+        var rate = scenario.demand[model.name] ?? 0
+        for event in scenario.events where event.active(at: time) {
+            if case .flashCrowd(model.name, let factor) = event.kind { rate *= factor }
+        }
+        return rate
+    }
+
+    /// One whole run under `rule`.
+    func run(_ rule: SteeringRule) -> SimulationFigures {
+        var random = SimulationRandom(state: scenario.seed)
+        let clock = SimulatedClock()
+        let epoch = 1_700_000_000.0
+        let monitor = HealthMonitor(clock: { clock.now }, wallClock: { epoch + clock.now })
+        monitor.configure(targets)
+        let hosted = policy.sites.map { site in Set(policy.models.filter { Decider.serves(site, $0) }.map(\.name)) }
+        var nextProbe = targets.map { Double.random(in: 0..<$0.interval, using: &random) }
+        let compiler =
+            rule == .fullNotFull
+            ? SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor)) : nil
+        var plan = compiler?.plan()
+        let nameOf = Dictionary(
+            uniqueKeysWithValues: (plan?.names ?? []).enumerated().compactMap { index, name in
+                name.labels.count == 1 ? (name.labels[0], index) : nil
+            })
+
+        // Each resolver: the sites of its cached answer and when it expires.
+        let resolvers = scenario.resolvers
+        var cached = [[Int]](repeating: [], count: classes.count * models.count * resolvers)
+        var expires = [Double](repeating: 0, count: cached.count)
+        var current = [(sites: [Int], ttl: Double)](repeating: ([], 0), count: classes.count * models.count)
+        var flips = 0
+        var load = [Double](repeating: 0, count: policy.sites.count)
+        var optimal = 0.0
+        var counted = 0.0
+        var lost = 0.0
+        var demanded = 0.0
+        var violations = 0.0
+        var overloadSeconds = 0.0
+        let failures = scenario.events.filter {
+            if case .fail = $0.kind { return true }
+            if case .failJurisdiction = $0.kind { return true }
+            return false
+        }
+        var recovered = [Double?](repeating: nil, count: failures.count)
+
+        /// The class's current answer under `rule`, as site indexes, and its TTL.
+        func answer(_ position: Int, _ modelPosition: Int, view: HealthView) -> (sites: [Int], ttl: Double) {
+            let model = models[modelPosition]
+            if let plan, let name = nameOf[model.name] {
+                let chosen = plan.answers[Int(plan.names[name].answerOfClass[classes[position]])]
+                return (chosen.sites.compactMap { siteIndex[$0] }, Double(chosen.ttl))
+            }
+            // Nearest by distance among the sites that host the model and are up.
+            let location = geography.locations[classes[position]]
+            let ranked = policy.sites.indices.filter {
+                Decider.serves(policy.sites[$0], model) && view[policy.sites[$0].id].up
+            }
+            .map { ($0, decider.rtt(from: location, to: policy.sites[$0]) ?? 250) }
+            .sorted { ($0.1, $0.0) < ($1.1, $1.0) }
+            return (Array(ranked.prefix(model.answers).map(\.0)), Double(model.ttl))
+        }
+
+        let step = scenario.step
+        var time = 0.0
+        var view = ProbePlan.view(targets, monitor)
+        var first = true
+        while time < scenario.duration {
+            clock.set(time)
+            let failed = failed(at: time)
+            let stale = stale(at: time)
+            // The probe loop: each site on its interval with jitter, seeing this moment's load.
+            var probed = false
+            for (index, target) in targets.enumerated() where nextProbe[index] <= time {
+                var result = ProbeResult(
+                    healthy: !failed.contains(index), detail: failed.contains(index) ? "simulated failure" : "ok")
+                if result.healthy && !stale.contains(index) {
+                    result.capacity = CapacityModel.Reading(load: load[index], parts: [])
+                    result.models = hosted[index]
+                }
+                monitor.record(site: target.site, result: result)
+                let jitter = target.jitter > 0 ? Double.random(in: -target.jitter...target.jitter, using: &random) : 0
+                nextProbe[index] += max(step, target.interval + jitter)
+                probed = true
+            }
+            if probed || first {
+                view = ProbePlan.view(targets, monitor)
+                if let compiler, compiler.update(health: view) > 0 { plan = compiler.plan() }
+                // The answers as published now; a change of a class's sites is a flip.
+                for position in classes.indices {
+                    for modelPosition in models.indices {
+                        let now = answer(position, modelPosition, view: view)
+                        let slot = position * models.count + modelPosition
+                        if !first && current[slot].sites != now.sites { flips += 1 }
+                        current[slot] = now
+                    }
+                }
+                first = false
+            }
+            // Clients: each resolver serves from its cache and asks again when it expires.
+            var served = [Double](repeating: 0, count: policy.sites.count)
+            var toFailed = 0.0
+            var total = 0.0
+            for position in classes.indices {
+                for (modelPosition, model) in models.enumerated() {
+                    let share = demand(of: model, at: time) * weights[position] / Double(resolvers)
+                    let best = eligible[position][modelPosition].first {
+                        !failed.contains($0.site) && load[$0.site] < 1
+                    }
+                    for resolver in 0..<resolvers {
+                        let slot = (position * models.count + modelPosition) * resolvers + resolver
+                        if expires[slot] <= time {
+                            let (sites, ttl) = current[position * models.count + modelPosition]
+                            cached[slot] = sites
+                            // The first answers expire at staggered times, as caches do.
+                            expires[slot] =
+                                time + (expires[slot] == 0 ? ttl * Double(resolver + 1) / Double(resolvers) : ttl)
+                        }
+                        total += share
+                        let sites = cached[slot]
+                        guard !sites.isEmpty else {
+                            lost += share * step
+                            continue
+                        }
+                        let part = share / Double(sites.count)
+                        for site in sites {
+                            if failed.contains(site) {
+                                toFailed += part
+                                lost += part * step
+                                continue
+                            }
+                            served[site] += part
+                            if let allowedHere = allowed[position][modelPosition],
+                                !allowedHere.contains(policy.sites[site].jurisdiction)
+                            {
+                                violations += part * step
+                            }
+                            if let best {
+                                let score = eligible[position][modelPosition].first { $0.site == site }?.score
+                                if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < 1 {
+                                    optimal += part * step
+                                }
+                            }
+                        }
+                        if best != nil { counted += share * step }
+                    }
+                }
+            }
+            demanded += total * step
+            for site in served.indices {
+                load[site] = served[site] / capacity[site]
+                if load[site] > 1 + 1e-9 { overloadSeconds += step }
+            }
+            for (index, event) in failures.enumerated() where recovered[index] == nil && event.active(at: time) {
+                if total > 0 && toFailed / total < 0.001 { recovered[index] = time - event.at }
+            }
+            time += step
+        }
+        let hours = scenario.duration / 3600
+        return SimulationFigures(
+            rule: rule, optimalShare: counted > 0 ? optimal / counted : 1,
+            overloadShare: overloadSeconds / (Double(policy.sites.count) * scenario.duration),
+            sovereigntyViolations: Int(violations.rounded()),
+            answerFlipsPerClassHour: Double(flips) / (Double(classes.count * models.count) * hours),
+            recoverySeconds: failures.indices.map { .init(event: failures[$0].label, seconds: recovered[$0]) },
+            lostShare: demanded > 0 ? lost / demanded : 0)
+    }
+}
