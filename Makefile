@@ -9,7 +9,7 @@ GEO_PACKAGES := tor-geoipdb python3
 GEOIP := build/geoip/tor-country.mmdb
 SWIFT ?= swift
 
-.PHONY: run test deps test-deps geoip build release check bench clean lint format
+.PHONY: run test deps test-deps geoip build release check bench clean lint format sim
 
 deps:
 	@scripts/install-deps.sh $(BUILD_PACKAGES)
@@ -62,3 +62,9 @@ bench: release geoip
 
 clean:
 	rm -rf .build build
+
+# The simulator's checked-in scenarios (sim/*.yaml), with the generated 1,000-site network.
+sim: geoip
+	python3 scripts/make-sim-network.py --sites 1000 --seed 1 --out build/sim/network-1000.policy.yaml
+	$(SWIFT) build -c release --product tdnd
+	for scenario in sim/*.yaml; do .build/release/tdnd simulate $$scenario || exit 1; done

@@ -4,7 +4,7 @@ import ConfigFile
 public enum Tier: String, Sendable, CaseIterable, Comparable {
     case edge, regional, central
 
-    var rank: Int { Tier.allCases.firstIndex(of: self)! }
+    public var rank: Int { Tier.allCases.firstIndex(of: self)! }
     public static func < (lhs: Tier, rhs: Tier) -> Bool { lhs.rank < rhs.rank }
 }
 

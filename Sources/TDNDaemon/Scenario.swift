@@ -11,12 +11,18 @@ struct Scenario: Sendable {
     var seed: UInt64 = 1
     var duration: Double = 1800
     var step: Double = 1
-    /// Resolver caches per (location class, model); their TTLs run out at staggered times.
-    var resolvers = 4
+    /// Resolvers in all, split across the location classes by their addresses (at least one
+    /// each); each caches every model's answer for its TTL, the first ones expiring at
+    /// staggered times.
+    var resolvers = 1000
+    /// Each (location class, model) pair's resolvers fall into this many shards, each with an
+    /// answer of its own (for the budgets, which move demand a shard at a time).
+    var shards = 16
     /// Requests per second for each model over the whole network, split across the location
     /// classes by their number of addresses.
     var demand: [String: Double] = [:]
-    /// Requests per second each site can serve; `default` for those not named.
+    /// Requests per second each site can serve: by site, else by tier (`edge`, `regional`,
+    /// `central`), else `default`.
     var defaultCapacity: Double = 1000
     var capacity: [String: Double] = [:]
     var events: [Event] = []
@@ -58,7 +64,9 @@ struct Scenario: Sendable {
         }
         let top = reader.entries(
             root, "scenario",
-            known: ["policy", "geoip", "seed", "duration", "step", "resolvers", "demand", "capacity", "events"])
+            known: [
+                "policy", "geoip", "seed", "duration", "step", "resolvers", "shards", "demand", "capacity", "events",
+            ])
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
         func relative(_ key: String) -> String {
             guard let text = reader.string(top[key], key) else {
@@ -71,7 +79,10 @@ struct Scenario: Sendable {
         if let seed = reader.integer(top["seed"], "seed", 0...Int.max) { scenario.seed = UInt64(seed) }
         if let duration = reader.number(top["duration"], "duration", 1...604_800) { scenario.duration = duration }
         if let step = reader.number(top["step"], "step", 0.1...60) { scenario.step = step }
-        if let resolvers = reader.integer(top["resolvers"], "resolvers", 1...64) { scenario.resolvers = resolvers }
+        if let resolvers = reader.integer(top["resolvers"], "resolvers", 1...1_000_000) {
+            scenario.resolvers = resolvers
+        }
+        if let shards = reader.integer(top["shards"], "shards", 1...64) { scenario.shards = shards }
         if let demand = top["demand"] {
             for (model, value) in reader.entries(demand, "demand") {
                 if let rate = reader.number(value, "demand.\(model)", 0...1e9) { scenario.demand[model] = rate }

@@ -12,6 +12,11 @@ enum SteeringRule: String, CaseIterable, Codable, Sendable {
     /// tdnd's compiler today: sovereignty first, then score, full sites (high/low water marks)
     /// after those with room.
     case fullNotFull = "full-not-full"
+    /// Answer-share budgets (`AnswerBudgets`): each site's headroom from its load figure is a
+    /// budget of demand; pairs move to the next-best allowed site, least added latency first,
+    /// with the water marks as hysteresis. Demand per pair is estimated as the data plane would:
+    /// a decayed rate of the resolvers' queries times the TTL. Not yet in `serve`.
+    case budgets
 }
 
 /// What one run measured (README "Simulator" defines each figure).
@@ -81,6 +86,9 @@ struct Simulator {
     /// their scores, best first (sovereignty, tier and size applied; health not).
     let eligible: [[[(site: Int, score: Double)]]]
     let allowed: [[Set<String>?]]
+    /// Per (class position, model position): every site that hosts the model, nearest first
+    /// (the `nearest` rule's order; sovereignty unseen).
+    let nearest: [[[Int]]]
 
     init(scenario: Scenario, policy: Policy, geo: GeoDatabase?) throws(ConfigErrors) {
         self.scenario = scenario
@@ -91,7 +99,9 @@ struct Simulator {
         self.geography = geography
         var reader = ConfigReader(file: policy.file)
         targets = policy.sites.map { ProbePlan.settings(of: $0, &reader).target(site: $0.id) }
-        for (site, _) in scenario.capacity where !policy.sites.contains(where: { $0.id == site }) {
+        let tiers = Set(Tier.allCases.map(\.rawValue))
+        for (site, _) in scenario.capacity
+        where !tiers.contains(site) && !policy.sites.contains(where: { $0.id == site }) {
             reader.fail(nil, "capacity.\(site)", "no site \(site) in \(policy.file)")
         }
         for model in scenario.demand.keys where !policy.models.contains(where: { $0.name == model }) {
@@ -122,7 +132,9 @@ struct Simulator {
         weights = classes.map { addresses[$0] / max(total, 1) }
         let models = policy.models.filter { scenario.demand[$0.name] != nil }
         self.models = models
-        capacity = policy.sites.map { scenario.capacity[$0.id] ?? scenario.defaultCapacity }
+        capacity = policy.sites.map {
+            scenario.capacity[$0.id] ?? scenario.capacity[$0.tier.rawValue] ?? scenario.defaultCapacity
+        }
         let index = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
         siteIndex = index
         var eligible: [[[(site: Int, score: Double)]]] = []
@@ -143,6 +155,13 @@ struct Simulator {
         }
         self.eligible = eligible
         self.allowed = allowed
+        nearest = classes.map { location in
+            models.map { model in
+                policy.sites.indices.filter { Decider.serves(policy.sites[$0], model) }
+                    .map { ($0, decider.rtt(from: geography.locations[location], to: policy.sites[$0]) ?? 250) }
+                    .sorted { ($0.1, $0.0) < ($1.1, $1.0) }.map(\.0)
+            }
+        }
     }
 
     /// The sites the scenario has failed at `time`.
@@ -185,19 +204,31 @@ struct Simulator {
         let hosted = policy.sites.map { site in Set(policy.models.filter { Decider.serves(site, $0) }.map(\.name)) }
         var nextProbe = targets.map { Double.random(in: 0..<$0.interval, using: &random) }
         let compiler =
-            rule == .fullNotFull
-            ? SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor)) : nil
+            rule == .nearest
+            ? nil : SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor))
         var plan = compiler?.plan()
         let nameOf = Dictionary(
             uniqueKeysWithValues: (plan?.names ?? []).enumerated().compactMap { index, name in
                 name.labels.count == 1 ? (name.labels[0], index) : nil
             })
 
-        // Each resolver: the sites of its cached answer and when it expires.
-        let resolvers = scenario.resolvers
-        var cached = [[Int]](repeating: [], count: classes.count * models.count * resolvers)
-        var expires = [Double](repeating: 0, count: cached.count)
-        var current = [(sites: [Int], ttl: Double)](repeating: ([], 0), count: classes.count * models.count)
+        // Resolvers in proportion to each class's addresses (at least one); per (class, model)
+        // pair, each resolver's cached answer and when it expires.
+        let resolvers = weights.map { max(1, Int(($0 * Double(scenario.resolvers)).rounded())) }
+        let pairs = classes.count * models.count
+        var cached = (0..<pairs).map { [[Int]](repeating: [], count: resolvers[$0 / models.count]) }
+        var expires = (0..<pairs).map { [Double](repeating: 0, count: resolvers[$0 / models.count]) }
+        // A pair's resolvers fall into `shards` shards (resolver r into r mod shards), each with
+        // an answer of its own: the budgets move demand a shard at a time, the other rules give
+        // every shard of a pair the same answer.
+        let shards = scenario.shards
+        var current = [(sites: [Int], ttl: Double)](repeating: ([], 0), count: pairs * shards)
+        // The data plane's view of demand: a decayed rate of each shard's queries, times its TTL.
+        var queries = [Double](repeating: 0, count: pairs * shards)
+        var rate = [Double](repeating: 0, count: pairs * shards)
+        // The load figure each site's last successful scrape reported (what the monitor holds).
+        var reported = [Double?](repeating: nil, count: policy.sites.count)
+        var assignment = [AnswerBudgets.Choice](repeating: .init(site: nil, onEdge: false), count: pairs * shards)
         var flips = 0
         var load = [Double](repeating: 0, count: policy.sites.count)
         var optimal = 0.0
@@ -221,13 +252,59 @@ struct Simulator {
                 return (chosen.sites.compactMap { siteIndex[$0] }, Double(chosen.ttl))
             }
             // Nearest by distance among the sites that host the model and are up.
-            let location = geography.locations[classes[position]]
-            let ranked = policy.sites.indices.filter {
-                Decider.serves(policy.sites[$0], model) && view[policy.sites[$0].id].up
+            let up = nearest[position][modelPosition].lazy.filter { view[policy.sites[$0].id].up }
+            return (Array(up.prefix(model.answers)), Double(model.ttl))
+        }
+
+        /// The budgets' choice for every pair, from the monitor's load figures and the demand
+        /// estimates (queries per second × TTL).
+        func budgetChoices(
+            view: HealthView, reported: [Double?], rate: [Double], assignment: [AnswerBudgets.Choice]
+        ) -> [AnswerBudgets.Choice] {
+            var input: [AnswerBudgets.Pair] = []
+            var assigned = [Double](repeating: 0, count: policy.sites.count)
+            for position in classes.indices {
+                for (modelPosition, model) in models.enumerated() {
+                    let pair = position * models.count + modelPosition
+                    // The best 32 usable sites are room enough to spill over into.
+                    let candidates = Array(
+                        eligible[position][modelPosition].lazy.filter { candidate in
+                            let health = view[policy.sites[candidate.site].id]
+                            return health.up && (health.models?.contains(model.name) ?? true)
+                        }.prefix(32))
+                    for shard in pair * shards..<(pair + 1) * shards {
+                        let demand = rate[shard] * Double(model.ttl)
+                        if let site = assignment[shard].site { assigned[site] += demand }
+                        input.append(.init(demand: demand, candidates: candidates, current: assignment[shard].site))
+                    }
+                }
             }
-            .map { ($0, decider.rtt(from: location, to: policy.sites[$0]) ?? 250) }
-            .sorted { ($0.1, $0.0) < ($1.1, $1.0) }
-            return (Array(ranked.prefix(model.answers).map(\.0)), Double(model.ttl))
+            let sites = policy.sites.enumerated().map { index, site in
+                let health = view[site.id]
+                let rules = targets[index].rules
+                // A load figure counted as full without being full is stale: unknown.
+                let figure = reported[index]
+                let stale = health.saturated && (figure ?? 0) < rules.highWater
+                return AnswerBudgets.Site(
+                    load: stale ? nil : figure, assigned: assigned[index], lowWater: rules.lowWater,
+                    highWater: rules.highWater, group: site.tier.rank)
+            }
+            return AnswerBudgets.assign(pairs: input, sites: sites, nearEqual: policy.nearEqualMilliseconds)
+        }
+
+        /// A budget answer: the chosen site first, then the next candidates up to the model's
+        /// number of answers (for clients to fail over to); the short TTL on a budget edge.
+        func budgetAnswer(
+            _ site: Int, _ position: Int, _ modelPosition: Int, view: HealthView, onEdge: Bool
+        )
+            -> (sites: [Int], ttl: Double)
+        {
+            let model = models[modelPosition]
+            let others = eligible[position][modelPosition].lazy.map(\.site).filter {
+                $0 != site && view[policy.sites[$0].id].up
+            }
+            let ttl = onEdge ? policy.health.unsettledTTL : model.ttl
+            return ([site] + others.prefix(model.answers - 1), Double(ttl))
         }
 
         let step = scenario.step
@@ -246,6 +323,7 @@ struct Simulator {
                 if result.healthy && !stale.contains(index) {
                     result.capacity = CapacityModel.Reading(load: load[index], parts: [])
                     result.models = hosted[index]
+                    reported[index] = load[index]
                 }
                 monitor.record(site: target.site, result: result)
                 let jitter = target.jitter > 0 ? Double.random(in: -target.jitter...target.jitter, using: &random) : 0
@@ -255,63 +333,74 @@ struct Simulator {
             if probed || first {
                 view = ProbePlan.view(targets, monitor)
                 if let compiler, compiler.update(health: view) > 0 { plan = compiler.plan() }
+                if rule == .budgets {
+                    assignment = budgetChoices(view: view, reported: reported, rate: rate, assignment: assignment)
+                }
                 // The answers as published now; a change of a class's sites is a flip.
                 for position in classes.indices {
                     for modelPosition in models.indices {
-                        let now = answer(position, modelPosition, view: view)
-                        let slot = position * models.count + modelPosition
-                        if !first && current[slot].sites != now.sites { flips += 1 }
-                        current[slot] = now
+                        let common = answer(position, modelPosition, view: view)
+                        let pair = position * models.count + modelPosition
+                        for slot in pair * shards..<(pair + 1) * shards {
+                            var now = common
+                            if rule == .budgets, let site = assignment[slot].site {
+                                now = budgetAnswer(
+                                    site, position, modelPosition, view: view, onEdge: assignment[slot].onEdge)
+                            }
+                            if !first && current[slot].sites != now.sites { flips += 1 }
+                            current[slot] = now
+                        }
                     }
                 }
                 first = false
             }
-            // Clients: each resolver serves from its cache and asks again when it expires.
+            // Clients: each resolver serves from its cache and asks again when it expires. A
+            // client uses the first address that works (the first site, else the next).
             var served = [Double](repeating: 0, count: policy.sites.count)
             var toFailed = 0.0
             var total = 0.0
             for position in classes.indices {
                 for (modelPosition, model) in models.enumerated() {
-                    let share = demand(of: model, at: time) * weights[position] / Double(resolvers)
-                    let best = eligible[position][modelPosition].first {
-                        !failed.contains($0.site) && load[$0.site] < 1
-                    }
-                    for resolver in 0..<resolvers {
-                        let slot = (position * models.count + modelPosition) * resolvers + resolver
-                        if expires[slot] <= time {
-                            let (sites, ttl) = current[position * models.count + modelPosition]
-                            cached[slot] = sites
+                    let pair = position * models.count + modelPosition
+                    let share = demand(of: model, at: time) * weights[position] / Double(resolvers[position])
+                    let ranked = eligible[position][modelPosition]
+                    let best = ranked.first { !failed.contains($0.site) && load[$0.site] < 1 }
+                    for resolver in 0..<resolvers[position] {
+                        let shard = pair * shards + resolver % shards
+                        if expires[pair][resolver] <= time {
+                            let (sites, ttl) = current[shard]
+                            cached[pair][resolver] = sites
+                            queries[shard] += 1
                             // The first answers expire at staggered times, as caches do.
-                            expires[slot] =
-                                time + (expires[slot] == 0 ? ttl * Double(resolver + 1) / Double(resolvers) : ttl)
+                            let first = expires[pair][resolver] == 0
+                            expires[pair][resolver] =
+                                time + (first ? ttl * Double(resolver + 1) / Double(resolvers[position]) : ttl)
                         }
                         total += share
-                        let sites = cached[slot]
-                        guard !sites.isEmpty else {
+                        let sites = cached[pair][resolver]
+                        if let head = sites.first, failed.contains(head) { toFailed += share }
+                        guard let site = sites.first(where: { !failed.contains($0) }) else {
                             lost += share * step
                             continue
                         }
-                        let part = share / Double(sites.count)
-                        for site in sites {
-                            if failed.contains(site) {
-                                toFailed += part
-                                lost += part * step
-                                continue
-                            }
-                            served[site] += part
-                            if let allowedHere = allowed[position][modelPosition],
-                                !allowedHere.contains(policy.sites[site].jurisdiction)
-                            {
-                                violations += part * step
-                            }
-                            if let best {
-                                let score = eligible[position][modelPosition].first { $0.site == site }?.score
-                                if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < 1 {
-                                    optimal += part * step
-                                }
+                        served[site] += share
+                        if let allowedHere = allowed[position][modelPosition],
+                            !allowedHere.contains(policy.sites[site].jurisdiction)
+                        {
+                            violations += share * step
+                        }
+                        if let best {
+                            counted += share * step
+                            let score = ranked.first { $0.site == site }?.score
+                            if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < 1 {
+                                optimal += share * step
                             }
                         }
-                        if best != nil { counted += share * step }
+                    }
+                    // Decayed over about a minute.
+                    for shard in pair * shards..<(pair + 1) * shards {
+                        rate[shard] += (queries[shard] / step - rate[shard]) * min(1, step / 60)
+                        queries[shard] = 0
                     }
                 }
             }
@@ -330,7 +419,7 @@ struct Simulator {
             rule: rule, optimalShare: counted > 0 ? optimal / counted : 1,
             overloadShare: overloadSeconds / (Double(policy.sites.count) * scenario.duration),
             sovereigntyViolations: Int(violations.rounded()),
-            answerFlipsPerClassHour: Double(flips) / (Double(classes.count * models.count) * hours),
+            answerFlipsPerClassHour: Double(flips) / (Double(classes.count * models.count * shards) * hours),
             recoverySeconds: failures.indices.map { .init(event: failures[$0].label, seconds: recovered[$0]) },
             lostShare: demanded > 0 ? lost / demanded : 0)
     }

@@ -17,7 +17,8 @@ struct SimulatorTests {
         geoip: \(projectRoot)/build/geoip/tor-country.mmdb
         seed: \(seed)
         duration: 240
-        resolvers: 2
+        resolvers: 300
+        shards: 4
         demand: {llama-13b: 2000, eurollm-9b: 300}
         capacity: {default: 800, fra1: 300}
         events:
@@ -69,7 +70,11 @@ struct SimulatorTests {
         #expect(us.map { simulator.weights[$0] > 0.2 } == true, "the US holds over a fifth of IPv4")
         let tdnd = simulator.run(.fullNotFull)
         let nearest = simulator.run(.nearest)
+        let budgets = simulator.run(.budgets)
         #expect(tdnd.sovereigntyViolations == 0)
+        #expect(budgets.sovereigntyViolations == 0)
+        // Budgets move demand a shard at a time, and only off sites over their high-water mark.
+        #expect(budgets.answerFlipsPerClassHour < tdnd.answerFlipsPerClassHour, "\(budgets) vs \(tdnd)")
         // eurollm-9b is served in the EU only, whoever asks; the nearest-site rule ignores that.
         #expect(nearest.sovereigntyViolations > 0)
         // Both notice the failure within fall × interval plus a TTL.

@@ -1,0 +1,170 @@
+/// Answer-share budgets: which site each (location class, name) pair is answered with when
+/// sites have a load figure and the pairs a demand. A DNS answer hands a share of demand to a
+/// site for a TTL; a site's headroom is a budget of demand it may still be given.
+///
+/// - A site's capacity in demand units is estimated from what it was given and the load that
+///   came of it (`assigned / load`); a site with no load figure yet borrows the median estimate
+///   of its tier.
+/// - Hysteresis by the water marks: a pair keeps its site while the site stays at or below its
+///   high-water mark; a site above it sheds pairs down to its low-water mark, the pairs that
+///   lose least by moving (least added latency) first; new and moved pairs go to their best
+///   candidate with room below its low-water mark, the pairs that would lose most if they did
+///   not get their best placed first; a pair answered from a farther site moves back when its
+///   better site has room below the low-water mark again.
+/// - Candidates are the sites the policy allows for the pair, best first: budgets only reorder
+///   within them (sovereignty stays closed). With no room anywhere, a pair goes to the candidate
+///   with the most room left (or least overload).
+public enum AnswerBudgets {
+    public struct Pair: Sendable {
+        /// Demand in any unit shared by every pair (queries × TTL from the data plane).
+        public var demand: Double
+        /// Allowed, up sites that host the name, best first, with their scores (milliseconds).
+        public var candidates: [(site: Int, score: Double)]
+        /// The site the pair is answered with now, if any.
+        public var current: Int?
+        public init(demand: Double, candidates: [(site: Int, score: Double)], current: Int?) {
+            self.demand = demand
+            self.candidates = candidates
+            self.current = current
+        }
+    }
+
+    public struct Site: Sendable {
+        /// The latest load figure (0 = idle, 1 = full); nil: unknown or stale (keeps what it
+        /// has, gets nothing new).
+        public var load: Double?
+        /// The demand the current assignment gives it (the sum over the pairs at it).
+        public var assigned: Double
+        public var lowWater: Double
+        public var highWater: Double
+        /// Sites of one group (a tier) share the estimate for sites without one.
+        public var group: Int
+        public init(load: Double?, assigned: Double, lowWater: Double, highWater: Double, group: Int) {
+            self.load = load
+            self.assigned = assigned
+            self.lowWater = lowWater
+            self.highWater = highWater
+            self.group = group
+        }
+    }
+
+    /// The outcome for one pair: its site (nil: no candidate) and whether it sits on a budget
+    /// edge (moved now, or at a site between its water marks), for a short TTL.
+    public struct Choice: Hashable, Sendable {
+        public var site: Int?
+        public var onEdge: Bool
+        public init(site: Int?, onEdge: Bool) {
+            self.site = site
+            self.onEdge = onEdge
+        }
+    }
+
+    /// Estimated demand each site can take at full load.
+    static func capacities(_ sites: [Site]) -> [Double] {
+        var known: [Int: [Double]] = [:]
+        var estimate = [Double?](repeating: nil, count: sites.count)
+        for (index, site) in sites.enumerated() {
+            guard let load = site.load, load > 0.02, site.assigned > 0 else { continue }
+            estimate[index] = site.assigned / load
+            known[site.group, default: []].append(site.assigned / load)
+        }
+        let all = known.values.flatMap { $0 }.sorted()
+        func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
+        return sites.indices.map { index in
+            if let value = estimate[index] { return value }
+            // An idle site: the median of its group, else of all, else room without bound.
+            return median(known[sites[index].group] ?? []) ?? median(all) ?? .infinity
+        }
+    }
+
+    public static func assign(pairs: [Pair], sites: [Site], nearEqual: Double) -> [Choice] {
+        let capacity = capacities(sites)
+        var total = [Double](repeating: 0, count: sites.count)
+        var choices = [Choice](repeating: Choice(site: nil, onEdge: false), count: pairs.count)
+        var unplaced: [Int] = []
+        func regret(_ pair: Pair) -> Double {
+            pair.candidates.count > 1 ? pair.candidates[1].score - pair.candidates[0].score : .infinity
+        }
+        func score(_ pair: Pair, _ site: Int) -> Double? { pair.candidates.first { $0.site == site }?.score }
+
+        // Keep: every pair stays where it is while its site is still a candidate.
+        var kept: [[Int]] = Array(repeating: [], count: sites.count)
+        for (index, pair) in pairs.enumerated() {
+            if let current = pair.current, score(pair, current) != nil {
+                kept[current].append(index)
+                total[current] += pair.demand
+            } else {
+                unplaced.append(index)
+            }
+        }
+        // Shed: a site over its high-water mark gives up pairs down to its low-water mark, those
+        // that lose least by moving first.
+        for site in sites.indices where !kept[site].isEmpty {
+            guard let load = sites[site].load, capacity[site].isFinite else { continue }
+            let projected = total[site] / capacity[site]
+            guard load > sites[site].highWater || projected > sites[site].highWater else { continue }
+            let target = sites[site].lowWater * capacity[site]
+            let order = kept[site].sorted { movingCost(pairs[$0], from: site) < movingCost(pairs[$1], from: site) }
+            var keep: [Int] = []
+            for index in order {
+                if total[site] > target, pairs[index].candidates.count > 1 {
+                    total[site] -= pairs[index].demand
+                    unplaced.append(index)
+                } else {
+                    keep.append(index)
+                }
+            }
+            kept[site] = keep
+        }
+        for site in sites.indices {
+            for index in kept[site] {
+                choices[index] = Choice(site: site, onEdge: isBetweenMarks(sites[site], total[site], capacity[site]))
+            }
+        }
+        // Place: the pairs that would lose most without their best go first.
+        unplaced.sort { (regret(pairs[$0]), pairs[$0].demand, -$0) > (regret(pairs[$1]), pairs[$1].demand, -$1) }
+        for index in unplaced {
+            let pair = pairs[index]
+            guard !pair.candidates.isEmpty else { continue }
+            let roomy = pair.candidates.first { candidate in
+                sites[candidate.site].load != nil
+                    && total[candidate.site] + pair.demand <= sites[candidate.site].lowWater * capacity[candidate.site]
+            }
+            let chosen =
+                roomy?.site
+                ?? pair.candidates.min {
+                    (total[$0.site] + pair.demand) / capacity[$0.site]
+                        < (total[$1.site] + pair.demand) / capacity[$1.site]
+                }!.site
+            total[chosen] += pair.demand
+            choices[index] = Choice(site: chosen, onEdge: true)
+        }
+        // Return: a pair at a farther site moves to a better one with room below low water.
+        for (index, pair) in pairs.enumerated() {
+            guard let site = choices[index].site, let here = score(pair, site),
+                let better = pair.candidates.first(where: { candidate in
+                    candidate.score < here - nearEqual && sites[candidate.site].load != nil
+                        && total[candidate.site] + pair.demand <= sites[candidate.site].lowWater
+                            * capacity[candidate.site]
+                })
+            else { continue }
+            total[site] -= pair.demand
+            total[better.site] += pair.demand
+            choices[index] = Choice(site: better.site, onEdge: true)
+        }
+        return choices
+    }
+
+    /// What moving `pair` off `site` costs it: the added latency to its best other candidate.
+    static func movingCost(_ pair: Pair, from site: Int) -> Double {
+        let here = pair.candidates.first { $0.site == site }?.score ?? 0
+        let next = pair.candidates.first { $0.site != site }?.score ?? .infinity
+        return next - here
+    }
+
+    static func isBetweenMarks(_ site: Site, _ total: Double, _ capacity: Double) -> Bool {
+        guard capacity.isFinite, capacity > 0 else { return false }
+        let load = total / capacity
+        return load >= site.lowWater && load <= site.highWater
+    }
+}
