@@ -68,3 +68,5 @@ sim: geoip
 	python3 scripts/make-sim-network.py --sites 1000 --seed 1 --out build/sim/network-1000.policy.yaml
 	$(SWIFT) build -c release --product tdnd
 	for scenario in sim/*.yaml; do .build/release/tdnd simulate $$scenario || exit 1; done
+	.build/release/tdnd simulate sim/demo.yaml --trace fra1 --trace-file build/sim/demo-fra1.csv > /dev/null
+	python3 scripts/plot-sim.py build/sim/demo-fra1.csv --site fra1 --out docs/sim-demo-fra1.svg

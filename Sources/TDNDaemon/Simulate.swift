@@ -16,6 +16,12 @@ struct Simulate: AsyncParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Option(help: "A site whose load and share of demand to record every 5 s (repeatable).")
+    var trace: [String] = []
+
+    @Option(help: "Write the traced sites' samples as CSV (rule,time,site,load,share) to this file.")
+    var traceFile: String?
+
     func run() async throws {
         let scenario: Scenario
         switch Scenario.load(path: self.scenario) {
@@ -39,7 +45,22 @@ struct Simulate: AsyncParsableCommand {
             report(error)
             throw ExitCode(1)
         }
-        let figures = SteeringRule.allCases.map { simulator.run($0) }
+        for site in trace where simulator.siteIndex[site] == nil {
+            throw ValidationError("--trace \(site): no site \(site) in \(scenario.policy)")
+        }
+        let figures = SteeringRule.allCases.map { simulator.run($0, tracing: trace) }
+        if let traceFile {
+            var csv = "rule,time,site,load,share\n"
+            for run in figures {
+                for sample in run.trace ?? [] {
+                    csv += "\(run.rule.rawValue),\(formatNumber(sample.time)),\(sample.site),"
+                    csv += String(format: "%.4f,%.5f\n", sample.load, sample.share)
+                }
+            }
+            do { try csv.write(toFile: traceFile, atomically: true, encoding: .utf8) } catch {
+                throw ValidationError("--trace-file \(traceFile): \(error.localizedDescription)")
+            }
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

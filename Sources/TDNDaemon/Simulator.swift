@@ -34,6 +34,15 @@ struct SimulationFigures: Codable, Sendable {
     var recoverySeconds: [Recovery]
     /// Requests that reached no working site (a failed one, or a denial), as a share.
     var lostShare: Double
+    /// The traced sites' load and share of all demand over time (every 5 simulated seconds).
+    var trace: [Sample]?
+
+    struct Sample: Codable, Sendable {
+        var time: Double
+        var site: String
+        var load: Double
+        var share: Double
+    }
 
     enum CodingKeys: String, CodingKey {
         case rule
@@ -43,6 +52,7 @@ struct SimulationFigures: Codable, Sendable {
         case answerFlipsPerClassHour = "answer_flips_per_class_hour"
         case recoverySeconds = "recovery_seconds"
         case lostShare = "lost_share"
+        case trace
     }
 }
 
@@ -195,7 +205,10 @@ struct Simulator {
     }
 
     /// One whole run under `rule`.
-    func run(_ rule: SteeringRule) -> SimulationFigures {
+    func run(_ rule: SteeringRule, tracing traced: [String] = []) -> SimulationFigures {
+        let tracedSites = traced.compactMap { siteIndex[$0] }
+        var samples: [SimulationFigures.Sample] = []
+        var nextSample = 0.0
         var random = SimulationRandom(state: scenario.seed)
         let clock = SimulatedClock()
         let epoch = 1_700_000_000.0
@@ -409,6 +422,15 @@ struct Simulator {
                 load[site] = served[site] / capacity[site]
                 if load[site] > 1 + 1e-9 { overloadSeconds += step }
             }
+            if !tracedSites.isEmpty && time >= nextSample {
+                for site in tracedSites {
+                    samples.append(
+                        .init(
+                            time: time, site: policy.sites[site].id, load: load[site],
+                            share: total > 0 ? served[site] / total : 0))
+                }
+                nextSample += 5
+            }
             for (index, event) in failures.enumerated() where recovered[index] == nil && event.active(at: time) {
                 if total > 0 && toFailed / total < 0.001 { recovered[index] = time - event.at }
             }
@@ -421,6 +443,6 @@ struct Simulator {
             sovereigntyViolations: Int(violations.rounded()),
             answerFlipsPerClassHour: Double(flips) / (Double(classes.count * models.count * shards) * hours),
             recoverySeconds: failures.indices.map { .init(event: failures[$0].label, seconds: recovered[$0]) },
-            lostShare: demanded > 0 ? lost / demanded : 0)
+            lostShare: demanded > 0 ? lost / demanded : 0, trace: tracedSites.isEmpty ? nil : samples)
     }
 }

@@ -16,7 +16,7 @@ struct SimulatorTests {
         policy: \(projectRoot)/zones/tdn.example.policy.yaml
         geoip: \(projectRoot)/build/geoip/tor-country.mmdb
         seed: \(seed)
-        duration: 240
+        duration: 180
         resolvers: 300
         shards: 4
         demand: {llama-13b: 2000, eurollm-9b: 300}
@@ -54,6 +54,10 @@ struct SimulatorTests {
             let again = String(decoding: try encoder.encode(simulators[1].run(rule)), as: UTF8.self)
             #expect(first == again, "\(rule)")
         }
+        // A traced site's samples: every 5 s of the 180, its load and share of demand.
+        let traced = try #require(simulators[0].run(.budgets, tracing: ["fra1"]).trace)
+        #expect(traced.count == 36 && traced.allSatisfy { $0.site == "fra1" && $0.load >= 0 && $0.share <= 1 })
+        #expect(traced.contains { $0.load > 0 }, "fra1 serves the EU's nearest clients")
         // Another seed moves the probe schedule, and with it the figures.
         let other = try simulator(Self.scenario(seed: 8, events: Self.events)).run(.fullNotFull)
         #expect(
