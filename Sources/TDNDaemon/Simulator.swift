@@ -239,6 +239,7 @@ struct Simulator {
         // The data plane's view of demand: a decayed rate of each shard's queries, times its TTL.
         var queries = [Double](repeating: 0, count: pairs * shards)
         var rate = [Double](repeating: 0, count: pairs * shards)
+        let full = targets.map(\.rules.highWater)
         // The load figure each site's last successful scrape reported (what the monitor holds).
         var reported = [Double?](repeating: nil, count: policy.sites.count)
         var assignment = [AnswerBudgets.Choice](repeating: .init(site: nil, onEdge: false), count: pairs * shards)
@@ -377,7 +378,8 @@ struct Simulator {
                     let pair = position * models.count + modelPosition
                     let share = demand(of: model, at: time) * weights[position] / Double(resolvers[position])
                     let ranked = eligible[position][modelPosition]
-                    let best = ranked.first { !failed.contains($0.site) && load[$0.site] < 1 }
+                    // "Room" is the operator's: below the site's high-water mark.
+                    let best = ranked.first { !failed.contains($0.site) && load[$0.site] < full[$0.site] }
                     for resolver in 0..<resolvers[position] {
                         let shard = pair * shards + resolver % shards
                         if expires[pair][resolver] <= time {
@@ -405,7 +407,7 @@ struct Simulator {
                         if let best {
                             counted += share * step
                             let score = ranked.first { $0.site == site }?.score
-                            if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < 1 {
+                            if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < full[site] {
                                 optimal += share * step
                             }
                         }
