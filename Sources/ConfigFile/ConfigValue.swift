@@ -92,8 +92,5 @@ public struct ConfigMapping: Sendable, Sequence {
 public struct ConfigSection: Hashable, Sendable {
     public var key: String
     public var value: ConfigValue
-    public init(key: String, value: ConfigValue) {
-        self.key = key
-        self.value = value
-    }
+    public init(key: String, value: ConfigValue) { (self.key, self.value) = (key, value) }
 }

@@ -23,9 +23,7 @@ public enum AnswerBudgets {
         /// The site the pair is answered with now, if any.
         public var current: Int?
         public init(demand: Double, candidates: [(site: Int, score: Double)], current: Int?) {
-            self.demand = demand
-            self.candidates = candidates
-            self.current = current
+            (self.demand, self.candidates, self.current) = (demand, candidates, current)
         }
     }
 
@@ -40,11 +38,8 @@ public enum AnswerBudgets {
         /// Sites of one group (a tier) share the estimate for sites without one.
         public var group: Int
         public init(load: Double?, assigned: Double, lowWater: Double, highWater: Double, group: Int) {
-            self.load = load
-            self.assigned = assigned
-            self.lowWater = lowWater
-            self.highWater = highWater
-            self.group = group
+            (self.load, self.assigned, self.group) = (load, assigned, group)
+            (self.lowWater, self.highWater) = (lowWater, highWater)
         }
     }
 

@@ -203,10 +203,7 @@ public enum Amounts {
 public struct Rate: Hashable, Sendable, Codable {
     public var prompt: Double
     public var completion: Double
-    public init(prompt: Double, completion: Double) {
-        self.prompt = prompt
-        self.completion = completion
-    }
+    public init(prompt: Double, completion: Double) { (self.prompt, self.completion) = (prompt, completion) }
 
     /// Micro-credits (integers: sums never drift) for a record's tokens. With tokens and rates
     /// within `Amounts`, each part is at most 10^17; out-of-range input gives nil, not a trap.

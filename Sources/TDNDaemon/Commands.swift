@@ -118,6 +118,22 @@ func report(_ errors: ConfigErrors) {
     _ = text.withCString { write(2, $0, strlen($0)) }
 }
 
+/// What a load gave, or its `file:line` errors on standard error and exit status 1.
+func loaded<Value>(_ result: Result<Value, ConfigErrors>) throws -> Value {
+    switch result {
+    case .success(let value): return value
+    case .failure(let errors):
+        report(errors)
+        throw ExitCode(1)
+    }
+}
+
+/// `--json` for the commands that can print JSON instead of text.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Print JSON.")
+    var json = false
+}
+
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate the configuration and every zone; exit non-zero with file:line errors.")
@@ -126,21 +142,16 @@ struct Check: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.resolveOrExit()
-        switch ConfigurationLoader(config: config).loadAll() {
-        case .failure(let errors):
-            report(errors)
-            throw ExitCode(1)
-        case .success(let loaded):
-            for zone in loaded.set.snapshot.zones {
-                print("ok: zone \(zone.origin) serial \(zone.serial) from \(zone.file)")
-            }
-            if let policy = loaded.policy {
-                print(
-                    "ok: policy \(policy.file): \(policy.sites.count) sites, \(policy.models.count) models, \(policy.tenants.count) tenants; \(loaded.set.summary)"
-                )
-            }
-            if let geo = loaded.geo { print("ok: geo database \(geo.path) (\(geo.databaseType), IPv\(geo.ipVersion))") }
-            print("ok: configuration \(config.file ?? "(built-in defaults)")")
+        let loaded = try TDNDaemon.loaded(ConfigurationLoader(config: config).loadAll())
+        for zone in loaded.set.snapshot.zones {
+            print("ok: zone \(zone.origin) serial \(zone.serial) from \(zone.file)")
         }
+        if let policy = loaded.policy {
+            print(
+                "ok: policy \(policy.file): \(policy.sites.count) sites, \(policy.models.count) models, \(policy.tenants.count) tenants; \(loaded.set.summary)"
+            )
+        }
+        if let geo = loaded.geo { print("ok: geo database \(geo.path) (\(geo.databaseType), IPv\(geo.ipVersion))") }
+        print("ok: configuration \(config.file ?? "(built-in defaults)")")
     }
 }

@@ -17,8 +17,7 @@ struct Explain: AsyncParsableCommand {
     @Option(help: "The client: an address, or a subnet as a resolver would send it in ECS (5.9.1.0/24).")
     var client: String
 
-    @Flag(help: "Print JSON.")
-    var json = false
+    @OptionGroup var output: OutputOptions
 
     @OptionGroup var options: CommonOptions
 
@@ -33,18 +32,12 @@ struct Explain: AsyncParsableCommand {
                 ]))
             throw ExitCode(1)
         }
-        let loaded: ConfigurationLoader.Loaded
-        switch ConfigurationLoader(config: config).loadAll() {
-        case .failure(let errors):
-            report(errors)
-            throw ExitCode(1)
-        case .success(let value): loaded = value
-        }
+        let loaded = try TDNDaemon.loaded(ConfigurationLoader(config: config).loadAll())
         let result: ExplainReport
         do { result = try ExplainReport.make(loaded: loaded, hostname: hostname, client: client) } catch {
             throw ValidationError(error.description)
         }
-        if json {
+        if output.json {
             print(String(decoding: try result.json(), as: UTF8.self))
             return
         }

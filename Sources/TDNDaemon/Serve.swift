@@ -108,18 +108,13 @@ extension Serve {
     static func firstLoad(
         loader: ConfigurationLoader, live: LiveState, statePath: String?, logger: Logger
     ) throws -> FirstLoad {
-        switch loader.loadAll() {
-        case .failure(let errors):
-            report(errors)
-            throw ExitCode(1)
-        case .success(let loaded):
-            let restored = live.restore()
-            live.configureProbes(loaded.probes)
-            if restored > 0 && !loaded.probes.isEmpty {
-                logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)")
-            }
-            return FirstLoad(loaded)
+        let loaded = try TDNDaemon.loaded(loader.loadAll())
+        let restored = live.restore()
+        live.configureProbes(loaded.probes)
+        if restored > 0 && !loaded.probes.isEmpty {
+            logger.info("health: warm start from \(statePath ?? "") (\(restored) sites saved)")
         }
+        return FirstLoad(loaded)
     }
 }
 

@@ -10,11 +10,10 @@ struct Simulate: AsyncParsableCommand {
             "Run a load scenario in simulated time under each steering rule and print optimal share, overload, sovereignty violations, answer flips and recovery."
     )
 
+    @OptionGroup var output: OutputOptions
+
     @Argument(help: "A scenario file (see sim/ and README \"Simulator\").")
     var scenario: String
-
-    @Flag(help: "Print JSON.")
-    var json = false
 
     @Option(help: "A site whose load and share of demand to record every 5 s (repeatable).")
     var trace: [String] = []
@@ -23,28 +22,12 @@ struct Simulate: AsyncParsableCommand {
     var traceFile: String?
 
     func run() async throws {
-        let scenario: Scenario
-        switch Scenario.load(path: self.scenario) {
-        case .failure(let errors):
-            report(errors)
-            throw ExitCode(1)
-        case .success(let value): scenario = value
-        }
-        let policy: Policy
-        switch PolicyLoader.load(path: scenario.policy) {
-        case .failure(let errors):
-            report(errors)
-            throw ExitCode(1)
-        case .success(let value): policy = value
-        }
-        let simulator: Simulator
-        do {
-            let geo = try GeoDatabase(path: scenario.geoip)
-            simulator = try Simulator(scenario: scenario, policy: policy, geo: geo)
-        } catch {
-            report(error)
-            throw ExitCode(1)
-        }
+        let scenario = try loaded(Scenario.load(path: self.scenario))
+        let policy = try loaded(PolicyLoader.load(path: scenario.policy))
+        let simulator = try loaded(
+            Result { () throws(ConfigErrors) in
+                try Simulator(scenario: scenario, policy: policy, geo: try GeoDatabase(path: scenario.geoip))
+            })
         for site in trace where simulator.siteIndex[site] == nil {
             throw ValidationError("--trace \(site): no site \(site) in \(scenario.policy)")
         }
@@ -61,9 +44,10 @@ struct Simulate: AsyncParsableCommand {
                 throw ValidationError("--trace-file \(traceFile): \(error.localizedDescription)")
             }
         }
-        if json {
+        if output.json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
             print(String(decoding: try encoder.encode(figures), as: UTF8.self))
             return
         }

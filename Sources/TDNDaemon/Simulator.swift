@@ -19,7 +19,7 @@ enum SteeringRule: String, CaseIterable, Codable, Sendable {
     case budgets
 }
 
-/// What one run measured (README "Simulator" defines each figure).
+/// What one run measured (README "Simulator" defines each figure); in JSON with snake_case keys.
 struct SimulationFigures: Codable, Sendable {
     struct Recovery: Codable, Sendable {
         var event: String
@@ -44,16 +44,6 @@ struct SimulationFigures: Codable, Sendable {
         var share: Double
     }
 
-    enum CodingKeys: String, CodingKey {
-        case rule
-        case optimalShare = "optimal_share"
-        case overloadShare = "overload_share"
-        case sovereigntyViolations = "sovereignty_violations"
-        case answerFlipsPerClassHour = "answer_flips_per_class_hour"
-        case recoverySeconds = "recovery_seconds"
-        case lostShare = "lost_share"
-        case trace
-    }
 }
 
 /// The simulator's only source of chance (a 64-bit linear congruential generator with Knuth's
@@ -81,7 +71,9 @@ final class SimulatedClock: Sendable {
 struct Simulator {
     let scenario: Scenario
     let policy: Policy
+    /// Location classes and their prefixes, as `serve` builds them from the geo database.
     let geography: SteeringGeography
+    /// Every site probed as the policy's probe settings say (interval, fall/rise, marks).
     let targets: [ProbeTarget]
     let decider: Decider
 
