@@ -207,7 +207,10 @@ struct Simulator {
         let monitor = HealthMonitor(clock: { clock.now }, wallClock: { epoch + clock.now })
         monitor.configure(targets)
         let hosted = policy.sites.map { site in Set(policy.models.filter { Decider.serves(site, $0) }.map(\.name)) }
-        var nextProbe = targets.map { Double.random(in: 0..<$0.interval, using: &random) }
+        // As `serve` does, a first round probes every site before any answer; after it each
+        // site keeps its own phase.
+        var nextProbe = [Double](repeating: 0, count: targets.count)
+        var phase = targets.map { Double.random(in: 0..<$0.interval, using: &random) }
         let compiler =
             rule == .nearest
             ? nil : SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor))
@@ -244,6 +247,7 @@ struct Simulator {
         var violations = 0.0
         var overloadSeconds = 0.0
         let failures = scenario.events.filter {
+            guard $0.at < scenario.duration else { return false }
             if case .fail = $0.kind { return true }
             if case .failJurisdiction = $0.kind { return true }
             return false
@@ -333,7 +337,8 @@ struct Simulator {
                 }
                 monitor.record(site: target.site, result: result)
                 let jitter = target.jitter > 0 ? Double.random(in: -target.jitter...target.jitter, using: &random) : 0
-                nextProbe[index] += max(step, target.interval + jitter)
+                nextProbe[index] += max(step, target.interval + jitter + phase[index])
+                phase[index] = 0
                 probed = true
             }
             if probed || first {
