@@ -69,10 +69,11 @@ struct Scenario: Sendable {
             ])
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
         func relative(_ key: String) -> String {
-            guard let text = reader.string(top[key], key) else {
+            guard top[key] != nil else {
                 reader.fail(root, key, "missing \(key)")
                 return ""
             }
+            guard let text = reader.string(top[key], key) else { return "" }
             return text.hasPrefix("/") ? text : directory.appendingPathComponent(text).path
         }
         var scenario = Scenario(file: path, policy: relative("policy"), geoip: relative("geoip"))

@@ -97,7 +97,6 @@ struct SimulatorTests {
             directory + "/bad.yaml",
             """
             policy: p.yaml
-            geoip: g.mmdb
             duration: -5
             demand: {llama-13b: many}
             events:
@@ -111,11 +110,13 @@ struct SimulatorTests {
         }
         let text = errors.errors.map(\.description)
         let file = directory + "/bad.yaml"
-        #expect(text.contains { $0.hasPrefix("\(file):3:") && $0.contains("duration") }, "\(text)")
-        #expect(text.contains { $0.hasPrefix("\(file):4:") && $0.contains("demand.llama-13b") }, "\(text)")
-        #expect(text.contains { $0.hasPrefix("\(file):6:") && $0.contains("expected one of") }, "\(text)")
-        #expect(text.contains { $0.hasPrefix("\(file):7:") && $0.contains("missing at") }, "\(text)")
-        #expect(text.contains { $0.hasPrefix("\(file):8:") && $0.contains("missing factor") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):1:") && $0.contains("missing geoip") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):2:") && $0.contains("duration") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):3:") && $0.contains("demand.llama-13b") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):5:") && $0.contains("expected one of") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):6:") && $0.contains("missing at") }, "\(text)")
+        #expect(text.contains { $0.hasPrefix("\(file):7:") && $0.contains("missing factor") }, "\(text)")
+        #expect(text.count == 6, "one error each: \(text)")
     }
 
     @Test func unknownSitesAndModelsAreNamed() throws {
