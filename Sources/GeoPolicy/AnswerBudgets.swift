@@ -63,7 +63,7 @@ public enum AnswerBudgets {
             estimate[index] = site.assigned / load
             known[site.group, default: []].append(site.assigned / load)
         }
-        let all = known.values.flatMap { $0 }.sorted()
+        let all = known.values.flatMap { $0 }
         func median(_ values: [Double]) -> Double? { values.isEmpty ? nil : values.sorted()[values.count / 2] }
         return sites.indices.map { index in
             if let value = estimate[index] { return value }

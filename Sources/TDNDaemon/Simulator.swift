@@ -75,7 +75,6 @@ struct Simulator {
     let geography: SteeringGeography
     /// Every site probed as the policy's probe settings say (interval, fall/rise, marks).
     let targets: [ProbeTarget]
-    let decider: Decider
 
     /// Location classes with addresses, and the share of all addresses in each.
     let classes: [Int]
@@ -96,7 +95,6 @@ struct Simulator {
         self.scenario = scenario
         self.policy = policy
         let decider = Decider(policy: policy)
-        self.decider = decider
         let geography = SteeringPlanner.geography(policy: policy, geo: geo)
         self.geography = geography
         var reader = ConfigReader(file: policy.file)
@@ -235,8 +233,10 @@ struct Simulator {
         var queries = [Double](repeating: 0, count: pairs * shards)
         var rate = [Double](repeating: 0, count: pairs * shards)
         let full = targets.map(\.rules.highWater)
-        // The load figure each site's last successful scrape reported (what the monitor holds).
+        // The load figure each site's last successful scrape reported (what the monitor holds),
+        // and when: older than the site's `stale` bound, it is unknown.
         var reported = [Double?](repeating: nil, count: policy.sites.count)
+        var reportedAt = [Double](repeating: 0, count: policy.sites.count)
         var assignment = [AnswerBudgets.Choice](repeating: .init(site: nil, onEdge: false), count: pairs * shards)
         var flips = 0
         var load = [Double](repeating: 0, count: policy.sites.count)
@@ -269,7 +269,7 @@ struct Simulator {
         /// The budgets' choice for every pair, from the monitor's load figures and the demand
         /// estimates (queries per second × TTL).
         func budgetChoices(
-            view: HealthView, reported: [Double?], rate: [Double], assignment: [AnswerBudgets.Choice]
+            view: HealthView, loads: [Double?], rate: [Double], assignment: [AnswerBudgets.Choice]
         ) -> [AnswerBudgets.Choice] {
             var input: [AnswerBudgets.Pair] = []
             var assigned = [Double](repeating: 0, count: policy.sites.count)
@@ -290,13 +290,9 @@ struct Simulator {
                 }
             }
             let sites = policy.sites.enumerated().map { index, site in
-                let health = view[site.id]
                 let rules = targets[index].rules
-                // A load figure counted as full without being full is stale: unknown.
-                let figure = reported[index]
-                let stale = health.saturated && (figure ?? 0) < rules.highWater
                 return AnswerBudgets.Site(
-                    load: stale ? nil : figure, assigned: assigned[index], lowWater: rules.lowWater,
+                    load: loads[index], assigned: assigned[index], lowWater: rules.lowWater,
                     highWater: rules.highWater, group: site.tier.rank)
             }
             return AnswerBudgets.assign(pairs: input, sites: sites, nearEqual: policy.nearEqualMilliseconds)
@@ -334,6 +330,7 @@ struct Simulator {
                     result.capacity = CapacityModel.Reading(load: load[index], parts: [])
                     result.models = hosted[index]
                     reported[index] = load[index]
+                    reportedAt[index] = time
                 }
                 monitor.record(site: target.site, result: result)
                 let jitter = target.jitter > 0 ? Double.random(in: -target.jitter...target.jitter, using: &random) : 0
@@ -345,7 +342,10 @@ struct Simulator {
                 view = ProbePlan.view(targets, monitor)
                 if let compiler, compiler.update(health: view) > 0 { plan = compiler.plan() }
                 if rule == .budgets {
-                    assignment = budgetChoices(view: view, reported: reported, rate: rate, assignment: assignment)
+                    let loads = reported.indices.map { index in
+                        time - reportedAt[index] > targets[index].rules.staleAfter ? nil : reported[index]
+                    }
+                    assignment = budgetChoices(view: view, loads: loads, rate: rate, assignment: assignment)
                 }
                 // The answers as published now; a change of a class's sites is a flip.
                 for position in classes.indices {
@@ -370,10 +370,11 @@ struct Simulator {
             var served = [Double](repeating: 0, count: policy.sites.count)
             var toFailed = 0.0
             var total = 0.0
+            let modelDemand = models.map { demand(of: $0, at: time) }
             for position in classes.indices {
-                for (modelPosition, model) in models.enumerated() {
+                for modelPosition in models.indices {
                     let pair = position * models.count + modelPosition
-                    let share = demand(of: model, at: time) * weights[position] / Double(resolvers[position])
+                    let share = modelDemand[modelPosition] * weights[position] / Double(resolvers[position])
                     let ranked = eligible[position][modelPosition]
                     // "Room" is the operator's: below the site's high-water mark.
                     let best = ranked.first { !failed.contains($0.site) && load[$0.site] < full[$0.site] }
