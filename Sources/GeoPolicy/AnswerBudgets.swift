@@ -55,7 +55,7 @@ public enum AnswerBudgets {
     }
 
     /// Estimated demand each site can take at full load.
-    static func capacities(_ sites: [Site]) -> [Double] {
+    public static func capacities(_ sites: [Site]) -> [Double] {
         var known: [Int: [Double]] = [:]
         var estimate = [Double?](repeating: nil, count: sites.count)
         for (index, site) in sites.enumerated() {

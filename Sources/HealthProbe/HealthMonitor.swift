@@ -261,6 +261,20 @@ public final class HealthMonitor: Sendable {
             lastUp: effective.up ? nil : site.lastUp)
     }
 
+    /// The latest load figure of every site whose figure is fresh (no older than the site's
+    /// stale bound) and that is up: what answer-share budgets weigh. Others are left out.
+    public func freshLoads() -> [String: Double] {
+        let now = clock()
+        return state.withLock { state in
+            state.sites.compactMapValues { site in
+                guard site.effective(at: now).up, let load = site.load, let at = site.capacityAt,
+                    now - at <= site.rules.staleAfter
+                else { return nil }
+                return load
+            }
+        }
+    }
+
     /// Every probed site for `/status`, sorted by id.
     public func status() -> [SiteStatus] {
         let now = clock()

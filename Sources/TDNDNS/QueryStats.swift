@@ -16,11 +16,21 @@ public final class QueryStats: Sendable {
         public var sites: [String]
     }
 
+    /// Steered queries of one steering part (`generation`) by steered name and row
+    /// (`SteeringData.row(location:shard:)`): the demand of each answer class and shard.
+    public struct RowKey: Hashable, Sendable {
+        public var generation: UInt64
+        public var name: Int
+        public var row: Int
+    }
+
     public struct Totals: Sendable {
         public var queries: [Key: UInt64] = [:]
         /// Datagrams dropped unanswered (too short, or themselves responses), by transport.
         public var dropped: [String: UInt64] = [:]
         public var steered: [SteeredKey: UInt64] = [:]
+        /// Since the last `takeRows`.
+        public var rows: [RowKey: UInt64] = [:]
         public init() {}
     }
 
@@ -29,6 +39,14 @@ public final class QueryStats: Sendable {
     public init() {}
 
     public func read() -> Totals { totals.withLock { $0 } }
+
+    /// The steered queries by row since the last call (the demand estimate's input).
+    public func takeRows() -> [RowKey: UInt64] {
+        totals.withLock { totals in
+            defer { totals.rows = [:] }
+            return totals.rows
+        }
+    }
 
     func add(_ body: (inout Totals) -> Void) { totals.withLock { body(&$0) } }
 }
@@ -50,15 +68,17 @@ final class QueryCounters {
     private let cells: UnsafeMutablePointer<UInt64>
     private var dropped: UInt64 = 0
     private var pending = false
-    /// Steered answers per (name, answer) of the snapshot `steeredGeneration`. Its names and
-    /// sites are kept, not the snapshot: a reference here would keep a whole old snapshot
-    /// alive on an idle thread after every reload.
+    /// Steered queries per (name, row) of the snapshot `steeredGeneration` (a row: an answer
+    /// class or a shard's, `Snapshot.rowCount`). Its names, answers and sites are kept, not the
+    /// snapshot: a reference here would keep a whole old snapshot alive on an idle thread
+    /// after every reload.
     private var steered: UnsafeMutablePointer<UInt64>?
     private var steeredCapacity = 0
     private var steeredGeneration: UInt64 = 0
     private var steeredNames: [String] = []
     private var steeredAnswerSites: [[String]] = []
-    private var steeredAnswerCount = 1
+    private var rowAnswers: [Int32] = []
+    private var steeredRowCount = 1
     private var lastFlush: UInt64 = 0
 
     init(transport: Transport, stats: QueryStats) {
@@ -86,12 +106,14 @@ final class QueryCounters {
         pending = true
     }
 
-    /// Counts a steered answer of `snapshot`: answers of an older snapshot are folded first.
+    /// Counts a steered answer of `snapshot` by its row: counts of an older snapshot are
+    /// folded first.
     @inline(__always)
-    func countSteered(_ snapshot: Snapshot, name: Int, answer: Int) {
+    func countSteered(_ snapshot: Snapshot, name: Int, row: Int) {
         if steeredGeneration != snapshot.generation { switchSnapshot(snapshot) }
-        guard let steered, name * snapshot.steeredAnswerCount + answer < steeredCapacity else { return }
-        steered[name * snapshot.steeredAnswerCount + answer] &+= 1
+        let cell = name * snapshot.steeredRowCount + row
+        guard let steered, cell < steeredCapacity else { return }
+        steered[cell] &+= 1
         pending = true
     }
 
@@ -100,13 +122,14 @@ final class QueryCounters {
     private func switchSnapshot(_ snapshot: Snapshot) {
         flush()
         steered?.deallocate()
-        steeredCapacity = snapshot.steeredNames.count * snapshot.steeredAnswerCount
+        steeredCapacity = snapshot.steeredNames.count * snapshot.steeredRowCount
         steered = steeredCapacity > 0 ? .allocate(capacity: steeredCapacity) : nil
         steered?.initialize(repeating: 0, count: steeredCapacity)
         steeredGeneration = snapshot.generation
         steeredNames = snapshot.steeredNames
         steeredAnswerSites = snapshot.steeredAnswerSites
-        steeredAnswerCount = snapshot.steeredAnswerCount
+        rowAnswers = snapshot.steeringData.rowAnswers
+        steeredRowCount = snapshot.steeredRowCount
     }
 
     /// Folds the counts into the shared totals when at least `interval` nanoseconds passed.
@@ -135,13 +158,18 @@ final class QueryCounters {
             }
         }
         var answers: [(QueryStats.SteeredKey, UInt64)] = []
+        var rows: [(QueryStats.RowKey, UInt64)] = []
         if let steered {
             for index in 0..<steeredCapacity where steered[index] > 0 {
-                let name = index / steeredAnswerCount
-                let answer = index % steeredAnswerCount
-                answers.append(
-                    (QueryStats.SteeredKey(name: steeredNames[name], sites: steeredAnswerSites[answer]), steered[index])
-                )
+                let name = index / steeredRowCount
+                let answer = index < rowAnswers.count ? Int(rowAnswers[index]) : 0
+                let sites = answer < steeredAnswerSites.count ? steeredAnswerSites[answer] : []
+                answers.append((QueryStats.SteeredKey(name: steeredNames[name], sites: sites), steered[index]))
+                rows.append(
+                    (
+                        QueryStats.RowKey(generation: steeredGeneration, name: name, row: index % steeredRowCount),
+                        steered[index]
+                    ))
                 steered[index] = 0
             }
         }
@@ -151,6 +179,7 @@ final class QueryCounters {
         stats.add { totals in
             for (key, value) in queries { totals.queries[key, default: 0] += value }
             for (key, value) in answers { totals.steered[key, default: 0] += value }
+            for (key, value) in rows { totals.rows[key, default: 0] += value }
             if droppedNow > 0 { totals.dropped[transport, default: 0] += droppedNow }
         }
     }

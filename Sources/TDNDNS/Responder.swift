@@ -22,10 +22,11 @@ package final class Responder: @unchecked Sendable {
 
     /// Counts what is answered, when statistics are wanted.
     let counters: QueryCounters?
-    /// The question type and steered answer of the query being answered, for `counters`.
+    /// The question type and steered name and answer row of the query being answered, for
+    /// `counters`.
     var questionType: UInt16 = 0
     var steeredName = -1
-    var steeredAnswer = 0
+    var steeredRow = 0
     var badVersion = false
 
     public init(maxUDPPayload: Int = 1232, transport: Transport = .udp, stats: QueryStats? = nil) {
@@ -117,7 +118,7 @@ package final class Responder: @unchecked Sendable {
             let rcode =
                 badVersion ? ResponseCode.badVers.rawValue : UInt16(out.load(fromByteOffset: 3, as: UInt8.self) & 0x0F)
             counters.count(qtype: questionType, rcode: rcode)
-            if steeredName >= 0 { counters.countSteered(snapshot, name: steeredName, answer: steeredAnswer) }
+            if steeredName >= 0 { counters.countSteered(snapshot, name: steeredName, row: steeredRow) }
         }
     }
 

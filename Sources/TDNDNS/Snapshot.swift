@@ -158,9 +158,19 @@ public final class SteeringData: @unchecked Sendable {
     let tries: AnswerTries
     var trie4: UnsafeMutableBufferPointer<UInt32> { tries.trie4 }
     var trie6: UnsafeMutableBufferPointer<UInt32> { tries.trie6 }
-    /// Per steered name: where its row of answers by class starts in `classAnswers`.
+    /// Per steered name: where its answers by row start in `classAnswers` (`rowCount` each).
     let steeredRows: UnsafeMutableBufferPointer<Int32>
     let classAnswers: UnsafeMutableBufferPointer<Int32>
+    /// Per answer class: -1, or where its shards' rows start in `shardRows` (a class answered
+    /// per shard: `SteeringTable.shardAnswers`). A row is an answer class's answers for every
+    /// name; a split class's own row is that of its shard 0.
+    let splitOf: UnsafeMutableBufferPointer<Int32>
+    let shardRows: UnsafeMutableBufferPointer<Int32>
+    /// Rows per steered name (answer classes and shard rows alike): queries are counted per
+    /// (name, row), so that demand is seen per answer class and shard.
+    public let rowCount: Int
+    /// The answer of each (name, row), for counting by site off the query path.
+    let rowAnswers: [Int32]
     /// Three templates per (zone, answer): A, AAAA and any other type. A steered name's answer
     /// `a` is at `steeredTemplates[steeredTemplateStarts[name] + 3 * a + kind]`.
     let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
@@ -170,7 +180,7 @@ public final class SteeringData: @unchecked Sendable {
     let steeredNames: [String]
     let steeredAnswerSites: [[String]]
     /// Unique per steering part built in this process (never reused, unlike an address).
-    let generation: UInt64
+    public let generation: UInt64
     /// What this part was built from, for the next build to tell what it may reuse.
     let basis: Basis
 
@@ -184,18 +194,31 @@ public final class SteeringData: @unchecked Sendable {
         let zoneGeneration: UInt64
     }
 
+    /// The location classes this part answers, and the row (`rowCount`) in which the queries
+    /// of each (location class, shard) are counted.
+    public var locationCount: Int { tries.classOf.count }
+    public func row(location: Int, shard: Int) -> Int {
+        let answerClass = Int(location < tries.classOf.count ? tries.classOf[location] : 0)
+        let split = Int(splitOf[answerClass])
+        return split >= 0 ? Int(shardRows[split + shard]) : answerClass
+    }
+
     private let arena = Arena()
     private static let generations = ManagedAtomic<UInt64>(0)
 
     init(
-        tries: AnswerTries, steeredRows: [Int32], classAnswers: [Int32], steeredTemplateStarts: [Int32],
-        steeredTemplates: [Int32], table: TemplateTableBuilder, steeredNames: [String], steeredAnswerSites: [[String]],
-        basis: Basis
+        tries: AnswerTries, steeredRows: [Int32], classAnswers: [Int32], splitOf: [Int32], shardRows: [Int32],
+        steeredTemplateStarts: [Int32], steeredTemplates: [Int32], table: TemplateTableBuilder, steeredNames: [String],
+        steeredAnswerSites: [[String]], basis: Basis
     ) {
         self.tries = tries
         self.basis = basis
         self.steeredRows = arena.copy(steeredRows)
         self.classAnswers = arena.copy(classAnswers)
+        self.splitOf = arena.copy(splitOf.isEmpty ? [-1] : splitOf)
+        self.shardRows = arena.copy(shardRows.isEmpty ? [0] : shardRows)
+        rowCount = max(1, splitOf.count)
+        rowAnswers = classAnswers
         self.steeredTemplateStarts = arena.copy(steeredTemplateStarts)
         self.steeredTemplates = arena.copy(steeredTemplates)
         self.table = table.make(in: arena)
@@ -263,10 +286,12 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     let trie6: UnsafeMutableBufferPointer<UInt32>
     let steeredRows: UnsafeMutableBufferPointer<Int32>
     let classAnswers: UnsafeMutableBufferPointer<Int32>
+    let splitOf: UnsafeMutableBufferPointer<Int32>
+    let shardRows: UnsafeMutableBufferPointer<Int32>
     let steeredTemplateStarts: UnsafeMutableBufferPointer<Int32>
     let steeredTemplates: UnsafeMutableBufferPointer<Int32>
     let steeringTemplates: TemplateTable
-    let steeredAnswerCount: Int
+    let steeredRowCount: Int
     /// The longest template body, to size TCP response buffers.
     public let maximumBodyLength: Int
 
@@ -288,10 +313,12 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
         trie6 = steering.trie6
         steeredRows = steering.steeredRows
         classAnswers = steering.classAnswers
+        splitOf = steering.splitOf
+        shardRows = steering.shardRows
         steeredTemplateStarts = steering.steeredTemplateStarts
         steeredTemplates = steering.steeredTemplates
         steeringTemplates = steering.table
-        steeredAnswerCount = max(1, steering.steeredAnswerSites.count)
+        steeredRowCount = steering.rowCount
         maximumBodyLength = max(zone.table.maximumBodyLength, steering.table.maximumBodyLength)
     }
 

@@ -14,9 +14,17 @@ extension Responder {
     @inline(__always)
     func steer(_ writer: inout ResponseWriter, _ snapshot: Snapshot, _ index: Int, location: SteeringLocation) -> Int {
         let parsed = writer.parsed
-        let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + Int(location.classID)])
+        var location = location
+        var row = Int(location.classID)
+        // A class answered per shard: the shard's row, and a scope no wider than the shard's.
+        let split = Int(snapshot.splitOf[row])
+        if split >= 0 {
+            row = Int(snapshot.shardRows[split + Int(location.shard)])
+            location.scope = max(location.scope, Int(location.shardScope))
+        }
+        let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + row])
         steeredName = index
-        steeredAnswer = answer
+        steeredRow = row
         writer.scope = ClientSubnet.responseScope(
             sourcePrefix: parsed.sourcePrefix(writer.query), qtype: parsed.qtype, location: location)
         // Each steered answer has three templates: A (and ANY), AAAA, and every other type.
@@ -81,7 +89,7 @@ extension Responder {
                 if let (classID, depth) = Snapshot.step(
                     trie, node: lookup.node, depth: lookup.depth, high: lookup.high, low: lookup.low, bits: lookup.bits)
                 {
-                    results[index] = SteeringLocation(classID: classID, scope: lookup.scope(depth))
+                    results[index] = lookup.location(classID, depth: depth)
                     pending -= 1
                 } else {
                     queries[index].lookup.node = Int(
@@ -114,7 +122,7 @@ extension Responder {
         let lookup = address.normalised
         let (classID, depth) = Snapshot.classify(
             lookup.trie(snapshot), high: lookup.high, low: lookup.low, bits: lookup.bits)
-        return SteeringLocation(classID: classID, scope: lookup.scope(depth))
+        return lookup.location(classID, depth: depth)
     }
 }
 
@@ -169,18 +177,33 @@ package struct SteeringLookup: Sendable {
     /// The scope of a leaf at `depth` (`ClientSubnet.locationScope`).
     func scope(_ depth: Int) -> Int { ClientSubnet.locationScope(leafDepth: depth, embeddedIPv4: embeddedIPv4) }
 
+    /// The location found at a leaf of class `classID` at `depth`, with this address's shard.
+    @inline(__always)
+    func location(_ classID: Int32, depth: Int) -> SteeringLocation {
+        let shardScope =
+            isIPv6 ? SteeringTable.shardPrefix.ipv6 : SteeringTable.shardPrefix.ipv4 + (embeddedIPv4 ? 96 : 0)
+        return SteeringLocation(
+            classID: classID, scope: scope(depth), shard: UInt8(SteeringTable.shard(high: high, isIPv6: isIPv6)),
+            shardScope: UInt8(shardScope))
+    }
+
     public init() { self.init(high: 0, low: 0, isIPv6: false) }
 }
 
 /// A located client: its answer class and the prefix over which that holds
-/// (`ClientSubnet.locationScope`).
+/// (`ClientSubnet.locationScope`), its shard (`SteeringTable.shard`), and the scope of a
+/// shard (for classes answered per shard).
 package struct SteeringLocation: Sendable {
     var classID: Int32
     var scope: Int
+    var shard: UInt8 = 0
+    var shardScope: UInt8 = 0
 
     public init() { self.init(classID: 0, scope: 0) }
-    init(classID: Int32, scope: Int) {
+    init(classID: Int32, scope: Int, shard: UInt8 = 0, shardScope: UInt8 = 0) {
         self.classID = classID
         self.scope = scope
+        self.shard = shard
+        self.shardScope = shardScope
     }
 }

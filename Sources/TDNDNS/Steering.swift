@@ -37,11 +37,30 @@ public struct SteeringTable: Sendable {
     public var answers: [Answer] = []
     /// Optional: per answer, a key that names the same answer in the next table while
     /// `answerKeyEpoch` stays the same, so that `SteeringBuilder` can copy its encoding from the
-    /// previous steering part instead of encoding it again.
+    /// previous steering part instead of encoding it again. A key of -1: none (encoded anew).
     public var answerKeys: [Int32] = []
     public var answerKeyEpoch: UInt64 = 0
+    /// Per steered name (parallel to `names`; may be empty): location classes answered per
+    /// shard of their clients, each with the answer of every shard (`shardCount` of them). A
+    /// client's shard is a hash of its /24 (IPv4) or /56 (IPv6), so that answer-share budgets
+    /// can move part of a class's demand; a class whose shards all answer alike is one class.
+    public var shardAnswers: [[Int32: [Int32]]] = []
+
+    /// Shards per location class.
+    public static let shardCount = 16
+    /// The prefix a client's shard is taken from, and so the narrowest ECS scope of a class
+    /// answered per shard: IPv4 and IPv6.
+    public static let shardPrefix = (ipv4: 24, ipv6: 56)
 
     public init() {}
+
+    /// The shard of a client address given as the tries read it (IPv4 in the top 32 bits of
+    /// `high`): a multiplicative hash of its /24 or /56, 0 ..< `shardCount`.
+    @inline(__always)
+    public static func shard(high: UInt64, isIPv6: Bool) -> Int {
+        let prefix = isIPv6 ? high >> UInt64(64 - shardPrefix.ipv6) : high >> UInt64(64 - shardPrefix.ipv4)
+        return Int(((prefix &+ 1) &* 0x9E37_79B9_7F4A_7C15) >> 60)
+    }
 }
 
 /// The address space cut into location classes, as two merged binary tries (IPv4, IPv6). It

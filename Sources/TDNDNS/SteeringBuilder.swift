@@ -14,16 +14,49 @@ public enum SteeringBuilder {
         var answerClassOf = [Int32](repeating: 0, count: classCount)
         var rows: [[Int32]] = []
         var rowIndex: [[Int32]: Int32] = [:]
+        // A class answered per shard (`SteeringTable.shardAnswers`) whose shards differ is a
+        // split class: a row of its own, and the rows of its shards in `shardRows`.
+        var splitOf: [Int32] = []
+        var shardRows: [Int32] = []
+        var splitIndex: [[Int32]: Int32] = [:]
+        func rowID(_ row: [Int32]) -> Int32 {
+            if let known = rowIndex[row] { return known }
+            let id = Int32(rows.count)
+            rowIndex[row] = id
+            rows.append(row)
+            splitOf.append(-1)
+            return id
+        }
         for location in 0..<classCount {
             let row = steering.names.map {
                 location < $0.answerOfClass.count ? $0.answerOfClass[location] : ($0.answerOfClass.first ?? 0)
             }
-            if let known = rowIndex[row] {
+            let perShard = steering.names.indices.map { name in
+                name < steering.shardAnswers.count ? steering.shardAnswers[name][Int32(location)] : nil
+            }
+            // Class 0 (addresses in no network, and clients with no address) is never split:
+            // it is answer class 0, the tries' default.
+            guard location > 0, perShard.contains(where: { $0 != nil }) else {
+                answerClassOf[location] = rowID(row)
+                continue
+            }
+            let shards = (0..<SteeringTable.shardCount).map { shard in
+                rowID(
+                    row.indices.map { name in
+                        perShard[name].map { shard < $0.count ? $0[shard] : row[name] } ?? row[name]
+                    })
+            }
+            if Set(shards).count == 1 {
+                answerClassOf[location] = shards[0]
+            } else if let known = splitIndex[shards] {
                 answerClassOf[location] = known
             } else {
-                answerClassOf[location] = Int32(rows.count)
-                rowIndex[row] = Int32(rows.count)
-                rows.append(row)
+                let id = Int32(rows.count)
+                rows.append(rows[Int(shards[0])])
+                splitOf.append(Int32(shardRows.count))
+                shardRows += shards
+                splitIndex[shards] = id
+                answerClassOf[location] = id
             }
         }
         // Addresses in no network are location class 0, numbered first: answer class 0, the
@@ -41,7 +74,9 @@ public enum SteeringBuilder {
         {
             table = TemplateTableBuilder(copying: previous.table)
             reusable = [Int32](repeating: -1, count: Int(previous.basis.answerKeys.max() ?? 0) + 1)
-            for (index, key) in previous.basis.answerKeys.enumerated() { reusable[Int(key)] = Int32(index) }
+            for (index, key) in previous.basis.answerKeys.enumerated() where key >= 0 {
+                reusable[Int(key)] = Int32(index)
+            }
             for (index, zoneIndex) in zone.steeredZones.enumerated()
             where zoneIndex >= 0 && index < previous.steeredTemplateStarts.count {
                 reusableStart[zoneIndex] = previous.steeredTemplateStarts[index]
@@ -82,7 +117,8 @@ public enum SteeringBuilder {
             tries = AnswerTries(locations: steering.locations, classOf: answerClassOf)
         }
         return SteeringData(
-            tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, steeredTemplateStarts: templateStarts,
+            tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, splitOf: splitOf, shardRows: shardRows,
+            steeredTemplateStarts: templateStarts,
             steeredTemplates: templates, table: table, steeredNames: steering.names.map { $0.name.description },
             steeredAnswerSites: steering.answers.map(\.sites),
             basis: .init(
@@ -107,7 +143,7 @@ public enum SteeringBuilder {
         for (position, answer) in steering.answers.enumerated() {
             if let reuse, position < steering.answerKeys.count {
                 let answerKey = Int(steering.answerKeys[position])
-                if answerKey < reuse.indexOfKey.count, reuse.indexOfKey[answerKey] >= 0 {
+                if answerKey >= 0, answerKey < reuse.indexOfKey.count, reuse.indexOfKey[answerKey] >= 0 {
                     // The table starts as a copy of the previous one: same template indices.
                     let first = Int(reuse.start) + 3 * Int(reuse.indexOfKey[answerKey])
                     out.append(reuse.previous.steeredTemplates[first])
