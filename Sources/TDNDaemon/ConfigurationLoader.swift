@@ -60,6 +60,22 @@ struct ConfigurationLoader: Sendable {
         let geoPath: String?
         private(set) var lastRecomputed = 0
 
+        /// Answer-share budgets (`Budgets.swift`): the pairs answered otherwise than the
+        /// compiler would, what the last pass saw, and the candidates it read per (name,
+        /// location class) under the health they were read with.
+        struct PairKey: Hashable, Sendable {
+            var name: Int
+            var location: Int
+            var shard: Int
+        }
+        var budgetChoices: [PairKey: BudgetChoice] = [:]
+        var budgetFigures = BudgetFigures()
+        var candidateCache: [Int: [(site: Int, score: Double)]] = [:]
+        var candidateHealth: HealthView?
+        lazy var referenceDecider = Decider(policy: compiler.policy)
+        /// The demand the data plane counted under this configuration's steering parts.
+        lazy var demand = DemandEstimate(geography: compiler.geography)
+
         init(policy: Policy, geo: GeoDatabase?, health: HealthView) {
             let geography = SteeringPlanner.geography(policy: policy, geo: geo)
             compiler = SteeringCompiler(policy: policy, geography: geography, health: health)
@@ -82,9 +98,15 @@ struct ConfigurationLoader: Sendable {
             policy == compiler.policy && geo?.path == geoPath && (geo.map { Steering.stamp($0.path) } ?? []) == geoStamp
         }
 
-        /// Moves to `health`; returns the load summary.
+        /// Moves to `health`; returns the load summary. A budget choice that names a site now
+        /// down (or without the model) is dropped at once; the next pass places its pair again.
         func update(health: HealthView) -> String {
             lastRecomputed = compiler.update(health: health)
+            let plan = compiler.plan()
+            budgetChoices = budgetChoices.filter { key, choice in
+                let model = plan.names[key.name].labels[0]
+                return choice.sites.allSatisfy { health[$0].up && (health[$0].models?.contains(model) ?? true) }
+            }
             return summary
         }
 
@@ -111,6 +133,16 @@ struct ConfigurationLoader: Sendable {
                     return SteeringTable.Answer(
                         kind: .addresses, ipv4: answer.ipv4, ipv6: answer.ipv6, ttl: answer.ttl, sites: answer.sites)
                 }
+            }
+            if !budgetChoices.isEmpty {
+                let policy = compiler.policy
+                let budget = budgetAnswers(first: table.answers.count) { name in
+                    policy.models.first { $0.name == plan.names[name].labels[0] }?.answers ?? 1
+                }
+                table.answers += budget.answers
+                // Budget answers have no key: they are encoded afresh each time.
+                table.answerKeys += repeatElement(-1, count: budget.answers.count)
+                table.shardAnswers = budget.shards
             }
             return table
         }

@@ -120,10 +120,52 @@ final class LiveState: Sendable {
                 Self.threadCPUSeconds() - started + (rebuilt.steering?.compiler.otherThreadsCPUSeconds ?? 0) - helped
             Counter(label: "tdn_steering_rebuilds_total").increment()
             FloatingPointCounter(label: "tdn_steering_rebuild_cpu_seconds_total").increment(by: cpu)
+            if let steering = rebuilt.steering {
+                steering.demand.note(
+                    rebuilt.set.snapshot.steeringData, names: rebuilt.set.snapshot.steeredNames, at: monotonicSeconds())
+            }
             let pairs = rebuilt.steering?.lastRecomputed ?? 0
             Counter(label: "tdn_steering_recomputed_pairs_total").increment(by: pairs)
             logger.debug("steering: \(pairs) (name, class) pairs decided again, \(Int(cpu * 1000)) ms CPU")
             FreedMemory.release()
+        }
+    }
+
+    /// One answer-share budget pass (`Budgets.swift`), on the compile thread: the data plane's
+    /// counts since the last pass become demand, the budgets weigh it against the sites' fresh
+    /// load figures, and where a pair's answer changes, the steering part is rebuilt.
+    func rebalance() async {
+        await Self.offPool { self.rebalanceNow() }
+    }
+
+    private func rebalanceNow() {
+        lock.withLock { _ in
+            let rows = queryStats.takeRows()
+            guard let loaded = serving.loaded, let steering = loaded.steering else { return }
+            let now = monotonicSeconds()
+            let snapshot = loaded.set.snapshot
+            steering.demand.note(snapshot.steeringData, names: snapshot.steeredNames, at: now)
+            steering.demand.update(rows, at: now)
+            let rules = Dictionary(loaded.probes.map { ($0.site, $0.rules) }, uniquingKeysWith: { first, _ in first })
+            let changed = steering.rebalance(
+                health: loaded.health, loads: monitor.freshLoads(), rules: rules, demand: steering.demand)
+            let figures = steering.budgetFigures
+            for site in loaded.policy?.sites ?? [] {
+                let dimensions = [("site", site.id)]
+                Gauge(label: "tdn_site_demand_share", dimensions: dimensions).record(
+                    figures.assignedShare[site.id] ?? 0)
+                Gauge(label: "tdn_site_demand_budget_share", dimensions: dimensions).record(
+                    figures.budgetShare[site.id] ?? 0)
+            }
+            Gauge(label: "tdn_steering_budget_moved_pairs").record(figures.moved)
+            guard changed else { return }
+            let rebuilt = loaded.recompiled(health: loaded.health)
+            serving.publish(rebuilt)
+            steering.demand.note(rebuilt.set.snapshot.steeringData, names: rebuilt.set.snapshot.steeredNames, at: now)
+            Counter(label: "tdn_steering_budget_rebuilds_total").increment()
+            logger.debug(
+                "steering: budgets moved \(figures.moved) of \(figures.pairs) (name, class, shard) pairs off their nearest site"
+            )
         }
     }
 
@@ -156,6 +198,7 @@ struct HealthService: Service {
                         live.monitor.publishIfChanged()
                         ticks += 1
                         if ticks % 20 == 0 { live.save() }
+                        if ticks % 8 == 0 { await live.rebalance() }
                     }
                 }
                 await group.next()

@@ -1,0 +1,284 @@
+import GeoPolicy
+import HealthProbe
+import TDNDNS
+
+/// Client demand per (steered name, location class), estimated from what the data plane
+/// counted: queries per (name, row) of each steering part (`QueryStats.takeRows`), a row
+/// standing for the (location class, shard) cells that part answers alike. A row's queries are
+/// shared among its cells by the cells' addresses (a shard is a sixteenth of its class), and
+/// each cell's rate is decayed over about a minute. Queries × TTL is the demand: a resolver
+/// asks about once per TTL for all of its clients, so it stands for the resolver populations.
+final class DemandEstimate: @unchecked Sendable {
+    /// The time over which a rate follows a change.
+    static let window = 60.0
+
+    /// Queries per second, per name (by steered name) and location class.
+    private(set) var rates: [String: [Double]] = [:]
+    /// Addresses per location class (IPv4; at least 1 each).
+    private let weights: [Double]
+    /// Recently published steering parts by generation, each with its cells' rows.
+    private var parts: [UInt64: Part] = [:]
+    private var lastUpdate: Double?
+
+    private struct Part {
+        let names: [String]
+        let rowCount: Int
+        /// Per (location, shard): its row.
+        let rowOfCell: [Int32]
+        /// Per row: the weight of its cells.
+        let rowWeight: [Double]
+        let published: Double
+    }
+
+    init(geography: SteeringGeography) {
+        var weights = [Double](repeating: 1, count: geography.locations.count)
+        for (_, length, location) in geography.v4 where Int(location) < weights.count {
+            weights[Int(location)] += Double(UInt64(1) << UInt64(32 - Int(length)))
+        }
+        self.weights = weights
+    }
+
+    /// Notes a published steering part, so that counts made under it can be attributed.
+    func note(_ part: SteeringData, names: [String], at now: Double) {
+        guard parts[part.generation] == nil else { return }
+        let shards = SteeringTable.shardCount
+        var rowOfCell = [Int32](repeating: 0, count: part.locationCount * shards)
+        var rowWeight = [Double](repeating: 0, count: part.rowCount)
+        for location in 0..<part.locationCount {
+            let weight = location < weights.count ? weights[location] : 1
+            for shard in 0..<shards {
+                let row = part.row(location: location, shard: shard)
+                rowOfCell[location * shards + shard] = Int32(row)
+                if row < rowWeight.count { rowWeight[row] += weight / Double(shards) }
+            }
+        }
+        parts[part.generation] = Part(
+            names: names, rowCount: part.rowCount, rowOfCell: rowOfCell, rowWeight: rowWeight, published: now)
+        // Counts arrive within about a second of the query; a part replaced long ago has none.
+        if parts.count > 8 {
+            for (generation, _) in parts.sorted(by: { $0.value.published < $1.value.published }).prefix(parts.count - 8)
+            {
+                parts[generation] = nil
+            }
+        }
+    }
+
+    /// Folds the counts since the last update in, as rates over the time since then.
+    func update(_ counts: [QueryStats.RowKey: UInt64], at now: Double) {
+        defer { lastUpdate = now }
+        guard let last = lastUpdate, now > last else { return }
+        let elapsed = now - last
+        var seen: [String: [Double]] = [:]
+        for (generation, part) in parts {
+            // Per name: the queries of each row.
+            var byRow: [Int: [Double]] = [:]
+            for (key, count) in counts where key.generation == generation && key.name < part.names.count {
+                byRow[key.name, default: [Double](repeating: 0, count: part.rowCount)][key.row] += Double(count)
+            }
+            guard !byRow.isEmpty else { continue }
+            let shards = SteeringTable.shardCount
+            for (name, rows) in byRow {
+                var perLocation = seen[part.names[name]] ?? [Double](repeating: 0, count: weights.count)
+                for cell in part.rowOfCell.indices {
+                    let row = Int(part.rowOfCell[cell])
+                    guard rows[row] > 0, part.rowWeight[row] > 0 else { continue }
+                    let location = cell / shards
+                    let weight = (location < weights.count ? weights[location] : 1) / Double(shards)
+                    if location < perLocation.count {
+                        perLocation[location] += rows[row] * weight / part.rowWeight[row]
+                    }
+                }
+                seen[part.names[name]] = perLocation
+            }
+        }
+        let blend = min(1, elapsed / Self.window)
+        for name in Set(rates.keys).union(seen.keys) {
+            var rate = rates[name] ?? [Double](repeating: 0, count: weights.count)
+            let queries = seen[name]
+            for location in rate.indices {
+                rate[location] += ((queries?[location] ?? 0) / elapsed - rate[location]) * blend
+            }
+            rates[name] = rate
+        }
+    }
+}
+
+/// One answer-share budget pass over a configuration's steering (`ConfigurationLoader.Steering`):
+/// the pairs (name, location class, shard) with demand, their allowed and up sites best first
+/// (the compiler's answer leads), each site's fresh load figure and water marks, through
+/// `AnswerBudgets`. Where a pair's site differs from the compiler's first (or sits on a budget
+/// edge), the pair gets an answer of its own: that site first, then the rest of the compiler's
+/// answer, with the short TTL on an edge.
+extension ConfigurationLoader.Steering {
+    /// A (name, location class, shard) pair's budget outcome.
+    struct BudgetChoice: Hashable, Sendable {
+        var site: Int
+        var sites: [String]
+        var ttl: UInt32
+    }
+
+    /// What one pass saw, for `/metrics` and `/status`: per site, the share of all demand it
+    /// was given and the share it may take below its low-water mark (nil: no estimate).
+    struct BudgetFigures: Sendable {
+        var assignedShare: [String: Double] = [:]
+        var budgetShare: [String: Double] = [:]
+        var totalDemand = 0.0
+        var pairs = 0
+        var moved = 0
+    }
+
+    /// Runs a pass; returns whether any pair's answer changed (the snapshot needs rebuilding).
+    func rebalance(
+        health: HealthView, loads: [String: Double], rules: [String: HealthRules], demand: DemandEstimate
+    ) -> Bool {
+        let plan = compiler.plan()
+        let policy = compiler.policy
+        if health != candidateHealth {
+            candidateCache = [:]
+            candidateHealth = health
+        }
+        let siteIndex = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
+        let shards = SteeringTable.shardCount
+        var keys: [PairKey] = []
+        var input: [AnswerBudgets.Pair] = []
+        var leaders: [Int] = []
+        var assigned = [Double](repeating: 0, count: policy.sites.count)
+        var total = 0.0
+        for (name, entry) in plan.names.enumerated() {
+            guard let model = policy.models.first(where: { $0.name == entry.labels[0] }),
+                let rates = demand.rates[names[name].description]
+            else { continue }
+            let tenant = entry.labels.count > 1 ? policy.tenants.first { $0.name == entry.labels[1] } : nil
+            for location in rates.indices where rates[location] > 1e-6 && location < entry.answerOfClass.count {
+                let answer = plan.answers[Int(entry.answerOfClass[location])]
+                // Budgets weigh load figures: a pair whose leading site has none keeps the
+                // compiler's answer.
+                guard !answer.denied, let lead = answer.sites.first, let leader = siteIndex[lead],
+                    loads[lead] != nil
+                else { continue }
+                let candidates = candidates(
+                    name: name, location: location, model: model, tenant: tenant, health: health)
+                let pairDemand = rates[location] * Double(model.ttl) / Double(shards)
+                total += pairDemand * Double(shards)
+                for shard in 0..<shards {
+                    let key = PairKey(name: name, location: location, shard: shard)
+                    let current = budgetChoices[key]?.site ?? leader
+                    assigned[current] += pairDemand
+                    keys.append(key)
+                    leaders.append(leader)
+                    input.append(.init(demand: pairDemand, candidates: candidates, current: current))
+                }
+            }
+        }
+        let sites = policy.sites.enumerated().map { index, site in
+            let marks = rules[site.id] ?? HealthRules()
+            return AnswerBudgets.Site(
+                load: loads[site.id], assigned: assigned[index], lowWater: marks.lowWater, highWater: marks.highWater,
+                group: site.tier.rank)
+        }
+        let choices = AnswerBudgets.assign(pairs: input, sites: sites, nearEqual: policy.nearEqualMilliseconds)
+        var next: [PairKey: BudgetChoice] = [:]
+        var given = [Double](repeating: 0, count: policy.sites.count)
+        var moved = 0
+        for (position, choice) in choices.enumerated() {
+            guard let site = choice.site else { continue }
+            given[site] += input[position].demand
+            let key = keys[position]
+            guard site != leaders[position] || choice.onEdge else { continue }
+            let entry = plan.names[key.name]
+            let answer = plan.answers[Int(entry.answerOfClass[key.location])]
+            let chosen = policy.sites[site].id
+            let sitesNamed = Array(([chosen] + answer.sites.filter { $0 != chosen }).prefix(max(1, answer.sites.count)))
+            next[key] = BudgetChoice(
+                site: site, sites: sitesNamed,
+                ttl: choice.onEdge ? min(answer.ttl, policy.health.unsettledTTL) : answer.ttl)
+            if site != leaders[position] { moved += 1 }
+        }
+        let capacity = AnswerBudgets.capacities(sites)
+        var figures = BudgetFigures(totalDemand: total, pairs: input.count, moved: moved)
+        for (index, site) in policy.sites.enumerated() where total > 0 {
+            figures.assignedShare[site.id] = given[index] / total
+            if capacity[index].isFinite {
+                figures.budgetShare[site.id] = capacity[index] * sites[index].lowWater / total
+            }
+        }
+        budgetFigures = figures
+        let changed = next != budgetChoices
+        budgetChoices = next
+        return changed
+    }
+
+    /// The sites a pair may be sent to, best first with their scores: the decision's allowed,
+    /// up sites with the model, in its order, except that full sites stand where their score
+    /// puts them (budgets weigh their load rather than setting them last).
+    private func candidates(
+        name: Int, location: Int, model: Model, tenant: Tenant?, health: HealthView
+    ) -> [(site: Int, score: Double)] {
+        let key = name * compiler.geography.locations.count + location
+        if let known = candidateCache[key] { return known }
+        let policy = compiler.policy
+        let decision = referenceDecider.decide(
+            model: model, tenant: tenant, location: compiler.geography.locations[location], health: health)
+        let siteIndex = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
+        var ordered: [(site: Int, score: Double)] = []
+        var full: [(site: Int, score: Double)] = []
+        for trace in decision.trace where trace.kept && decision.note == nil {
+            guard let site = siteIndex[trace.site] else { continue }
+            if health[trace.site].saturated {
+                full.append((site, trace.score ?? 0))
+            } else {
+                ordered.append((site, trace.score ?? 0))
+            }
+        }
+        for entry in full {
+            let position = ordered.firstIndex { $0.score > entry.score } ?? ordered.count
+            ordered.insert(entry, at: position)
+        }
+        candidateCache[key] = ordered
+        return ordered
+    }
+
+    /// The budget choices as answers per shard, for `table()`: answers appended after the
+    /// plan's (numbered from `first`), and per name the shard answers of its classes.
+    func budgetAnswers(first: Int, model: (Int) -> Int) -> (answers: [SteeringTable.Answer], shards: [[Int32: [Int32]]])
+    {
+        let plan = compiler.plan()
+        let policy = compiler.policy
+        let sites = Dictionary(uniqueKeysWithValues: policy.sites.map { ($0.id, $0) })
+        var answers: [SteeringTable.Answer] = []
+        var index: [SteeringTable.Answer: Int32] = [:]
+        var shards = [[Int32: [Int32]]](repeating: [:], count: plan.names.count)
+        for (key, choice) in budgetChoices where key.name < plan.names.count {
+            let answers4 = model(key.name)
+            var answer = SteeringTable.Answer(kind: .addresses, ttl: choice.ttl)
+            for id in choice.sites {
+                guard let site = sites[id] else { continue }
+                var used = false
+                for address in site.ipv4 where answer.ipv4.count < answers4 {
+                    answer.ipv4.append(address)
+                    used = true
+                }
+                for address in site.ipv6 where answer.ipv6.count < answers4 {
+                    answer.ipv6.append(address)
+                    used = true
+                }
+                if used { answer.sites.append(id) }
+            }
+            let id: Int32
+            if let known = index[answer] {
+                id = known
+            } else {
+                id = Int32(first + answers.count)
+                index[answer] = id
+                answers.append(answer)
+            }
+            let entry = plan.names[key.name]
+            var row =
+                shards[key.name][Int32(key.location)]
+                ?? [Int32](repeating: entry.answerOfClass[key.location], count: SteeringTable.shardCount)
+            row[key.shard] = id
+            shards[key.name][Int32(key.location)] = row
+        }
+        return (answers, shards)
+    }
+}
