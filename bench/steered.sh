@@ -5,6 +5,7 @@
 # from real address ranges (bench/make-queries.py).
 #
 #   bench/steered.sh                      # ROUNDS=4 DURATION=10 CLIENTS=8 THREADS=2
+#   BASELINE=/path/to/tdnd bench/steered.sh   # and an earlier build on the same configuration
 #
 # The references answer the same model names from the same sites: gdnsd in "City auto mode"
 # (nearest datacenters by the database's coordinates, one map per model with the sites that can
@@ -76,11 +77,20 @@ PY
 SWIFT_BACKTRACE=enable=no .build/release/tdnd serve --config tdnd.yaml --listen "127.0.0.1:$tdnd_port" --threads "$THREADS" \
     --status off --log-level warning >"$work/tdnd.log" 2>&1 &
 tdnd_pid=$!; pids+=("$tdnd_pid")
+# BASELINE: an earlier build of tdnd beside this one (steered queries only), so that a
+# change's cost on the query path is one ratio from one interleaved run.
+baseline_port=""
+if [ -n "${BASELINE:-}" ]; then
+    baseline_port=$(free_port)
+    SWIFT_BACKTRACE=enable=no "$BASELINE" serve --config tdnd.yaml --listen "127.0.0.1:$baseline_port" \
+        --threads "$THREADS" --status off --log-level warning >"$work/baseline.log" 2>&1 &
+    baseline_pid=$!; pids+=("$baseline_pid")
+fi
 gdnsd -c "$work/gdnsd" start >"$work/gdnsd.log" 2>&1 &
 gdnsd_pid=$!; pids+=("$gdnsd_pid")
 pdns_server --config-dir="$work" >"$work/pdns.log" 2>&1 &
 pdns_pid=$!; pids+=("$pdns_pid")
-for port in $tdnd_port $gdnsd_port $pdns_port; do
+for port in $tdnd_port $gdnsd_port $pdns_port $baseline_port; do
     # gdnsd compiles its maps from the whole database at start: allow it a minute.
     for _ in $(seq 300); do dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 tdn.example SOA 2>/dev/null | grep -q hostmaster && break; sleep 0.2; done
 done
@@ -105,6 +115,7 @@ for round in $(seq "$ROUNDS"); do
     echo "round $round"
     run tdnd-static "$tdnd_port" "$tdnd_pid" "$work/static.bin"
     run tdnd-steered "$tdnd_port" "$tdnd_pid" "$work/steered.bin"
+    [ -z "$baseline_port" ] || run baseline-steered "$baseline_port" "$baseline_pid" "$work/steered.bin"
     run gdnsd-geoip "$gdnsd_port" "$gdnsd_pid" "$work/steered.bin"
     run pdns-geoip "$pdns_port" "$pdns_pid" "$work/steered.bin"
 done
@@ -120,6 +131,7 @@ for name, (q, c) in data.items():
 med = {name: (statistics.median(q), statistics.median(c)) for name, (q, c) in data.items()}
 s = med["tdnd-steered"]
 print()
-for other in ("tdnd-static", "gdnsd-geoip", "pdns-geoip"):
+for other in ("tdnd-static", "gdnsd-geoip", "pdns-geoip", "baseline-steered"):
+    if other not in med: continue
     print(f"tdnd-steered/{other}: QPS {s[0] / med[other][0]:.2f}, CPU per query {s[1] / med[other][1]:.2f}")
 PY

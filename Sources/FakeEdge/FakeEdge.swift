@@ -6,7 +6,8 @@ import Synchronization
 /// A fleet of pretend inference edges on one loopback HTTP server, for tests, benchmarks and
 /// the demo. Site `S` answers like vLLM under `/S/`: `/S/health`, `/S/metrics` (vLLM's series)
 /// and `/S/v1/models` (an OpenAI model list). Each site can be switched while it runs, in
-/// process or over HTTP: `POST /S/mode?set=failing`, `POST /S/models?set=a,b`.
+/// process or over HTTP: `POST /S/mode?set=failing`, `POST /S/models?set=a,b`,
+/// `POST /S/load?set=0.8`.
 public final class FakeEdgeFleet: Sendable {
     public enum Mode: String, Sendable, CaseIterable {
         /// 200 on /health, light load.
@@ -36,6 +37,9 @@ public final class FakeEdgeFleet: Sendable {
         public var mode: Mode = .healthy
         public var models: [String]
         public var slowDelay: Double = 5
+        /// A load figure to report while healthy (0 idle … 1 full) through the KV cache, the
+        /// signal that then decides; nil: the mode's own light or full figures.
+        public var load: Double?
         /// Requests answered, by path suffix (health, metrics, models).
         public var requests: [String: Int] = [:]
     }
@@ -99,6 +103,11 @@ public final class FakeEdgeFleet: Sendable {
         sites.withLock { $0[site, default: Site(models: defaultModels)].models = models }
     }
 
+    /// The load a healthy site reports from now on (nil: the mode's own).
+    public func setLoad(_ site: String, _ load: Double?) {
+        sites.withLock { $0[site, default: Site(models: defaultModels)].load = load }
+    }
+
     public func setSlowDelay(_ site: String, _ seconds: Double) {
         sites.withLock { $0[site, default: Site(models: defaultModels)].slowDelay = seconds }
     }
@@ -132,6 +141,10 @@ public final class FakeEdgeFleet: Sendable {
                     return (200, Self.metrics(full: false) + String(repeating: "# padding\n", count: 500_000), delay)
                 case .malformed: return (200, "vllm:num_requests_running {{{ not a sample\n\u{0}\u{1}", delay)
                 case .negative: return (200, Self.metrics(full: false, running: -500, cache: "-Inf"), delay)
+                case .healthy where site.load != nil:
+                    // vLLM's KV cache counts as full at 0.95 (`CapacityModel.vLLM`).
+                    let cache = min(1, max(0, site.load ?? 0)) * 0.95
+                    return (200, Self.metrics(full: false, cache: "\(cache)"), delay)
                 default: return (200, Self.metrics(full: site.mode == .full || site.mode == .busy), delay)
                 }
             case "models":
@@ -162,7 +175,7 @@ public final class FakeEdgeFleet: Sendable {
         guard route.count == 2, let value, site(String(route[0])) != nil else {
             return (
                 400,
-                "POST /SITE/mode?set=\(Mode.allCases.map(\.rawValue).joined(separator: "|")) or /SITE/models?set=a,b\n",
+                "POST /SITE/mode?set=\(Mode.allCases.map(\.rawValue).joined(separator: "|")), /SITE/models?set=a,b or /SITE/load?set=0.8\n",
                 0
             )
         }
@@ -175,6 +188,12 @@ public final class FakeEdgeFleet: Sendable {
         case "models":
             setModels(id, value.split(separator: ",").map(String.init))
             return (200, "\(id): models \(value)\n", 0)
+        case "load":
+            guard let load = Double(value), load >= 0, load <= 1 else {
+                return (400, "load: \(value) is not a figure from 0 to 1\n", 0)
+            }
+            setLoad(id, load)
+            return (200, "\(id): load \(value)\n", 0)
         default:
             return (400, "unknown control \(route[1])\n", 0)
         }

@@ -12,8 +12,9 @@ final class DemandEstimate: @unchecked Sendable {
     /// The time over which a rate follows a change.
     static let window = 60.0
 
-    /// Queries per second, per name (by steered name) and location class.
-    private(set) var rates: [String: [Double]] = [:]
+    /// Queries per second, per name (by steered name) and location class (set directly by the
+    /// simulator, whose resolvers are counted without a data plane).
+    var rates: [String: [Double]] = [:]
     /// Addresses per location class (IPv4; at least 1 each).
     private let weights: [Double]
     /// Recently published steering parts by generation, each with its cells' rows.
@@ -162,7 +163,7 @@ extension ConfigurationLoader.Steering {
                 total += pairDemand * Double(shards)
                 for shard in 0..<shards {
                     let key = PairKey(name: name, location: location, shard: shard)
-                    let current = budgetChoices[key]?.site ?? leader
+                    let current = budgetChoices[key]?.site ?? served[key] ?? leader
                     assigned[current] += pairDemand
                     keys.append(key)
                     leaders.append(leader)
@@ -180,11 +181,18 @@ extension ConfigurationLoader.Steering {
         var next: [PairKey: BudgetChoice] = [:]
         var given = [Double](repeating: 0, count: policy.sites.count)
         var moved = 0
+        served = [:]
         for (position, choice) in choices.enumerated() {
             guard let site = choice.site else { continue }
             given[site] += input[position].demand
             let key = keys[position]
-            guard site != leaders[position] || choice.onEdge else { continue }
+            served[key] = site
+            // A pair at its compiler leader that is also its best candidate needs no answer of
+            // its own. One at a site other than its best does, even when the compiler's leader
+            // is that site (a full best site is set last by the compiler): else it would follow
+            // the full flag back and forth as the best site's load crosses its marks.
+            guard site != leaders[position] || site != input[position].candidates.first?.site || choice.onEdge
+            else { continue }
             let entry = plan.names[key.name]
             let answer = plan.answers[Int(entry.answerOfClass[key.location])]
             let chosen = policy.sites[site].id

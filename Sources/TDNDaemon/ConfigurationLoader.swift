@@ -69,6 +69,8 @@ struct ConfigurationLoader: Sendable {
             var shard: Int
         }
         var budgetChoices: [PairKey: BudgetChoice] = [:]
+        /// The site each pair with demand was answered with after the last pass.
+        var served: [PairKey: Int] = [:]
         var budgetFigures = BudgetFigures()
         var candidateCache: [Int: [(site: Int, score: Double)]] = [:]
         var candidateHealth: HealthView?
@@ -76,14 +78,21 @@ struct ConfigurationLoader: Sendable {
         /// The demand the data plane counted under this configuration's steering parts.
         lazy var demand = DemandEstimate(geography: compiler.geography)
 
-        init(policy: Policy, geo: GeoDatabase?, health: HealthView) {
-            let geography = SteeringPlanner.geography(policy: policy, geo: geo)
+        convenience init(policy: Policy, geo: GeoDatabase?, health: HealthView) {
+            self.init(
+                policy: policy, geography: SteeringPlanner.geography(policy: policy, geo: geo), health: health,
+                geoPath: geo?.path)
+        }
+
+        /// With the location tries left empty when `tries` is false (the simulator answers
+        /// from the decisions, not from a snapshot).
+        init(policy: Policy, geography: SteeringGeography, health: HealthView, geoPath: String?, tries: Bool = true) {
             compiler = SteeringCompiler(policy: policy, geography: geography, health: health)
-            locations = LocationTrie(v4: geography.v4, v6: geography.v6)
+            locations = tries ? LocationTrie(v4: geography.v4, v6: geography.v6) : .empty
             let plan = compiler.plan()
             names = plan.names.compactMap { try? DomainName($0.labels.joined(separator: ".") + "." + plan.zone) }
-            geoPath = geo?.path
-            geoStamp = geo.map { Steering.stamp($0.path) } ?? []
+            self.geoPath = geoPath
+            geoStamp = geoPath.map { Steering.stamp($0) } ?? []
             lastRecomputed = compiler.nameCount * geography.locations.count
         }
 
@@ -103,9 +112,22 @@ struct ConfigurationLoader: Sendable {
         func update(health: HealthView) -> String {
             lastRecomputed = compiler.update(health: health)
             let plan = compiler.plan()
-            budgetChoices = budgetChoices.filter { key, choice in
-                let model = plan.names[key.name].labels[0]
-                return choice.sites.allSatisfy { health[$0].up && (health[$0].models?.contains(model) ?? true) }
+            func usable(_ site: String, _ key: PairKey) -> Bool {
+                health[site].up && (health[site].models?.contains(plan.names[key.name].labels[0]) ?? true)
+            }
+            budgetChoices = budgetChoices.filter { key, choice in choice.sites.allSatisfy { usable($0, key) } }
+            // A site that turned full keeps the pairs it served: the budgets weigh its load, and
+            // the next pass sheds only what takes it down to its low-water mark (the full flag
+            // alone would move every class at once).
+            let policy = compiler.policy
+            for (key, site) in served where budgetChoices[key] == nil {
+                let id = policy.sites[site].id
+                guard health[id].saturated, usable(id, key) else { continue }
+                let answer = plan.answers[Int(plan.names[key.name].answerOfClass[key.location])]
+                guard !answer.denied, answer.sites.first != id else { continue }
+                let rest = answer.sites.filter { $0 != id }.prefix(max(1, answer.sites.count) - 1)
+                budgetChoices[key] = BudgetChoice(
+                    site: site, sites: [id] + rest, ttl: min(answer.ttl, policy.health.unsettledTTL))
             }
             return summary
         }

@@ -70,14 +70,41 @@ struct ExplainReport: Codable, Sendable {
     var denial: String?
     var ttl: UInt32
     var ecsScope: Int
+    /// The answer-share budgets' part (the live server's `/explain` only).
+    var budget: BudgetLine?
+
+    struct BudgetLine: Codable, Sendable {
+        /// The client's shard of its location class (a hash of its /24 or /56).
+        var shard: Int
+        /// What the data plane saw of this name from the class: queries per second, and
+        /// queries × TTL (the demand unit budgets weigh).
+        var queriesPerSecond: Double
+        var demand: Double
+        /// The shard's answer, where the budgets changed it.
+        var answerSites: [String]?
+        var ttl: UInt32?
+        var reason: String
+        /// The allowed sites, best first: fresh load figure, the share of all demand the last
+        /// pass gave each, and the share each may take below its low-water mark.
+        var sites: [BudgetSite]
+    }
+
+    struct BudgetSite: Codable, Sendable {
+        var site: String
+        var load: Double?
+        var assignedShare: Double?
+        var budgetShare: Double?
+    }
 
     struct Failure: Error, CustomStringConvertible {
         let description: String
     }
 
     /// Runs the production decision: the same locator, decider and compiled table as the server.
+    /// With `loads` (the live server's fresh load figures), the budgets' part too; the caller
+    /// holds the snapshot lock (the steering's budget state is read).
     static func make(
-        loaded: ConfigurationLoader.Loaded, hostname: String, client: String
+        loaded: ConfigurationLoader.Loaded, hostname: String, client: String, loads: [String: Double]? = nil
     ) throws(Failure) -> ExplainReport {
         guard let policy = loaded.policy else { throw Failure(description: "no policy configured") }
         guard let prefix = IPPrefix(client) else {
@@ -110,6 +137,12 @@ struct ExplainReport: Codable, Sendable {
             model: model, tenant: tenant, location: located.location, health: loaded.health)
         // The scope comes from the compiled table the server answers from.
         let scope = prefix.length == 0 ? 0 : loaded.set.snapshot.classify(prefix.address).scope
+        var budget: BudgetLine? = nil
+        if let loads, let steering = loaded.steering {
+            budget = budgetLine(
+                steering: steering, labels: labels, model: model, location: located.location, address: prefix.address,
+                decision: decision, loads: loads)
+        }
         return ExplainReport(
             hostname: name, model: model.name, tenant: tenant?.name, client: prefix.description,
             locatedBy: located.source,
@@ -122,7 +155,54 @@ struct ExplainReport: Codable, Sendable {
             answerSites: decision.sites, ipv4: decision.ipv4.map(IPPrefix.format),
             ipv6: decision.ipv6.map(IPPrefix.format),
             denied: decision.denied, denial: decision.denied ? decision.denial.rawValue : nil, ttl: decision.ttl,
-            ecsScope: scope)
+            ecsScope: scope, budget: budget)
+    }
+
+    private static func budgetLine(
+        steering: ConfigurationLoader.Steering, labels: [String], model: Model, location: Location, address: [UInt8],
+        decision: Decision, loads: [String: Double]
+    ) -> BudgetLine? {
+        let plan = steering.compiler.plan()
+        guard let name = plan.names.firstIndex(where: { $0.labels == labels }),
+            let locationClass = plan.locations.firstIndex(of: location.quantized)
+        else { return nil }
+        let high = address.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) } << (address.count == 4 ? 32 : 0)
+        let shard = SteeringTable.shard(high: high, isIPv6: address.count == 16)
+        let rate = steering.demand.rates[steering.names[name].description].map { $0[locationClass] } ?? 0
+        let figures = steering.budgetFigures
+        let sites = decision.trace.filter(\.kept).map { line in
+            BudgetSite(
+                site: line.site, load: loads[line.site].map(round3),
+                assignedShare: figures.assignedShare[line.site].map(round3),
+                budgetShare: figures.budgetShare[line.site].map(round3))
+        }
+        var line = BudgetLine(
+            shard: shard, queriesPerSecond: round3(rate), demand: round3(rate * Double(model.ttl)), reason: "",
+            sites: sites)
+        let lead = decision.sites.first
+        let choice = steering.budgetChoices[.init(name: name, location: locationClass, shard: shard)]
+        let score = Dictionary(decision.trace.compactMap { line in line.score.map { (line.site, $0) } }) { a, _ in a }
+        switch (choice, lead) {
+        case (let choice?, let lead?) where choice.sites.first != lead:
+            let chosen = choice.sites.first ?? ""
+            let added = (score[chosen] ?? 0) - (score[lead] ?? 0)
+            line.answerSites = choice.sites
+            line.ttl = choice.ttl
+            line.reason =
+                "\(lead) is over its budget (load \(loads[lead].map { "\(round3($0))" } ?? "unknown")): this shard goes to \(chosen), \(round1(added)) ms farther, the allowed site with room that adds least latency"
+        case (let choice?, _):
+            line.answerSites = choice.sites
+            line.ttl = choice.ttl
+            line.reason =
+                "\(choice.sites.first ?? "") sits between its water marks: a short TTL while the budget is tight"
+        case (nil, let lead?) where loads[lead] == nil:
+            line.reason = "\(lead) reports no fresh load figure: the compiler's answer stands"
+        case (nil, _) where rate == 0:
+            line.reason = "no queries seen from this class yet: the compiler's answer stands"
+        default:
+            line.reason = "within budget: the compiler's answer stands"
+        }
+        return line
     }
 
     func json() throws -> Data {
@@ -157,8 +237,23 @@ struct ExplainReport: Codable, Sendable {
             )
         }
         lines.append("ttl: \(ttl)  ecs scope: /\(ecsScope)")
+        if let budget {
+            lines.append(
+                "budgets: shard \(budget.shard), class demand \(budget.queriesPerSecond) queries/s × TTL = \(budget.demand)"
+            )
+            for site in budget.sites {
+                lines.append(
+                    "  \(pad(site.site)) load \(site.load.map { "\($0)" } ?? "unknown")  given \(site.assignedShare.map { "\($0)" } ?? "-")  budget \(site.budgetShare.map { "\($0)" } ?? "-")"
+                )
+            }
+            if let sites = budget.answerSites {
+                lines.append("budget answer: \(sites.joined(separator: ", ")) ttl \(budget.ttl ?? 0)")
+            }
+            lines.append("why: \(budget.reason)")
+        }
         return lines.joined(separator: "\n")
     }
 }
 
 private func round1(_ value: Double) -> Double { (value * 10).rounded() / 10 }
+private func round3(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }

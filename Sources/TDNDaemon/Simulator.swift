@@ -209,14 +209,27 @@ struct Simulator {
         // site keeps its own phase.
         var nextProbe = [Double](repeating: 0, count: targets.count)
         var phase = targets.map { Double.random(in: 0..<$0.interval, using: &random) }
+        // The budgets run as `serve` runs them (`ConfigurationLoader.Steering.rebalance`); the
+        // full/not-full rule is the compiler alone.
+        let steering =
+            rule == .budgets
+            ? ConfigurationLoader.Steering(
+                policy: policy, geography: geography, health: ProbePlan.view(targets, monitor), geoPath: nil,
+                tries: false) : nil
         let compiler =
-            rule == .nearest
-            ? nil : SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor))
+            steering?.compiler
+            ?? (rule == .nearest
+                ? nil
+                : SteeringCompiler(policy: policy, geography: geography, health: ProbePlan.view(targets, monitor)))
         var plan = compiler?.plan()
         let nameOf = Dictionary(
             uniqueKeysWithValues: (plan?.names ?? []).enumerated().compactMap { index, name in
                 name.labels.count == 1 ? (name.labels[0], index) : nil
             })
+        let steeredName = (plan?.names ?? []).map { name in
+            name.labels.joined(separator: ".") + "." + policy.zone + (policy.zone.hasSuffix(".") ? "" : ".")
+        }
+        let rules = Dictionary(targets.map { ($0.site, $0.rules) }, uniquingKeysWith: { first, _ in first })
 
         // Resolvers in proportion to each class's addresses (at least one); per (class, model)
         // pair, each resolver's cached answer and when it expires.
@@ -229,15 +242,15 @@ struct Simulator {
         // every shard of a pair the same answer.
         let shards = scenario.shards
         var current = [(sites: [Int], ttl: Double)](repeating: ([], 0), count: pairs * shards)
-        // The data plane's view of demand: a decayed rate of each shard's queries, times its TTL.
-        var queries = [Double](repeating: 0, count: pairs * shards)
-        var rate = [Double](repeating: 0, count: pairs * shards)
+        // The data plane's view of demand: a decayed rate of each pair's queries (the shards
+        // of a class count as one, as `DemandEstimate` shares a class evenly among them).
+        var queries = [Double](repeating: 0, count: pairs)
+        var rate = [Double](repeating: 0, count: pairs)
         let full = targets.map(\.rules.highWater)
         // The load figure each site's last successful scrape reported (what the monitor holds),
         // and when: older than the site's `stale` bound, it is unknown.
         var reported = [Double?](repeating: nil, count: policy.sites.count)
         var reportedAt = [Double](repeating: 0, count: policy.sites.count)
-        var assignment = [AnswerBudgets.Choice](repeating: .init(site: nil, onEdge: false), count: pairs * shards)
         var flips = 0
         var load = [Double](repeating: 0, count: policy.sites.count)
         var optimal = 0.0
@@ -264,53 +277,6 @@ struct Simulator {
             // Nearest by distance among the sites that host the model and are up.
             let up = nearest[position][modelPosition].lazy.filter { view[policy.sites[$0].id].up }
             return (Array(up.prefix(model.answers)), Double(model.ttl))
-        }
-
-        /// The budgets' choice for every pair, from the monitor's load figures and the demand
-        /// estimates (queries per second × TTL).
-        func budgetChoices(
-            view: HealthView, loads: [Double?], rate: [Double], assignment: [AnswerBudgets.Choice]
-        ) -> [AnswerBudgets.Choice] {
-            var input: [AnswerBudgets.Pair] = []
-            var assigned = [Double](repeating: 0, count: policy.sites.count)
-            for position in classes.indices {
-                for (modelPosition, model) in models.enumerated() {
-                    let pair = position * models.count + modelPosition
-                    // The best 32 usable sites are room enough to spill over into.
-                    let candidates = Array(
-                        eligible[position][modelPosition].lazy.filter { candidate in
-                            let health = view[policy.sites[candidate.site].id]
-                            return health.up && (health.models?.contains(model.name) ?? true)
-                        }.prefix(32))
-                    for shard in pair * shards..<(pair + 1) * shards {
-                        let demand = rate[shard] * Double(model.ttl)
-                        if let site = assignment[shard].site { assigned[site] += demand }
-                        input.append(.init(demand: demand, candidates: candidates, current: assignment[shard].site))
-                    }
-                }
-            }
-            let sites = policy.sites.enumerated().map { index, site in
-                let rules = targets[index].rules
-                return AnswerBudgets.Site(
-                    load: loads[index], assigned: assigned[index], lowWater: rules.lowWater,
-                    highWater: rules.highWater, group: site.tier.rank)
-            }
-            return AnswerBudgets.assign(pairs: input, sites: sites, nearEqual: policy.nearEqualMilliseconds)
-        }
-
-        /// A budget answer: the chosen site first, then the next candidates up to the model's
-        /// number of answers (for clients to fail over to); the short TTL on a budget edge.
-        func budgetAnswer(
-            _ site: Int, _ position: Int, _ modelPosition: Int, view: HealthView, onEdge: Bool
-        )
-            -> (sites: [Int], ttl: Double)
-        {
-            let model = models[modelPosition]
-            let others = eligible[position][modelPosition].lazy.map(\.site).filter {
-                $0 != site && view[policy.sites[$0].id].up
-            }
-            let ttl = onEdge ? policy.health.unsettledTTL : model.ttl
-            return ([site] + others.prefix(model.answers - 1), Double(ttl))
         }
 
         let step = scenario.step
@@ -340,12 +306,27 @@ struct Simulator {
             }
             if probed || first {
                 view = ProbePlan.view(targets, monitor)
-                if let compiler, compiler.update(health: view) > 0 { plan = compiler.plan() }
-                if rule == .budgets {
-                    let loads = reported.indices.map { index in
-                        time - reportedAt[index] > targets[index].rules.staleAfter ? nil : reported[index]
+                if let steering {
+                    _ = steering.update(health: view)
+                    plan = compiler?.plan()
+                    // Fresh load figures of up sites, as `HealthMonitor.freshLoads` gives them.
+                    var loads: [String: Double] = [:]
+                    for index in reported.indices where view[policy.sites[index].id].up {
+                        if let figure = reported[index], time - reportedAt[index] <= targets[index].rules.staleAfter {
+                            loads[policy.sites[index].id] = figure
+                        }
                     }
-                    assignment = budgetChoices(view: view, loads: loads, rate: rate, assignment: assignment)
+                    for (modelPosition, model) in models.enumerated() {
+                        guard let name = nameOf[model.name] else { continue }
+                        var perLocation = [Double](repeating: 0, count: geography.locations.count)
+                        for position in classes.indices {
+                            perLocation[classes[position]] = rate[position * models.count + modelPosition]
+                        }
+                        steering.demand.rates[steeredName[name]] = perLocation
+                    }
+                    _ = steering.rebalance(health: view, loads: loads, rules: rules, demand: steering.demand)
+                } else if let compiler, compiler.update(health: view) > 0 {
+                    plan = compiler.plan()
                 }
                 // The answers as published now; a change of a class's sites is a flip.
                 for position in classes.indices {
@@ -354,9 +335,11 @@ struct Simulator {
                         let pair = position * models.count + modelPosition
                         for slot in pair * shards..<(pair + 1) * shards {
                             var now = common
-                            if rule == .budgets, let site = assignment[slot].site {
-                                now = budgetAnswer(
-                                    site, position, modelPosition, view: view, onEdge: assignment[slot].onEdge)
+                            if let steering, let name = nameOf[models[modelPosition].name],
+                                let choice = steering.budgetChoices[
+                                    .init(name: name, location: classes[position], shard: slot - pair * shards)]
+                            {
+                                now = (choice.sites.compactMap { siteIndex[$0] }, Double(choice.ttl))
                             }
                             if !first && current[slot].sites != now.sites { flips += 1 }
                             current[slot] = now
@@ -383,7 +366,7 @@ struct Simulator {
                         if expires[pair][resolver] <= time {
                             let (sites, ttl) = current[shard]
                             cached[pair][resolver] = sites
-                            queries[shard] += 1
+                            queries[pair] += 1
                             // The first answers expire at staggered times, as caches do.
                             let first = expires[pair][resolver] == 0
                             expires[pair][resolver] =
@@ -410,11 +393,9 @@ struct Simulator {
                             }
                         }
                     }
-                    // Decayed over about a minute.
-                    for shard in pair * shards..<(pair + 1) * shards {
-                        rate[shard] += (queries[shard] / step - rate[shard]) * min(1, step / 60)
-                        queries[shard] = 0
-                    }
+                    // Decayed over about a minute (`DemandEstimate.window`).
+                    rate[pair] += (queries[pair] / step - rate[pair]) * min(1, step / DemandEstimate.window)
+                    queries[pair] = 0
                 }
             }
             demanded += total * step

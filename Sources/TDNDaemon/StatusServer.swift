@@ -119,7 +119,12 @@ enum StatusServer {
             }
             guard let loaded = state.loaded else { return text(.serviceUnavailable, "not loaded yet\n") }
             do {
-                let report = try ExplainReport.make(loaded: loaded, hostname: String(host), client: String(client))
+                // Under the snapshot lock: the live budgets are read.
+                let report = try live.lock.withLock { _ throws(ExplainReport.Failure) in
+                    try ExplainReport.make(
+                        loaded: loaded, hostname: String(host), client: String(client),
+                        loads: live.monitor.freshLoads())
+                }
                 var response = Response(
                     status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(data: try report.json())))
                 response.headers[.contentType] = "application/json"

@@ -12,10 +12,10 @@ final class DaemonProcess {
     let process = Process()
     let logPath: String
 
-    init(config: String) throws {
+    init(config: String, arguments: [String] = []) throws {
         logPath = config + ".log"
         process.executableURL = URL(fileURLWithPath: tdndPath)
-        process.arguments = ["serve", "--config", config]
+        process.arguments = ["serve", "--config", config] + arguments
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.environment = ["SWIFT_BACKTRACE": "enable=no"]

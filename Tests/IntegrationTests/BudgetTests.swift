@@ -1,0 +1,114 @@
+import FakeEdge
+import Foundation
+import TDNDNS
+import TDNTestSupport
+import Testing
+
+/// Answer-share budgets end to end: a running tdnd, two fake vLLM edges, and clients from 256
+/// /24s of one location class. The near edge's load is what the clients it is given make of
+/// it (the test closes the loop: load = demand × its share ÷ its capacity), and the demand
+/// rises step by step past its capacity. Its share of answers must fall gradually, in steps of
+/// shards, never flipping the whole class to the far edge, and hold between the water marks.
+@Suite("Answer-share budgets end to end", .serialized, .timing)
+struct BudgetTests {
+    static func policy(fleet: FakeEdgeFleet) -> String {
+        func probe(_ site: String) -> String {
+            "{http: \"\(fleet.url(site))/health\", metrics: \"\(fleet.url(site))/metrics\", models: \"\(fleet.url(site))/v1/models\"}"
+        }
+        return """
+            zone: p.example
+            jurisdictions: {eu: [DE]}
+            rules: [{clients-in: eu, served-in: [eu]}]
+            networks: [{name: clients, prefix: 10.0.0.0/8, country: DE, lat: 50.11, lon: 8.68}]
+            near-equal-ms: 0
+            probe-defaults:
+              all: {interval: 0.25, timeout: 0.2, jitter: 0.02, rise: 1, fall: 2, high-water: 0.9, low-water: 0.75}
+            health: {unsettled-ttl: 2}
+            sites:
+              near: {tier: edge, location: {lat: 50.11, lon: 8.68, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], probe: \(probe("near"))}
+              far: {tier: edge, location: {lat: 52.52, lon: 13.40, country: DE}, jurisdiction: eu, ipv4: [192.0.2.2], probe: \(probe("far"))}
+            models:
+              m-7b: {size: 7b, ttl: 30, answers: 1}
+            """
+    }
+
+    /// The share of the 256 client /24s answered with the near edge, and whether every
+    /// answer named one of the two edges.
+    static func nearShare(_ client: DNSClient) throws -> (share: Double, valid: Bool) {
+        var near = 0
+        var valid = true
+        for third in 0..<256 {
+            var edns = EDNS()
+            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [10, UInt8(third), 7])
+            let response = try client.query(Message.query(try DomainName("m-7b.p.example."), .a, edns: edns))
+            let addresses = response.answers.map(\.rdataText)
+            if addresses == ["192.0.2.1"] { near += 1 } else if addresses != ["192.0.2.2"] { valid = false }
+        }
+        return (Double(near) / 256, valid)
+    }
+
+    @Test func theNearEdgesShareFallsGraduallyAsItsLoadRises() async throws {
+        let directory = makeTemporaryDirectory()
+        let fleet = try await FakeEdgeFleet.start(sites: ["near", "far"], models: ["m-7b"])
+        fleet.setLoad("near", 0.3)
+        fleet.setLoad("far", 0.2)
+        writeFile(directory + "/p.example.zone", ZoneFixture.apex())
+        writeFile(directory + "/policy.yaml", Self.policy(fleet: fleet))
+        writeFile(
+            directory + "/tdnd.yaml",
+            """
+            zones: .
+            policy: policy.yaml
+            listen: [127.0.0.1:0]
+            status: 127.0.0.1:0
+            threads: 1
+            watch-interval: 0
+            probe-start-timeout: 5
+            """)
+        let daemon = try DaemonProcess(config: directory + "/tdnd.yaml", arguments: ["--log-level", "debug"])
+        do { try await Self.rise(daemon: daemon, fleet: fleet) } catch {
+            await terminate(daemon.process)
+            await fleet.stop()
+            throw error
+        }
+        await terminate(daemon.process)
+        await fleet.stop()
+    }
+
+    static func rise(daemon: DaemonProcess, fleet: FakeEdgeFleet) async throws {
+        let port = try #require(await daemon.dnsPort(), "\(daemon.log)")
+        let client = DNSClient(server: ListenAddress("127.0.0.1:\(port)")!)
+
+        // Demand relative to the near edge's capacity, step by step.
+        var shares: [(demand: Double, share: Double)] = []
+        var seenShares: [String] = []
+        for demand in [0.6, 0.85, 1.1, 1.4, 1.8] {
+            var share = 1.0
+            let start = Date()
+            while Date().timeIntervalSince(start) < 9 {
+                let seen = try nearShare(client)
+                #expect(seen.valid, "every answer names an edge")
+                share = seen.share
+                seenShares.append("\(Int(share * 256))")
+                fleet.setLoad("near", min(1, demand * share))
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            shares.append((demand, share))
+            seenShares.append("|")
+        }
+        let summary =
+            shares.map { "demand \($0.demand): near \($0.share)" }.joined(separator: "; ") + " (over time, /24s near: "
+            + seenShares.joined(separator: " ") + ")"
+        // Within capacity (below the high-water mark, and between the marks) all stay near.
+        #expect(shares[0].share == 1 && shares[1].share == 1, "\(summary)")
+        // Past it, the share falls in steps, towards what the edge can take below its low-water
+        // mark (0.75 / demand), and never to nothing.
+        for (index, step) in shares.enumerated().dropFirst(2) {
+            #expect(step.share < shares[index - 1].share, "\(summary)")
+            #expect(step.share > 0.5 * 0.75 / step.demand, "\(summary)")
+            #expect(step.share < 0.95, "\(summary)")
+        }
+        #expect(daemon.log.contains("budgets moved"), "\(daemon.log.suffix(2000))")
+        print("budgets end to end: \(summary)")
+    }
+}
