@@ -6,11 +6,11 @@
 ///   came of it (`assigned / load`); a site with no load figure yet borrows the median estimate
 ///   of its tier.
 /// - Hysteresis by the water marks: a pair keeps its site while the site stays at or below its
-///   high-water mark; a site above it sheds pairs down to its low-water mark, the pairs that
-///   lose least by moving (least added latency) first; new and moved pairs go to their best
-///   candidate with room below its low-water mark, the pairs that would lose most if they did
-///   not get their best placed first; a pair answered from a farther site moves back when its
-///   better site has room below the low-water mark again.
+///   high-water mark; a site above it sheds pairs down to its low-water mark (not below), the
+///   pairs that lose least by moving (least added latency) first; new and moved pairs go to
+///   their best candidate with room (not full, below its high-water mark, within capacity:
+///   `hasRoom`), the pairs that would lose most if they did not get their best placed first; a
+///   pair answered from a farther site moves back when its better site has room again.
 /// - Candidates are the sites the policy allows for the pair, best first: budgets only reorder
 ///   within them (sovereignty stays closed). With no room anywhere, a pair goes to the candidate
 ///   with the most room left (or least overload).
@@ -37,9 +37,20 @@ public enum AnswerBudgets {
         public var highWater: Double
         /// Sites of one group (a tier) share the estimate for sites without one.
         public var group: Int
-        public init(load: Double?, assigned: Double, lowWater: Double, highWater: Double, group: Int) {
-            (self.load, self.assigned, self.group) = (load, assigned, group)
-            (self.lowWater, self.highWater) = (lowWater, highWater)
+        /// The monitor's full flag: the load went above the high-water mark and has not yet
+        /// come back below the low-water mark. A full site takes no new pairs.
+        public var full: Bool
+        /// The site's capacity estimate from when it was last settled, while its assignment
+        /// changed less than a TTL ago: its load figure still shows the answers handed out
+        /// before, so it is not read as the outcome of the current assignment (that would
+        /// shed again what was just shed). Nil: settled; the estimate is `assigned / load`.
+        public var settlingCapacity: Double?
+        public init(
+            load: Double?, assigned: Double, lowWater: Double, highWater: Double, group: Int, full: Bool = false,
+            settlingCapacity: Double? = nil
+        ) {
+            (self.load, self.assigned, self.group, self.full) = (load, assigned, group, full)
+            (self.lowWater, self.highWater, self.settlingCapacity) = (lowWater, highWater, settlingCapacity)
         }
     }
 
@@ -59,6 +70,10 @@ public enum AnswerBudgets {
         var known: [Int: [Double]] = [:]
         var estimate = [Double?](repeating: nil, count: sites.count)
         for (index, site) in sites.enumerated() {
+            if let settling = site.settlingCapacity {
+                estimate[index] = settling
+                continue
+            }
             guard let load = site.load, load > 0.02, site.assigned > 0 else { continue }
             estimate[index] = site.assigned / load
             known[site.group, default: []].append(site.assigned / load)
@@ -93,16 +108,24 @@ public enum AnswerBudgets {
             }
         }
         // Shed: a site over its high-water mark gives up pairs down to its low-water mark, those
-        // that lose least by moving first.
+        // that lose least by moving first; it takes none back in this pass.
+        var shed = Set<Int>()
         for site in sites.indices where !kept[site].isEmpty {
             guard let load = sites[site].load, capacity[site].isFinite else { continue }
             let projected = total[site] / capacity[site]
-            guard load > sites[site].highWater || projected > sites[site].highWater else { continue }
+            // A settling site's load figure lags its assignment: only the projection counts.
+            let measured = sites[site].settlingCapacity == nil ? load : 0
+            guard measured > sites[site].highWater || projected > sites[site].highWater else { continue }
             let target = sites[site].lowWater * capacity[site]
             let order = kept[site].sorted { movingCost(pairs[$0], from: site) < movingCost(pairs[$1], from: site) }
             var keep: [Int] = []
             for index in order {
-                if total[site] > target, pairs[index].candidates.count > 1 {
+                // Down to the low-water mark, not below it (the site stays full, between its
+                // marks, and takes nothing new), unless it is still over its capacity.
+                let after = total[site] - pairs[index].demand
+                if total[site] > target, after >= target || total[site] > capacity[site],
+                    pairs[index].candidates.count > 1
+                {
                     total[site] -= pairs[index].demand
                     unplaced.append(index)
                 } else {
@@ -110,7 +133,10 @@ public enum AnswerBudgets {
                 }
             }
             kept[site] = keep
+            if keep.count < order.count { shed.insert(site) }
         }
+        var sites = sites
+        for site in shed { sites[site].full = true }
         for site in sites.indices {
             for index in kept[site] {
                 choices[index] = Choice(site: site, onEdge: isBetweenMarks(sites[site], total[site], capacity[site]))
@@ -121,9 +147,8 @@ public enum AnswerBudgets {
         for index in unplaced {
             let pair = pairs[index]
             guard !pair.candidates.isEmpty else { continue }
-            let roomy = pair.candidates.first { candidate in
-                sites[candidate.site].load != nil
-                    && total[candidate.site] + pair.demand <= sites[candidate.site].lowWater * capacity[candidate.site]
+            let roomy = pair.candidates.first {
+                hasRoom(sites[$0.site], total[$0.site], capacity[$0.site], pair.demand)
             }
             let chosen =
                 roomy?.site
@@ -138,9 +163,8 @@ public enum AnswerBudgets {
         for (index, pair) in pairs.enumerated() {
             guard let site = choices[index].site, let here = score(pair, site),
                 let better = pair.candidates.first(where: { candidate in
-                    candidate.score < here - nearEqual && sites[candidate.site].load != nil
-                        && total[candidate.site] + pair.demand <= sites[candidate.site].lowWater
-                            * capacity[candidate.site]
+                    candidate.score < here - nearEqual
+                        && hasRoom(sites[candidate.site], total[candidate.site], capacity[candidate.site], pair.demand)
                 })
             else { continue }
             total[site] -= pair.demand
@@ -148,6 +172,15 @@ public enum AnswerBudgets {
             choices[index] = Choice(site: better.site, onEdge: true)
         }
         return choices
+    }
+
+    /// Whether a site may be given `demand` more: it has a fresh load figure, is not full (nor
+    /// shedding in this pass), is still below its high-water mark, and stays below halfway from
+    /// that mark to its capacity. A site with room is filled until it passes the mark; then it
+    /// is full, sheds to its low-water mark and holds there (the marks' band is the hysteresis).
+    static func hasRoom(_ site: Site, _ total: Double, _ capacity: Double, _ demand: Double) -> Bool {
+        site.load != nil && !site.full && total < site.highWater * capacity
+            && total + demand <= (1 + site.highWater) / 2 * capacity
     }
 
     /// What moving `pair` off `site` costs it: the added latency to its best other candidate.

@@ -179,6 +179,8 @@ public final class SteeringData: @unchecked Sendable {
     /// Steered names, and the sites each steered answer names (for query statistics).
     let steeredNames: [String]
     let steeredAnswerSites: [[String]]
+    /// Each steered answer's TTL (demand is queries × the TTL they were answered with).
+    let answerTTLs: [UInt32]
     /// Unique per steering part built in this process (never reused, unlike an address).
     public let generation: UInt64
     /// What this part was built from, for the next build to tell what it may reuse.
@@ -197,6 +199,13 @@ public final class SteeringData: @unchecked Sendable {
     /// The location classes this part answers, and the row (`rowCount`) in which the queries
     /// of each (location class, shard) are counted.
     public var locationCount: Int { tries.classOf.count }
+    /// The TTL the answer of `name`'s row `row` carries.
+    public func ttl(name: Int, row: Int) -> UInt32 {
+        let index = name * rowCount + row
+        guard index < rowAnswers.count, Int(rowAnswers[index]) < answerTTLs.count else { return 0 }
+        return answerTTLs[Int(rowAnswers[index])]
+    }
+
     public func row(location: Int, shard: Int) -> Int {
         let answerClass = Int(location < tries.classOf.count ? tries.classOf[location] : 0)
         let split = Int(splitOf[answerClass])
@@ -209,7 +218,7 @@ public final class SteeringData: @unchecked Sendable {
     init(
         tries: AnswerTries, steeredRows: [Int32], classAnswers: [Int32], splitOf: [Int32], shardRows: [Int32],
         steeredTemplateStarts: [Int32], steeredTemplates: [Int32], table: TemplateTableBuilder, steeredNames: [String],
-        steeredAnswerSites: [[String]], basis: Basis
+        steeredAnswerSites: [[String]], answerTTLs: [UInt32], basis: Basis
     ) {
         self.tries = tries
         self.basis = basis
@@ -224,6 +233,7 @@ public final class SteeringData: @unchecked Sendable {
         self.table = table.make(in: arena)
         self.steeredNames = steeredNames
         self.steeredAnswerSites = steeredAnswerSites
+        self.answerTTLs = answerTTLs
         generation = Self.generations.wrappingIncrementThenLoad(ordering: .relaxed)
     }
 
@@ -376,7 +386,9 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     public func classify(_ address: [UInt8]) -> (classID: Int, scope: Int) {
         let (high, low) = address.withUnsafeBufferPointer { Responder.addressBits($0.baseAddress!, address.count) }
         let location = Responder.classify(self, SteeringLookup(high: high, low: low, isIPv6: address.count == 16))
-        return (Int(location.classID), location.scope)
+        // A class answered per shard holds for no more than the shard's prefix.
+        let split = Int(location.classID) < splitOf.count && splitOf[Int(location.classID)] >= 0
+        return (Int(location.classID), split ? max(location.scope, Int(location.shardScope)) : location.scope)
     }
 
     /// FNV-1a over a lower-cased wire name.

@@ -120,7 +120,7 @@ public enum SteeringBuilder {
             tries: tries, steeredRows: steeredRows, classAnswers: classAnswers, splitOf: splitOf, shardRows: shardRows,
             steeredTemplateStarts: templateStarts,
             steeredTemplates: templates, table: table, steeredNames: steering.names.map { $0.name.description },
-            steeredAnswerSites: steering.answers.map(\.sites),
+            steeredAnswerSites: steering.answers.map(\.sites), answerTTLs: steering.answers.map(\.ttl),
             basis: .init(
                 locations: steering.locations, answerKeys: steering.answerKeys, answerKeyEpoch: steering.answerKeyEpoch,
                 zoneGeneration: zone.generation))

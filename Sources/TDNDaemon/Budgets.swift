@@ -6,20 +6,26 @@ import TDNDNS
 /// counted: queries per (name, row) of each steering part (`QueryStats.takeRows`), a row
 /// standing for the (location class, shard) cells that part answers alike. A row's queries are
 /// shared among its cells by the cells' addresses (a shard is a sixteenth of its class), and
-/// each cell's rate is decayed over about a minute. Queries × TTL is the demand: a resolver
-/// asks about once per TTL for all of its clients, so it stands for the resolver populations.
+/// each cell's rate is decayed over about a minute. Each query counts as the TTL it was answered
+/// with: a resolver asks about once per TTL for all of its clients, so queries × TTL stands for
+/// the resolver populations behind them, and does not grow when a short TTL brings the same
+/// resolvers back sooner.
 final class DemandEstimate: @unchecked Sendable {
     /// The time over which a rate follows a change.
     static let window = 60.0
 
-    /// Queries per second, per name (by steered name) and location class (set directly by the
-    /// simulator, whose resolvers are counted without a data plane).
+    /// Demand (queries × TTL, per second) per name (by steered name) and location class (set
+    /// directly by the simulator, whose resolvers are counted without a data plane).
     var rates: [String: [Double]] = [:]
     /// Addresses per location class (IPv4; at least 1 each).
     private let weights: [Double]
     /// Recently published steering parts by generation, each with its cells' rows.
     private var parts: [UInt64: Part] = [:]
     private var lastUpdate: Double?
+    /// The decayed rates before bias correction, and the weight that corrects them: early on
+    /// a rate is the mean of what was seen so far, not a ramp up from zero.
+    private var raw: [String: [Double]] = [:]
+    private var weight = 0.0
 
     private struct Part {
         let names: [String]
@@ -28,6 +34,8 @@ final class DemandEstimate: @unchecked Sendable {
         let rowOfCell: [Int32]
         /// Per row: the weight of its cells.
         let rowWeight: [Double]
+        /// Per (name, row): the TTL its answer carries.
+        let ttl: [[Double]]
         let published: Double
     }
 
@@ -53,8 +61,10 @@ final class DemandEstimate: @unchecked Sendable {
                 if row < rowWeight.count { rowWeight[row] += weight / Double(shards) }
             }
         }
+        let ttl = names.indices.map { name in (0..<part.rowCount).map { Double(part.ttl(name: name, row: $0)) } }
         parts[part.generation] = Part(
-            names: names, rowCount: part.rowCount, rowOfCell: rowOfCell, rowWeight: rowWeight, published: now)
+            names: names, rowCount: part.rowCount, rowOfCell: rowOfCell, rowWeight: rowWeight, ttl: ttl,
+            published: now)
         // Counts arrive within about a second of the query; a part replaced long ago has none.
         if parts.count > 8 {
             for (generation, _) in parts.sorted(by: { $0.value.published < $1.value.published }).prefix(parts.count - 8)
@@ -74,7 +84,9 @@ final class DemandEstimate: @unchecked Sendable {
             // Per name: the queries of each row.
             var byRow: [Int: [Double]] = [:]
             for (key, count) in counts where key.generation == generation && key.name < part.names.count {
-                byRow[key.name, default: [Double](repeating: 0, count: part.rowCount)][key.row] += Double(count)
+                guard key.row < part.rowCount else { continue }
+                byRow[key.name, default: [Double](repeating: 0, count: part.rowCount)][key.row] +=
+                    Double(count) * part.ttl[key.name][key.row]
             }
             guard !byRow.isEmpty else { continue }
             let shards = SteeringTable.shardCount
@@ -93,13 +105,15 @@ final class DemandEstimate: @unchecked Sendable {
             }
         }
         let blend = min(1, elapsed / Self.window)
-        for name in Set(rates.keys).union(seen.keys) {
-            var rate = rates[name] ?? [Double](repeating: 0, count: weights.count)
+        weight += (1 - weight) * blend
+        for name in Set(raw.keys).union(seen.keys) {
+            var rate = raw[name] ?? [Double](repeating: 0, count: weights.count)
             let queries = seen[name]
             for location in rate.indices {
                 rate[location] += ((queries?[location] ?? 0) / elapsed - rate[location]) * blend
             }
-            rates[name] = rate
+            raw[name] = rate
+            rates[name] = rate.map { $0 / weight }
         }
     }
 }
@@ -107,9 +121,10 @@ final class DemandEstimate: @unchecked Sendable {
 /// One answer-share budget pass over a configuration's steering (`ConfigurationLoader.Steering`):
 /// the pairs (name, location class, shard) with demand, their allowed and up sites best first
 /// (the compiler's answer leads), each site's fresh load figure and water marks, through
-/// `AnswerBudgets`. Where a pair's site differs from the compiler's first (or sits on a budget
-/// edge), the pair gets an answer of its own: that site first, then the rest of the compiler's
-/// answer, with the short TTL on an edge.
+/// `AnswerBudgets`. Every such pair gets an answer of its own: its site first, then its next
+/// candidates in score order, with the short TTL on a budget edge. So a pair's answer changes
+/// only when the budgets move it, never with the full flags the compiler orders by (the
+/// builder folds a class whose shards all answer alike back into one class).
 extension ConfigurationLoader.Steering {
     /// A (name, location class, shard) pair's budget outcome.
     struct BudgetChoice: Hashable, Sendable {
@@ -129,20 +144,24 @@ extension ConfigurationLoader.Steering {
     }
 
     /// Runs a pass; returns whether any pair's answer changed (the snapshot needs rebuilding).
+    ///
+    /// A site whose assignment changed less than a TTL ago (the longest its pairs' answers
+    /// carried then) is settling: resolvers still hold the answers from before, so its load
+    /// figure is the old assignment's. Its
+    /// capacity is then the estimate from when it was last settled (`AnswerBudgets.Site`).
     func rebalance(
-        health: HealthView, loads: [String: Double], rules: [String: HealthRules], demand: DemandEstimate
+        health: HealthView, loads: [String: Double], rules: [String: HealthRules], demand: DemandEstimate, now: Double
     ) -> Bool {
         let plan = compiler.plan()
         let policy = compiler.policy
-        if health != candidateHealth {
-            candidateCache = [:]
-            candidateHealth = health
-        }
-        let siteIndex = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
+        let siteIndex = siteIndexOf
         let shards = SteeringTable.shardCount
         var keys: [PairKey] = []
         var input: [AnswerBudgets.Pair] = []
         var leaders: [Int] = []
+        var wanted: [Int] = []
+        // Per site: the longest TTL its pairs' answers carry (how long resolvers may hold them).
+        var held = [Double](repeating: 0, count: policy.sites.count)
         var assigned = [Double](repeating: 0, count: policy.sites.count)
         var total = 0.0
         for (name, entry) in plan.names.enumerated() {
@@ -159,50 +178,60 @@ extension ConfigurationLoader.Steering {
                 else { continue }
                 let candidates = candidates(
                     name: name, location: location, model: model, tenant: tenant, health: health)
-                let pairDemand = rates[location] * Double(model.ttl) / Double(shards)
+                let pairDemand = rates[location] / Double(shards)
                 total += pairDemand * Double(shards)
                 for shard in 0..<shards {
                     let key = PairKey(name: name, location: location, shard: shard)
-                    let current = budgetChoices[key]?.site ?? served[key] ?? leader
+                    let current = budgetChoices[key]?.site ?? leader
                     assigned[current] += pairDemand
+                    held[current] = max(held[current], Double(budgetChoices[key]?.ttl ?? answer.ttl))
                     keys.append(key)
                     leaders.append(leader)
+                    wanted.append(model.answers)
                     input.append(.init(demand: pairDemand, candidates: candidates, current: current))
                 }
             }
         }
         let sites = policy.sites.enumerated().map { index, site in
             let marks = rules[site.id] ?? HealthRules()
+            let settling = budgetSettling[index].map { now - $0.since < $0.ttl } ?? false
             return AnswerBudgets.Site(
                 load: loads[site.id], assigned: assigned[index], lowWater: marks.lowWater, highWater: marks.highWater,
-                group: site.tier.rank)
+                group: site.tier.rank, full: health[site.id].saturated,
+                settlingCapacity: settling ? budgetSettling[index]?.capacity : nil)
         }
         let choices = AnswerBudgets.assign(pairs: input, sites: sites, nearEqual: policy.nearEqualMilliseconds)
         var next: [PairKey: BudgetChoice] = [:]
         var given = [Double](repeating: 0, count: policy.sites.count)
         var moved = 0
-        served = [:]
         for (position, choice) in choices.enumerated() {
             guard let site = choice.site else { continue }
             given[site] += input[position].demand
             let key = keys[position]
-            served[key] = site
-            // A pair at its compiler leader that is also its best candidate needs no answer of
-            // its own. One at a site other than its best does, even when the compiler's leader
-            // is that site (a full best site is set last by the compiler): else it would follow
-            // the full flag back and forth as the best site's load crosses its marks.
-            guard site != leaders[position] || site != input[position].candidates.first?.site || choice.onEdge
-            else { continue }
             let entry = plan.names[key.name]
             let answer = plan.answers[Int(entry.answerOfClass[key.location])]
             let chosen = policy.sites[site].id
-            let sitesNamed = Array(([chosen] + answer.sites.filter { $0 != chosen }).prefix(max(1, answer.sites.count)))
+            // The chosen site, then the pair's next candidates for clients to fail over to (in
+            // score order, whatever the full flags: the tail does not flip with them).
+            let rest = input[position].candidates.lazy.map(\.site).filter { $0 != site }.prefix(wanted[position] - 1)
+            let sitesNamed = [chosen] + rest.map { policy.sites[$0].id }
             next[key] = BudgetChoice(
                 site: site, sites: sitesNamed,
                 ttl: choice.onEdge ? min(answer.ttl, policy.health.unsettledTTL) : answer.ttl)
             if site != leaders[position] { moved += 1 }
         }
         let capacity = AnswerBudgets.capacities(sites)
+        // A site that gained or lost a pair starts settling, with the capacity it had.
+        var touched = Set<Int>()
+        for (position, choice) in choices.enumerated() where choice.site != input[position].current {
+            if let site = choice.site { touched.insert(site) }
+            if let site = input[position].current { touched.insert(site) }
+        }
+        for index in touched where capacity[index].isFinite {
+            // A window runs from the first change: once it is over, the site is estimated
+            // afresh, however often it changed meanwhile.
+            if sites[index].settlingCapacity == nil { budgetSettling[index] = (now, capacity[index], held[index]) }
+        }
         var figures = BudgetFigures(totalDemand: total, pairs: input.count, moved: moved)
         for (index, site) in policy.sites.enumerated() where total > 0 {
             figures.assignedShare[site.id] = given[index] / total
@@ -216,34 +245,33 @@ extension ConfigurationLoader.Steering {
         return changed
     }
 
-    /// The sites a pair may be sent to, best first with their scores: the decision's allowed,
-    /// up sites with the model, in its order, except that full sites stand where their score
-    /// puts them (budgets weigh their load rather than setting them last).
+    /// The sites a pair may be sent to, best first with their scores: the allowed sites that
+    /// host the model, in the order the decider gives them with every site up and room
+    /// everywhere (sovereignty, tier and size applied; near-equal sites in its weighted
+    /// order), read once per (name, location class); then those up with the model now, the
+    /// best 32 (room enough to spill over into). Full sites stand where their score puts them:
+    /// budgets weigh their load rather than setting them last.
     private func candidates(
         name: Int, location: Int, model: Model, tenant: Tenant?, health: HealthView
     ) -> [(site: Int, score: Double)] {
         let key = name * compiler.geography.locations.count + location
-        if let known = candidateCache[key] { return known }
-        let policy = compiler.policy
-        let decision = referenceDecider.decide(
-            model: model, tenant: tenant, location: compiler.geography.locations[location], health: health)
-        let siteIndex = Dictionary(uniqueKeysWithValues: policy.sites.enumerated().map { ($1.id, $0) })
-        var ordered: [(site: Int, score: Double)] = []
-        var full: [(site: Int, score: Double)] = []
-        for trace in decision.trace where trace.kept && decision.note == nil {
-            guard let site = siteIndex[trace.site] else { continue }
-            if health[trace.site].saturated {
-                full.append((site, trace.score ?? 0))
-            } else {
-                ordered.append((site, trace.score ?? 0))
+        let eligible: [(site: Int, score: Double)]
+        if let known = candidateCache[key] {
+            eligible = known
+        } else {
+            let decision = referenceDecider.decide(
+                model: model, tenant: tenant, location: compiler.geography.locations[location])
+            eligible = decision.trace.filter(\.kept).compactMap { trace in
+                siteIndexOf[trace.site].map { ($0, trace.score ?? 0) }
             }
+            candidateCache[key] = eligible
         }
-        for entry in full {
-            let position = ordered.firstIndex { $0.score > entry.score } ?? ordered.count
-            ordered.insert(entry, at: position)
-        }
-        candidateCache[key] = ordered
-        return ordered
+        let sites = compiler.policy.sites
+        return Array(
+            eligible.lazy.filter { candidate in
+                let state = health[sites[candidate.site].id]
+                return state.up && (state.models?.contains(model.name) ?? true)
+            }.prefix(32))
     }
 
     /// The budget choices as answers per shard, for `table()`: answers appended after the

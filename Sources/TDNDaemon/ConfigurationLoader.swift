@@ -60,20 +60,21 @@ struct ConfigurationLoader: Sendable {
         let geoPath: String?
         private(set) var lastRecomputed = 0
 
-        /// Answer-share budgets (`Budgets.swift`): the pairs answered otherwise than the
-        /// compiler would, what the last pass saw, and the candidates it read per (name,
-        /// location class) under the health they were read with.
+        /// Answer-share budgets (`Budgets.swift`): each pair's answer, what the last pass
+        /// saw, and the allowed sites of each (name, location class).
         struct PairKey: Hashable, Sendable {
             var name: Int
             var location: Int
             var shard: Int
         }
         var budgetChoices: [PairKey: BudgetChoice] = [:]
-        /// The site each pair with demand was answered with after the last pass.
-        var served: [PairKey: Int] = [:]
         var budgetFigures = BudgetFigures()
+        /// Per site index: when its assignment changed, its capacity estimate then, and how long
+        /// resolvers may hold the answers it had (the longest TTL).
+        var budgetSettling: [Int: (since: Double, capacity: Double, ttl: Double)] = [:]
         var candidateCache: [Int: [(site: Int, score: Double)]] = [:]
-        var candidateHealth: HealthView?
+        lazy var siteIndexOf = Dictionary(
+            uniqueKeysWithValues: compiler.policy.sites.enumerated().map { ($1.id, $0) })
         lazy var referenceDecider = Decider(policy: compiler.policy)
         /// The demand the data plane counted under this configuration's steering parts.
         lazy var demand = DemandEstimate(geography: compiler.geography)
@@ -109,6 +110,8 @@ struct ConfigurationLoader: Sendable {
 
         /// Moves to `health`; returns the load summary. A budget choice that names a site now
         /// down (or without the model) is dropped at once; the next pass places its pair again.
+        /// The others stay: a site turning full keeps its pairs until the next pass sheds what
+        /// takes it down to its low-water mark (the full flag alone would move them all).
         func update(health: HealthView) -> String {
             lastRecomputed = compiler.update(health: health)
             let plan = compiler.plan()
@@ -116,19 +119,6 @@ struct ConfigurationLoader: Sendable {
                 health[site].up && (health[site].models?.contains(plan.names[key.name].labels[0]) ?? true)
             }
             budgetChoices = budgetChoices.filter { key, choice in choice.sites.allSatisfy { usable($0, key) } }
-            // A site that turned full keeps the pairs it served: the budgets weigh its load, and
-            // the next pass sheds only what takes it down to its low-water mark (the full flag
-            // alone would move every class at once).
-            let policy = compiler.policy
-            for (key, site) in served where budgetChoices[key] == nil {
-                let id = policy.sites[site].id
-                guard health[id].saturated, usable(id, key) else { continue }
-                let answer = plan.answers[Int(plan.names[key.name].answerOfClass[key.location])]
-                guard !answer.denied, answer.sites.first != id else { continue }
-                let rest = answer.sites.filter { $0 != id }.prefix(max(1, answer.sites.count) - 1)
-                budgetChoices[key] = BudgetChoice(
-                    site: site, sites: [id] + rest, ttl: min(answer.ttl, policy.health.unsettledTTL))
-            }
             return summary
         }
 

@@ -76,9 +76,8 @@ struct ExplainReport: Codable, Sendable {
     struct BudgetLine: Codable, Sendable {
         /// The client's shard of its location class (a hash of its /24 or /56).
         var shard: Int
-        /// What the data plane saw of this name from the class: queries per second, and
-        /// queries × TTL (the demand unit budgets weigh).
-        var queriesPerSecond: Double
+        /// What the data plane saw of this name from the class: queries per second, each
+        /// counted as the TTL it was answered with (the demand unit budgets weigh).
         var demand: Double
         /// The shard's answer, where the budgets changed it.
         var answerSites: [String]?
@@ -177,9 +176,10 @@ struct ExplainReport: Codable, Sendable {
                 budgetShare: figures.budgetShare[line.site].map(round3))
         }
         var line = BudgetLine(
-            shard: shard, queriesPerSecond: round3(rate), demand: round3(rate * Double(model.ttl)), reason: "",
+            shard: shard, demand: round3(rate), reason: "",
             sites: sites)
-        let lead = decision.sites.first
+        // The best allowed site by score (the compiler sets a full one last; budgets do not).
+        let lead = decision.trace.filter(\.kept).min { ($0.score ?? 0) < ($1.score ?? 0) }?.site
         let choice = steering.budgetChoices[.init(name: name, location: locationClass, shard: shard)]
         let score = Dictionary(decision.trace.compactMap { line in line.score.map { (line.site, $0) } }) { a, _ in a }
         switch (choice, lead) {
@@ -190,11 +190,15 @@ struct ExplainReport: Codable, Sendable {
             line.ttl = choice.ttl
             line.reason =
                 "\(lead) is over its budget (load \(loads[lead].map { "\(round3($0))" } ?? "unknown")): this shard goes to \(chosen), \(round1(added)) ms farther, the allowed site with room that adds least latency"
-        case (let choice?, _):
+        case (let choice?, _) where choice.ttl < model.ttl:
             line.answerSites = choice.sites
             line.ttl = choice.ttl
             line.reason =
-                "\(choice.sites.first ?? "") sits between its water marks: a short TTL while the budget is tight"
+                "\(choice.sites.first ?? "") is near its budget (between its water marks): a short TTL while the budget is tight"
+        case (let choice?, _):
+            line.answerSites = choice.sites
+            line.ttl = choice.ttl
+            line.reason = "within budget at \(choice.sites.first ?? "")"
         case (nil, let lead?) where loads[lead] == nil:
             line.reason = "\(lead) reports no fresh load figure: the compiler's answer stands"
         case (nil, _) where rate == 0:
@@ -239,7 +243,7 @@ struct ExplainReport: Codable, Sendable {
         lines.append("ttl: \(ttl)  ecs scope: /\(ecsScope)")
         if let budget {
             lines.append(
-                "budgets: shard \(budget.shard), class demand \(budget.queriesPerSecond) queries/s × TTL = \(budget.demand)"
+                "budgets: shard \(budget.shard), class demand \(budget.demand) (queries × TTL per second)"
             )
             for site in budget.sites {
                 lines.append(

@@ -148,7 +148,7 @@ final class LiveState: Sendable {
             steering.demand.update(rows, at: now)
             let rules = Dictionary(loaded.probes.map { ($0.site, $0.rules) }, uniquingKeysWith: { first, _ in first })
             let changed = steering.rebalance(
-                health: loaded.health, loads: monitor.freshLoads(), rules: rules, demand: steering.demand)
+                health: loaded.health, loads: monitor.freshLoads(), rules: rules, demand: steering.demand, now: now)
             let figures = steering.budgetFigures
             for site in loaded.policy?.sites ?? [] {
                 let dimensions = [("site", site.id)]

@@ -242,11 +242,18 @@ struct Simulator {
         // every shard of a pair the same answer.
         let shards = scenario.shards
         var current = [(sites: [Int], ttl: Double)](repeating: ([], 0), count: pairs * shards)
-        // The data plane's view of demand: a decayed rate of each pair's queries (the shards
-        // of a class count as one, as `DemandEstimate` shares a class evenly among them).
+        // The data plane's view of demand: a decayed rate of each pair's queries, each counted
+        // as the TTL it was answered with (the shards of a class count as one, as
+        // `DemandEstimate` shares a class evenly among them).
         var queries = [Double](repeating: 0, count: pairs)
         var rate = [Double](repeating: 0, count: pairs)
+        // The bias correction of the decayed rates (`DemandEstimate`).
+        var rateWeight = 0.0
         let full = targets.map(\.rules.highWater)
+        let empty = targets.map(\.rules.lowWater)
+        // The operator's "full", from the true load: above the high-water mark, until back
+        // below the low-water mark.
+        var isFull = [Bool](repeating: false, count: policy.sites.count)
         // The load figure each site's last successful scrape reported (what the monitor holds),
         // and when: older than the site's `stale` bound, it is unknown.
         var reported = [Double?](repeating: nil, count: policy.sites.count)
@@ -320,11 +327,13 @@ struct Simulator {
                         guard let name = nameOf[model.name] else { continue }
                         var perLocation = [Double](repeating: 0, count: geography.locations.count)
                         for position in classes.indices {
-                            perLocation[classes[position]] = rate[position * models.count + modelPosition]
+                            perLocation[classes[position]] =
+                                rate[position * models.count + modelPosition] / max(rateWeight, 1e-9)
                         }
                         steering.demand.rates[steeredName[name]] = perLocation
                     }
-                    _ = steering.rebalance(health: view, loads: loads, rules: rules, demand: steering.demand)
+                    _ = steering.rebalance(
+                        health: view, loads: loads, rules: rules, demand: steering.demand, now: time)
                 } else if let compiler, compiler.update(health: view) > 0 {
                     plan = compiler.plan()
                 }
@@ -359,14 +368,14 @@ struct Simulator {
                     let pair = position * models.count + modelPosition
                     let share = modelDemand[modelPosition] * weights[position] / Double(resolvers[position])
                     let ranked = eligible[position][modelPosition]
-                    // "Room" is the operator's: below the site's high-water mark.
-                    let best = ranked.first { !failed.contains($0.site) && load[$0.site] < full[$0.site] }
+                    // "Room" is the operator's: not full by the water marks.
+                    let best = ranked.first { !failed.contains($0.site) && !isFull[$0.site] }
                     for resolver in 0..<resolvers[position] {
                         let shard = pair * shards + resolver % shards
                         if expires[pair][resolver] <= time {
                             let (sites, ttl) = current[shard]
                             cached[pair][resolver] = sites
-                            queries[pair] += 1
+                            queries[pair] += ttl
                             // The first answers expire at staggered times, as caches do.
                             let first = expires[pair][resolver] == 0
                             expires[pair][resolver] =
@@ -388,7 +397,7 @@ struct Simulator {
                         if let best {
                             counted += share * step
                             let score = ranked.first { $0.site == site }?.score
-                            if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] < full[site] {
+                            if let score, score <= best.score + policy.nearEqualMilliseconds, load[site] <= 1 {
                                 optimal += share * step
                             }
                         }
@@ -398,10 +407,16 @@ struct Simulator {
                     queries[pair] = 0
                 }
             }
+            rateWeight += (1 - rateWeight) * min(1, step / DemandEstimate.window)
             demanded += total * step
             for site in served.indices {
                 load[site] = served[site] / capacity[site]
                 if load[site] > 1 + 1e-9 { overloadSeconds += step }
+                if load[site] > full[site] {
+                    isFull[site] = true
+                } else if load[site] < empty[site] {
+                    isFull[site] = false
+                }
             }
             if !tracedSites.isEmpty && time >= nextSample {
                 for site in tracedSites {

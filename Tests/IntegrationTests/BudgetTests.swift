@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import FakeEdge
 import Foundation
 import TDNDNS
@@ -110,5 +111,33 @@ struct BudgetTests {
         }
         #expect(daemon.log.contains("budgets moved"), "\(daemon.log.suffix(2000))")
         print("budgets end to end: \(summary)")
+
+        // Explain says why a moved /24 goes to the far edge; /metrics has the shares.
+        let status = try #require(await daemon.port(after: "status server on 127.0.0.1:"))
+        func get(_ path: String) async throws -> String {
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://127.0.0.1:\(status)\(path)"), timeout: .seconds(5))
+            return String(buffer: try await response.body.collect(upTo: 1 << 22))
+        }
+        var moved: Int? = nil
+        for third in 0..<256 where moved == nil {
+            var edns = EDNS()
+            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [10, UInt8(third), 7])
+            let response = try client.query(Message.query(try DomainName("m-7b.p.example."), .a, edns: edns))
+            if response.answers.map(\.rdataText) == ["192.0.2.2"] { moved = third }
+        }
+        let third = try #require(moved)
+        let body = try await get("/explain?host=m-7b.p.example&client=10.\(third).7.0/24")
+        let report = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        let budget = try #require(report?["budget"] as? [String: Any], "\(body)")
+        print("budgets end to end: /explain: \(body)")
+        #expect(budget["answerSites"] as? [String] == ["far"], "\(body)")
+        #expect((budget["reason"] as? String)?.hasPrefix("near is over its budget") == true, "\(body)")
+        #expect((budget["demand"] as? Double ?? 0) > 0, "\(body)")
+        let metrics = try await get("/metrics")
+        let nearShare = metrics.split(separator: "\n").first { $0.hasPrefix("tdn_site_demand_share{site=\"near\"}") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect(nearShare.map { abs($0 - shares[4].share) < 0.1 } == true, "\(metrics)")
+        #expect(metrics.contains("tdn_site_demand_budget_share{site=\"near\"}"))
     }
 }
