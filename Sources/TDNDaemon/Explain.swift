@@ -189,7 +189,7 @@ struct ExplainReport: Codable, Sendable {
             line.answerSites = choice.sites
             line.ttl = choice.ttl
             line.reason =
-                "\(lead) is over its budget (load \(loads[lead].map { "\(round3($0))" } ?? "unknown")): this shard goes to \(chosen), \(round1(added)) ms farther, the allowed site with room that adds least latency"
+                "\(lead) has no room for this shard in its budget (load \(loads[lead].map { "\(round3($0))" } ?? "unknown")): it goes to \(chosen), \(round1(added)) ms farther, the allowed site with room that adds least latency"
         case (let choice?, _) where choice.ttl < model.ttl:
             line.answerSites = choice.sites
             line.ttl = choice.ttl

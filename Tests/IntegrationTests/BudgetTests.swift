@@ -132,7 +132,7 @@ struct BudgetTests {
         let budget = try #require(report?["budget"] as? [String: Any], "\(body)")
         print("budgets end to end: /explain: \(body)")
         #expect(budget["answerSites"] as? [String] == ["far"], "\(body)")
-        #expect((budget["reason"] as? String)?.hasPrefix("near is over its budget") == true, "\(body)")
+        #expect((budget["reason"] as? String)?.hasPrefix("near has no room for this shard") == true, "\(body)")
         #expect((budget["demand"] as? Double ?? 0) > 0, "\(body)")
         let metrics = try await get("/metrics")
         let nearShare = metrics.split(separator: "\n").first { $0.hasPrefix("tdn_site_demand_share{site=\"near\"}") }
