@@ -95,6 +95,11 @@ public final class FakeEdgeFleet: Sendable {
     /// The base URL of a site (`http://127.0.0.1:PORT/SITE`).
     public func url(_ site: String) -> String { "http://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(site)" }
 
+    /// A policy's `probe:` for `site` (YAML flow style): health, metrics and models.
+    public func probeSettings(_ site: String) -> String {
+        "{http: \"\(url(site))/health\", metrics: \"\(url(site))/metrics\", models: \"\(url(site))/v1/models\"}"
+    }
+
     public func set(_ site: String, _ mode: Mode) {
         sites.withLock { $0[site, default: Site(models: defaultModels)].mode = mode }
     }

@@ -5,34 +5,14 @@ import TDNDNS
 import TDNTestSupport
 import Testing
 
-/// Answer-share budgets end to end: a running tdnd, two fake vLLM edges, and clients from 256
-/// /24s of one location class. The near edge's load is what the clients it is given make of
-/// it (the test closes the loop: load = demand × its share ÷ its capacity), and the demand
-/// rises step by step past its capacity. Its share of answers must fall gradually, in steps of
+/// Answer-share budgets end to end: a running tdnd, two fake vLLM edges (the probe tests'
+/// policy, probed four times a second), and clients from 256 /24s of one location class (the
+/// lab network, 127.0.0.0/8). The near edge's load is what the clients it is given make of it
+/// (the test closes the loop: load = demand × its share ÷ its capacity), and the demand rises
+/// step by step past its capacity. Its share of answers must fall gradually, in steps of
 /// shards, never flipping the whole class to the far edge, and hold between the water marks.
 @Suite("Answer-share budgets end to end", .serialized, .timing)
 struct BudgetTests {
-    static func policy(fleet: FakeEdgeFleet) -> String {
-        func probe(_ site: String) -> String {
-            "{http: \"\(fleet.url(site))/health\", metrics: \"\(fleet.url(site))/metrics\", models: \"\(fleet.url(site))/v1/models\"}"
-        }
-        return """
-            zone: p.example
-            jurisdictions: {eu: [DE]}
-            rules: [{clients-in: eu, served-in: [eu]}]
-            networks: [{name: clients, prefix: 10.0.0.0/8, country: DE, lat: 50.11, lon: 8.68}]
-            near-equal-ms: 0
-            probe-defaults:
-              all: {interval: 0.25, timeout: 0.2, jitter: 0.02, rise: 1, fall: 2, high-water: 0.9, low-water: 0.75}
-            health: {unsettled-ttl: 2}
-            sites:
-              near: {tier: edge, location: {lat: 50.11, lon: 8.68, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], probe: \(probe("near"))}
-              far: {tier: edge, location: {lat: 52.52, lon: 13.40, country: DE}, jurisdiction: eu, ipv4: [192.0.2.2], probe: \(probe("far"))}
-            models:
-              m-7b: {size: 7b, ttl: 30, answers: 1}
-            """
-    }
-
     /// The share of the 256 client /24s answered with the near edge, and whether every
     /// answer named one of the two edges.
     static func nearShare(_ client: DNSClient) throws -> (share: Double, valid: Bool) {
@@ -40,7 +20,7 @@ struct BudgetTests {
         var valid = true
         for third in 0..<256 {
             var edns = EDNS()
-            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [10, UInt8(third), 7])
+            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [127, UInt8(third), 7])
             let response = try client.query(Message.query(try DomainName("m-7b.p.example."), .a, edns: edns))
             let addresses = response.answers.map(\.rdataText)
             if addresses == ["192.0.2.1"] { near += 1 } else if addresses != ["192.0.2.2"] { valid = false }
@@ -54,18 +34,13 @@ struct BudgetTests {
         fleet.setLoad("near", 0.3)
         fleet.setLoad("far", 0.2)
         writeFile(directory + "/p.example.zone", ZoneFixture.apex())
-        writeFile(directory + "/policy.yaml", Self.policy(fleet: fleet))
         writeFile(
-            directory + "/tdnd.yaml",
-            """
-            zones: .
-            policy: policy.yaml
-            listen: [127.0.0.1:0]
-            status: 127.0.0.1:0
-            threads: 1
-            watch-interval: 0
-            probe-start-timeout: 5
-            """)
+            directory + "/policy.yaml",
+            ProbeFailoverTests.policy(
+                fleet: fleet,
+                probes:
+                    "{interval: 0.25, timeout: 0.2, jitter: 0.02, rise: 1, fall: 2, high-water: 0.9, low-water: 0.75}"))
+        writeFile(directory + "/tdnd.yaml", daemonConfig())
         let daemon = try DaemonProcess(config: directory + "/tdnd.yaml", arguments: ["--log-level", "debug"])
         do { try await Self.rise(daemon: daemon, fleet: fleet) } catch {
             await terminate(daemon.process)
@@ -122,12 +97,12 @@ struct BudgetTests {
         var moved: Int? = nil
         for third in 0..<256 where moved == nil {
             var edns = EDNS()
-            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [10, UInt8(third), 7])
+            edns.clientSubnet = ClientSubnet(family: 1, sourcePrefixLength: 24, address: [127, UInt8(third), 7])
             let response = try client.query(Message.query(try DomainName("m-7b.p.example."), .a, edns: edns))
             if response.answers.map(\.rdataText) == ["192.0.2.2"] { moved = third }
         }
         let third = try #require(moved)
-        let body = try await get("/explain?host=m-7b.p.example&client=10.\(third).7.0/24")
+        let body = try await get("/explain?host=m-7b.p.example&client=127.\(third).7.0/24")
         let report = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
         let budget = try #require(report?["budget"] as? [String: Any], "\(body)")
         print("budgets end to end: /explain: \(body)")

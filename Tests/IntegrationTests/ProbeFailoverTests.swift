@@ -18,11 +18,14 @@ struct ProbeFailoverTests {
 
     static let zone = ZoneFixture.apex()
 
-    /// Two EU sites: `near` (Frankfurt, where the client is) and `far` (Berlin).
-    static func policy(fleet: FakeEdgeFleet, whenAllDown: String = "last-known-good", ttl: Int = 30) -> String {
-        func probe(_ site: String) -> String {
-            "{http: \"\(fleet.url(site))/health\", metrics: \"\(fleet.url(site))/metrics\", models: \"\(fleet.url(site))/v1/models\"}"
-        }
+    /// Two EU sites: `near` (Frankfurt, where the client is) and `far` (Berlin); `probes` the
+    /// probe defaults (these tests' own when nil).
+    static func policy(
+        fleet: FakeEdgeFleet, whenAllDown: String = "last-known-good", ttl: Int = 30, probes: String? = nil
+    ) -> String {
+        let probes =
+            probes ?? "{interval: \(interval), timeout: \(timeout), jitter: 0.05, rise: \(rise), fall: \(fall)}"
+
         return """
             zone: p.example
             jurisdictions: {eu: [DE]}
@@ -30,11 +33,11 @@ struct ProbeFailoverTests {
             networks: [{name: lab, prefix: 127.0.0.0/8, country: DE, lat: 50.11, lon: 8.68}]
             near-equal-ms: 0
             probe-defaults:
-              all: {interval: \(interval), timeout: \(timeout), jitter: 0.05, rise: \(rise), fall: \(fall)}
+              all: \(probes)
             health: {when-all-down: \(whenAllDown), unsettled-ttl: 2}
             sites:
-              near: {tier: edge, location: {lat: 50.11, lon: 8.68, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], probe: \(probe("near"))}
-              far: {tier: edge, location: {lat: 52.52, lon: 13.40, country: DE}, jurisdiction: eu, ipv4: [192.0.2.2], probe: \(probe("far"))}
+              near: {tier: edge, location: {lat: 50.11, lon: 8.68, country: DE}, jurisdiction: eu, ipv4: [192.0.2.1], probe: \(fleet.probeSettings("near"))}
+              far: {tier: edge, location: {lat: 52.52, lon: 13.40, country: DE}, jurisdiction: eu, ipv4: [192.0.2.2], probe: \(fleet.probeSettings("far"))}
             models:
               m-7b: {size: 7b, ttl: \(ttl), answers: 1}
             """
@@ -110,19 +113,7 @@ struct ProbeFailoverTests {
         let fleet = try await FakeEdgeFleet.start(sites: ["near", "far"], models: ["m-7b"])
         writeFile(directory + "/p.example.zone", zone)
         writeFile(directory + "/policy.yaml", policy(fleet: fleet, whenAllDown: whenAllDown))
-        writeFile(
-            directory + "/tdnd.yaml",
-            """
-            zones: .
-            policy: policy.yaml
-            listen: [127.0.0.1:0]
-            status: 127.0.0.1:0
-            threads: 1
-            watch-interval: 0
-            state-dir: state
-            admin-token: \(token)
-            probe-start-timeout: 5
-            """)
+        writeFile(directory + "/tdnd.yaml", daemonConfig("state-dir: state\nadmin-token: \(token)\n"))
         return try await launch(directory: directory, fleet: fleet)
     }
 

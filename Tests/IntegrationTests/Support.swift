@@ -7,6 +7,21 @@ extension Tag {
     @Tag static var slow: Self
 }
 
+/// A test daemon's `tdnd.yaml`: zones and `policy.yaml` beside it, DNS and status on free
+/// loopback ports, one thread, no file watching; `extra` lines appended.
+func daemonConfig(_ extra: String = "") -> String {
+    """
+    zones: .
+    policy: policy.yaml
+    listen: [127.0.0.1:0]
+    status: 127.0.0.1:0
+    threads: 1
+    watch-interval: 0
+    probe-start-timeout: 5
+
+    """ + extra
+}
+
 /// A `tdnd serve --config FILE` process with its stderr in a file, as an operator would run it.
 final class DaemonProcess {
     let process = Process()
