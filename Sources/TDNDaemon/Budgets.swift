@@ -120,7 +120,7 @@ final class DemandEstimate: @unchecked Sendable {
 
 /// One answer-share budget pass over a configuration's steering (`ConfigurationLoader.Steering`):
 /// the pairs (name, location class, shard) with demand, their allowed and up sites best first
-/// (the compiler's answer leads), each site's fresh load figure and water marks, through
+/// (`candidates`), each site's fresh load figure and water marks, through
 /// `AnswerBudgets`. Every such pair gets an answer of its own: its site first, then its next
 /// candidates in score order, with the short TTL on a budget edge. So a pair's answer changes
 /// only when the budgets move it, never with the full flags the compiler orders by (the
@@ -133,7 +133,7 @@ extension ConfigurationLoader.Steering {
         var ttl: UInt32
     }
 
-    /// What one pass saw, for `/metrics` and `/status`: per site, the share of all demand it
+    /// What one pass saw, for `/metrics` and `/explain`: per site, the share of all demand it
     /// was given and the share it may take below its low-water mark (nil: no estimate).
     struct BudgetFigures: Sendable {
         var assignedShare: [String: Double] = [:]
@@ -146,9 +146,9 @@ extension ConfigurationLoader.Steering {
     /// Runs a pass; returns whether any pair's answer changed (the snapshot needs rebuilding).
     ///
     /// A site whose assignment changed less than a TTL ago (the longest its pairs' answers
-    /// carried then) is settling: resolvers still hold the answers from before, so its load
-    /// figure is the old assignment's. Its
-    /// capacity is then the estimate from when it was last settled (`AnswerBudgets.Site`).
+    /// carried before the change) is settling: resolvers still hold the answers from before, so
+    /// its load figure is the old assignment's. Its capacity is then the estimate from when it
+    /// was last settled (`AnswerBudgets.Site`).
     func rebalance(
         health: HealthView, loads: [String: Double], rules: [String: HealthRules], demand: DemandEstimate, now: Double
     ) -> Bool {
@@ -215,9 +215,8 @@ extension ConfigurationLoader.Steering {
             // score order, whatever the full flags: the tail does not flip with them).
             let rest = input[position].candidates.lazy.map(\.site).filter { $0 != site }.prefix(wanted[position] - 1)
             let sitesNamed = [chosen] + rest.map { policy.sites[$0].id }
-            next[key] = BudgetChoice(
-                site: site, sites: sitesNamed,
-                ttl: choice.onEdge ? min(answer.ttl, policy.health.unsettledTTL) : answer.ttl)
+            let ttl = choice.onEdge ? min(answer.ttl, policy.health.unsettledTTL) : answer.ttl
+            next[key] = BudgetChoice(site: site, sites: sitesNamed, ttl: ttl)
             if site != leaders[position] { moved += 1 }
         }
         let capacity = AnswerBudgets.capacities(sites)
