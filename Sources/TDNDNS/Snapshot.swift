@@ -385,10 +385,19 @@ public final class Snapshot: AtomicReference, @unchecked Sendable {
     /// addresses are looked up as IPv4, with the scope counted in IPv6 bits). For tools and tests.
     public func classify(_ address: [UInt8]) -> (classID: Int, scope: Int) {
         let (high, low) = address.withUnsafeBufferPointer { Responder.addressBits($0.baseAddress!, address.count) }
-        let location = Responder.classify(self, SteeringLookup(high: high, low: low, isIPv6: address.count == 16))
-        // A class answered per shard holds for no more than the shard's prefix.
-        let split = Int(location.classID) < splitOf.count && splitOf[Int(location.classID)] >= 0
-        return (Int(location.classID), split ? max(location.scope, Int(location.shardScope)) : location.scope)
+        var location = Responder.classify(self, SteeringLookup(high: high, low: low, isIPv6: address.count == 16))
+        _ = row(of: &location)
+        return (Int(location.classID), location.scope)
+    }
+
+    /// The row a located client's answers are read from: its answer class, or for a class
+    /// answered per shard its shard's row, the scope then no wider than the shard's prefix.
+    @inline(__always)
+    func row(of location: inout SteeringLocation) -> Int {
+        let split = Int(splitOf[Int(location.classID)])
+        guard split >= 0 else { return Int(location.classID) }
+        location.scope = max(location.scope, Int(location.shardScope))
+        return Int(shardRows[split + Int(location.shard)])
     }
 
     /// FNV-1a over a lower-cased wire name.

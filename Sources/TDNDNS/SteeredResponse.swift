@@ -15,13 +15,7 @@ extension Responder {
     func steer(_ writer: inout ResponseWriter, _ snapshot: Snapshot, _ index: Int, location: SteeringLocation) -> Int {
         let parsed = writer.parsed
         var location = location
-        var row = Int(location.classID)
-        // A class answered per shard: the shard's row, and a scope no wider than the shard's.
-        let split = Int(snapshot.splitOf[row])
-        if split >= 0 {
-            row = Int(snapshot.shardRows[split + Int(location.shard)])
-            location.scope = max(location.scope, Int(location.shardScope))
-        }
+        let row = snapshot.row(of: &location)
         let answer = Int(snapshot.classAnswers[Int(snapshot.steeredRows[index]) + row])
         steeredName = index
         steeredRow = row

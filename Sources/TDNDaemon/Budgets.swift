@@ -2,6 +2,44 @@ import GeoPolicy
 import HealthProbe
 import TDNDNS
 
+/// Rates by key and position, each a moving average decayed over `window` seconds, with a
+/// bias correction: early on a rate is the mean of what was seen so far, not a ramp up from
+/// zero. The demand estimate and the simulator both measure demand with it.
+struct DecayedRates<Key: Hashable> {
+    let window: Double
+    let count: Int
+    /// The decayed rates before correction, and the weight that corrects them.
+    private var raw: [Key: [Double]] = [:]
+    private var weight = 0.0
+
+    init(window: Double, count: Int) {
+        self.window = window
+        self.count = count
+    }
+
+    /// Folds in what was seen over the last `elapsed` seconds (amounts per position, by key);
+    /// a key known before and not seen now folds in zeros.
+    mutating func fold(_ seen: [Key: [Double]], over elapsed: Double) {
+        let blend = min(1, elapsed / window)
+        weight += (1 - weight) * blend
+        for key in Set(raw.keys).union(seen.keys) {
+            var rate = raw[key] ?? [Double](repeating: 0, count: count)
+            let amounts = seen[key]
+            for position in rate.indices {
+                rate[position] += ((amounts?[position] ?? 0) / elapsed - rate[position]) * blend
+            }
+            raw[key] = rate
+        }
+    }
+
+    /// The corrected rates of `key` (nil: never seen).
+    func rates(_ key: Key) -> [Double]? {
+        raw[key].map { rate in rate.map { weight > 0 ? $0 / weight : 0 } }
+    }
+
+    var keys: Dictionary<Key, [Double]>.Keys { raw.keys }
+}
+
 /// Client demand per (steered name, location class), estimated from what the data plane
 /// counted: queries per (name, row) of each steering part (`QueryStats.takeRows`), a row
 /// standing for the (location class, shard) cells that part answers alike. A row's queries are
@@ -22,10 +60,7 @@ final class DemandEstimate: @unchecked Sendable {
     /// Recently published steering parts by generation, each with its cells' rows.
     private var parts: [UInt64: Part] = [:]
     private var lastUpdate: Double?
-    /// The decayed rates before bias correction, and the weight that corrects them: early on
-    /// a rate is the mean of what was seen so far, not a ramp up from zero.
-    private var raw: [String: [Double]] = [:]
-    private var weight = 0.0
+    private var decayed: DecayedRates<String>
 
     private struct Part {
         let names: [String]
@@ -45,6 +80,7 @@ final class DemandEstimate: @unchecked Sendable {
             weights[Int(location)] += Double(UInt64(1) << UInt64(32 - Int(length)))
         }
         self.weights = weights
+        decayed = DecayedRates(window: Self.window, count: weights.count)
     }
 
     /// Notes a published steering part, so that counts made under it can be attributed.
@@ -104,17 +140,8 @@ final class DemandEstimate: @unchecked Sendable {
                 seen[part.names[name]] = perLocation
             }
         }
-        let blend = min(1, elapsed / Self.window)
-        weight += (1 - weight) * blend
-        for name in Set(raw.keys).union(seen.keys) {
-            var rate = raw[name] ?? [Double](repeating: 0, count: weights.count)
-            let queries = seen[name]
-            for location in rate.indices {
-                rate[location] += ((queries?[location] ?? 0) / elapsed - rate[location]) * blend
-            }
-            raw[name] = rate
-            rates[name] = rate.map { $0 / weight }
-        }
+        decayed.fold(seen, over: elapsed)
+        for name in decayed.keys { rates[name] = decayed.rates(name) }
     }
 }
 
@@ -138,7 +165,6 @@ extension ConfigurationLoader.Steering {
     struct BudgetFigures: Sendable {
         var assignedShare: [String: Double] = [:]
         var budgetShare: [String: Double] = [:]
-        var totalDemand = 0.0
         var pairs = 0
         var moved = 0
     }
@@ -231,7 +257,7 @@ extension ConfigurationLoader.Steering {
             // afresh, however often it changed meanwhile.
             if sites[index].settlingCapacity == nil { budgetSettling[index] = (now, capacity[index], held[index]) }
         }
-        var figures = BudgetFigures(totalDemand: total, pairs: input.count, moved: moved)
+        var figures = BudgetFigures(pairs: input.count, moved: moved)
         for (index, site) in policy.sites.enumerated() where total > 0 {
             figures.assignedShare[site.id] = given[index] / total
             if capacity[index].isFinite {

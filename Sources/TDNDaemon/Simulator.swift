@@ -14,8 +14,8 @@ enum SteeringRule: String, CaseIterable, Codable, Sendable {
     case fullNotFull = "full-not-full"
     /// Answer-share budgets (`AnswerBudgets`): each site's headroom from its load figure is a
     /// budget of demand; pairs move to the next-best allowed site, least added latency first,
-    /// with the water marks as hysteresis. Demand per pair is estimated as the data plane would:
-    /// a decayed rate of the resolvers' queries times the TTL. Not yet in `serve`.
+    /// with the water marks as hysteresis. Run as `serve` runs it (`Steering.rebalance`), with
+    /// demand measured as the data plane measures it.
     case budgets
 }
 
@@ -226,9 +226,6 @@ struct Simulator {
             uniqueKeysWithValues: (plan?.names ?? []).enumerated().compactMap { index, name in
                 name.labels.count == 1 ? (name.labels[0], index) : nil
             })
-        let steeredName = (plan?.names ?? []).map { name in
-            name.labels.joined(separator: ".") + "." + policy.zone + (policy.zone.hasSuffix(".") ? "" : ".")
-        }
         let rules = Dictionary(targets.map { ($0.site, $0.rules) }, uniquingKeysWith: { first, _ in first })
 
         // Resolvers in proportion to each class's addresses (at least one); per (class, model)
@@ -246,18 +243,12 @@ struct Simulator {
         // as the TTL it was answered with (the shards of a class count as one, as
         // `DemandEstimate` shares a class evenly among them).
         var queries = [Double](repeating: 0, count: pairs)
-        var rate = [Double](repeating: 0, count: pairs)
-        // The bias correction of the decayed rates (`DemandEstimate`).
-        var rateWeight = 0.0
+        var rate = DecayedRates<Int>(window: DemandEstimate.window, count: pairs)
         let full = targets.map(\.rules.highWater)
         let empty = targets.map(\.rules.lowWater)
         // The operator's "full", from the true load: above the high-water mark, until back
         // below the low-water mark.
         var isFull = [Bool](repeating: false, count: policy.sites.count)
-        // The load figure each site's last successful scrape reported (what the monitor holds),
-        // and when: older than the site's `stale` bound, it is unknown.
-        var reported = [Double?](repeating: nil, count: policy.sites.count)
-        var reportedAt = [Double](repeating: 0, count: policy.sites.count)
         var flips = 0
         var load = [Double](repeating: 0, count: policy.sites.count)
         var optimal = 0.0
@@ -302,8 +293,6 @@ struct Simulator {
                 if result.healthy && !stale.contains(index) {
                     result.capacity = CapacityModel.Reading(load: load[index], parts: [])
                     result.models = hosted[index]
-                    reported[index] = load[index]
-                    reportedAt[index] = time
                 }
                 monitor.record(site: target.site, result: result)
                 let jitter = target.jitter > 0 ? Double.random(in: -target.jitter...target.jitter, using: &random) : 0
@@ -316,24 +305,17 @@ struct Simulator {
                 if let steering {
                     _ = steering.update(health: view)
                     plan = compiler?.plan()
-                    // Fresh load figures of up sites, as `HealthMonitor.freshLoads` gives them.
-                    var loads: [String: Double] = [:]
-                    for index in reported.indices where view[policy.sites[index].id].up {
-                        if let figure = reported[index], time - reportedAt[index] <= targets[index].rules.staleAfter {
-                            loads[policy.sites[index].id] = figure
-                        }
-                    }
+                    let rates = rate.rates(0) ?? [Double](repeating: 0, count: pairs)
                     for (modelPosition, model) in models.enumerated() {
                         guard let name = nameOf[model.name] else { continue }
                         var perLocation = [Double](repeating: 0, count: geography.locations.count)
                         for position in classes.indices {
-                            perLocation[classes[position]] =
-                                rate[position * models.count + modelPosition] / max(rateWeight, 1e-9)
+                            perLocation[classes[position]] = rates[position * models.count + modelPosition]
                         }
-                        steering.demand.rates[steeredName[name]] = perLocation
+                        steering.demand.rates[steering.names[name].description] = perLocation
                     }
                     _ = steering.rebalance(
-                        health: view, loads: loads, rules: rules, demand: steering.demand, now: time)
+                        health: view, loads: monitor.freshLoads(), rules: rules, demand: steering.demand, now: time)
                 } else if let compiler, compiler.update(health: view) > 0 {
                     plan = compiler.plan()
                 }
@@ -402,12 +384,11 @@ struct Simulator {
                             }
                         }
                     }
-                    // Decayed over about a minute (`DemandEstimate.window`).
-                    rate[pair] += (queries[pair] / step - rate[pair]) * min(1, step / DemandEstimate.window)
-                    queries[pair] = 0
                 }
             }
-            rateWeight += (1 - rateWeight) * min(1, step / DemandEstimate.window)
+            // Decayed over about a minute, as `DemandEstimate` does.
+            rate.fold([0: queries], over: step)
+            queries = [Double](repeating: 0, count: pairs)
             demanded += total * step
             for site in served.indices {
                 load[site] = served[site] / capacity[site]
